@@ -1,0 +1,4 @@
+//! (to be written)
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::FAILURE
+}

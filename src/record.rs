@@ -1,0 +1,106 @@
+//! The record: what one accepted syslog message becomes, everywhere in Starling.
+//!
+//! A `Record` is created where a message is first received (listener, journal upload) and
+//! is what the store persists, the spool holds and the forwarder ships. It carries the
+//! message's identity `(origin, origin_seq)`, its receive metadata and the exact raw bytes.
+//! Parsed fields are not stored: they are re-derived from `raw` by `parse` at read time,
+//! except the event time, which may depend on receive-time context (RFC 3164 year and zone)
+//! and so is resolved once, at receive time, and stored.
+//!
+//! This module does no I/O and imports nothing of ours.
+
+use bytes::Bytes;
+
+/// How a message reached the node that first accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Transport {
+    Udp = 1,
+    Tcp = 2,
+    Journal = 3,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Journal => "journal",
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Option<Transport> {
+        match value {
+            1 => Some(Transport::Udp),
+            2 => Some(Transport::Tcp),
+            3 => Some(Transport::Journal),
+            _ => None,
+        }
+    }
+}
+
+/// Which grammar the message was read with. `Unparsed` records keep only their raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ParseStatus {
+    Rfc5424 = 1,
+    Rfc3164 = 2,
+    Unparsed = 3,
+    /// A journal export-format entry (journald upload).
+    Journal = 4,
+}
+
+impl ParseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseStatus::Rfc5424 => "rfc5424",
+            ParseStatus::Rfc3164 => "rfc3164",
+            ParseStatus::Unparsed => "unparsed",
+            ParseStatus::Journal => "journal",
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Option<ParseStatus> {
+        match value {
+            1 => Some(ParseStatus::Rfc5424),
+            2 => Some(ParseStatus::Rfc3164),
+            3 => Some(ParseStatus::Unparsed),
+            4 => Some(ParseStatus::Journal),
+            _ => None,
+        }
+    }
+}
+
+/// An event time as the message stated it (or as resolved for RFC 3164): an instant plus the
+/// UTC offset it was written with, so `read` can print it "as sent".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventTime {
+    /// Microseconds since the Unix epoch, UTC.
+    pub unix_micros: i64,
+    /// Offset from UTC in seconds of the zone the timestamp was written in.
+    pub utc_offset_secs: i32,
+}
+
+/// One accepted message with its identity and receive metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Receive time on the origin node, microseconds since the Unix epoch, UTC.
+    pub received_at_micros: i64,
+    /// The message's own timestamp, if it had one that parsed.
+    pub event_time: Option<EventTime>,
+    /// Node id of the node that first accepted the message.
+    pub origin: String,
+    /// Per-origin sequence number, gapless and persistent. `0` means "not yet assigned": the
+    /// store assigns the next sequence of its local origin when it appends such a record.
+    pub origin_seq: u64,
+    /// Sender address (`ip:port`), if known.
+    pub peer: Option<String>,
+    pub transport: Transport,
+    pub parse: ParseStatus,
+    /// The message was longer than the configured limit and was cut to it.
+    pub truncated: bool,
+    /// Shard key: HOSTNAME, peer address or app name, per `shard-by`.
+    pub source: String,
+    /// The exact bytes received, minus transport framing (after truncation, if any).
+    pub raw: Bytes,
+}
