@@ -1,4 +1,513 @@
-//! (to be written)
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+//! The command line: clap definitions and the five subcommands of `PRODUCT.md`'s contract.
+//!
+//! `run` turns flags and the optional TOML file into a validated `Config` (flag > file >
+//! default) and hands it to `node`; `read`, `verify` and `validate` work offline on files;
+//! `status` asks a running node's API. Errors end here: printed once with their causes,
+//! mapped to exit codes (2 for bad usage or configuration, 1 for everything else). Nothing
+//! below this module prints to stdout except through the values it returns.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ListenerEntry, ShardBy};
+
+#[derive(Debug, Parser)]
+#[command(name = "starling", version, about = "A highly available syslog collector")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: accept syslog, join the cluster, store (as master) or forward.
+    Run(Box<RunArgs>),
+    /// Print stored records.
+    Read(ReadArgs),
+    /// Check every segment of a data directory; exit 1 if anything is corrupt.
+    Verify(VerifyArgs),
+    /// Check a configuration file; exit 2 with the reason if it is invalid.
+    Validate(ValidateArgs),
+    /// Show a running node's view of the cluster.
+    Status(StatusArgs),
+}
+
+/// Flags of `starling run`. Each overrides the same key of the config file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (`data-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node id (`node-id`); the host name by default.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// UDP syslog listener (repeatable; `none` turns UDP off).
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_udp: Vec<String>,
+    /// TCP syslog listener (repeatable; `none` turns TCP off).
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tcp: Vec<String>,
+    /// Gossip listen address (`cluster.gossip`).
+    #[arg(long, value_name = "ADDR")]
+    pub gossip: Option<String>,
+    /// Gossip address announced to others (`cluster.gossip-advertise`).
+    #[arg(long, value_name = "ADDR")]
+    pub gossip_advertise: Option<String>,
+    /// Seed node gossip address, HOST:PORT (repeatable; `cluster.seeds`).
+    #[arg(long, value_name = "ADDR")]
+    pub seed: Vec<String>,
+    /// Node-to-node forwarding listen address (`cluster.forward`).
+    #[arg(long, value_name = "ADDR")]
+    pub forward: Option<String>,
+    /// HTTP API address (`api.listen`; `none` turns it off).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<String>,
+    /// `cluster.cluster-id`.
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+    /// `cluster.priority`: a higher priority wins the election.
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u32>,
+    /// `cluster.may-be-master`.
+    #[arg(long, value_name = "BOOL")]
+    pub may_be_master: Option<bool>,
+    /// `cluster.spool-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub spool_max_bytes: Option<u64>,
+    /// `cluster.spool-retention`, e.g. `24h`.
+    #[arg(long, value_name = "DURATION")]
+    pub spool_retention: Option<String>,
+    /// `syslog.max-message-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// `syslog.max-connections`.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// `syslog.idle-timeout`, e.g. `10m`.
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// `syslog.udp-sockets` (0 = one per core).
+    #[arg(long, value_name = "N")]
+    pub udp_sockets: Option<usize>,
+    /// `syslog.udp-recv-buffer-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub udp_recv_buffer_bytes: Option<usize>,
+    /// `syslog.rfc3164-timezone`: local, UTC or an IANA name.
+    #[arg(long, value_name = "ZONE")]
+    pub rfc3164_timezone: Option<String>,
+    /// `syslog.shard-by`.
+    #[arg(long, value_enum)]
+    pub shard_by: Option<ShardByArg>,
+    /// `store.segment-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub segment_max_bytes: Option<u64>,
+    /// `store.segment-max-age`, e.g. `1h`.
+    #[arg(long, value_name = "DURATION")]
+    pub segment_max_age: Option<String>,
+    /// `store.commit-max-delay`, e.g. `10ms`.
+    #[arg(long, value_name = "DURATION")]
+    pub commit_max_delay: Option<String>,
+    /// `store.commit-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub commit_max_bytes: Option<u64>,
+    /// `store.retention.max-age`, e.g. `30days`.
+    #[arg(long, value_name = "DURATION")]
+    pub retention_max_age: Option<String>,
+    /// `store.retention.shard-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub retention_shard_max_bytes: Option<u64>,
+    /// `store.retention.total-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub retention_total_max_bytes: Option<u64>,
+    /// `log.level`, a tracing filter such as `info` or `starling=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShardByArg {
+    Hostname,
+    Peer,
+    AppName,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    #[arg(long, value_name = "DIR", default_value = "./starling-data")]
+    pub data_dir: PathBuf,
+    /// Only this source (shard), as shown by `verify`.
+    #[arg(long, value_name = "HOST")]
+    pub source: Option<String>,
+    /// Records received at or after T (RFC 3339, or relative: 15m, 1h, 2days).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Records received before T (RFC 3339, or relative).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Keep printing records as they become durable.
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: ReadFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadFormat {
+    Raw,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long, value_name = "DIR", default_value = "./starling-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5517")]
+    pub api: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: StatusFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// A failure with its exit code: 2 for bad usage or configuration, 1 otherwise.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure { code: 1, error }
+    }
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure { code: 2, error: error.into() }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, without its own "error: " prefix.
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            eprintln!("starling: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let log_control = crate::logging::init();
+    let result = match cli.command {
+        Command::Run(args) => run(*args, &log_control),
+        Command::Read(args) => read(args),
+        Command::Verify(args) => verify(args),
+        Command::Validate(args) => validate(args),
+        Command::Status(args) => status(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("starling: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Builds the effective configuration: file (if any) under the flags, then validated.
+pub fn effective_config(args: &RunArgs) -> Result<Config, Failure> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(usage)?,
+        None => Config::default(),
+    };
+    apply_flags(&mut config, args).map_err(|message| usage(anyhow::anyhow!(message)))?;
+    config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
+    fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+        if let Some(value) = value {
+            *target = value.clone();
+        }
+    }
+    fn duration(target: &mut Duration, value: &Option<String>) -> Result<(), String> {
+        if let Some(text) = value {
+            *target = config::parse_duration(text)?;
+        }
+        Ok(())
+    }
+    if let Some(data_dir) = &args.data_dir {
+        config.data_dir = data_dir.clone();
+    }
+    if let Some(node_id) = &args.node_id {
+        config.node_id = Some(node_id.clone());
+    }
+    if !args.syslog_udp.is_empty() {
+        config.syslog.udp = args.syslog_udp.iter().cloned().map(ListenerEntry::Address).collect();
+    }
+    if !args.syslog_tcp.is_empty() {
+        config.syslog.tcp = args.syslog_tcp.iter().cloned().map(ListenerEntry::Address).collect();
+    }
+    let cluster = &mut config.cluster;
+    set(&mut cluster.gossip, &args.gossip);
+    if args.gossip_advertise.is_some() {
+        cluster.gossip_advertise = args.gossip_advertise.clone();
+    }
+    if !args.seed.is_empty() {
+        cluster.seeds = args.seed.clone();
+    }
+    set(&mut cluster.forward, &args.forward);
+    set(&mut cluster.cluster_id, &args.cluster_id);
+    set(&mut cluster.priority, &args.priority);
+    set(&mut cluster.may_be_master, &args.may_be_master);
+    set(&mut cluster.spool_max_bytes, &args.spool_max_bytes);
+    duration(&mut cluster.spool_retention, &args.spool_retention)?;
+    set(&mut config.api.listen, &args.api);
+    let syslog = &mut config.syslog;
+    set(&mut syslog.max_message_bytes, &args.max_message_bytes);
+    set(&mut syslog.max_connections, &args.max_connections);
+    duration(&mut syslog.idle_timeout, &args.idle_timeout)?;
+    set(&mut syslog.udp_sockets, &args.udp_sockets);
+    set(&mut syslog.udp_recv_buffer_bytes, &args.udp_recv_buffer_bytes);
+    set(&mut syslog.rfc3164_timezone, &args.rfc3164_timezone);
+    if let Some(shard_by) = args.shard_by {
+        syslog.shard_by = match shard_by {
+            ShardByArg::Hostname => ShardBy::Hostname,
+            ShardByArg::Peer => ShardBy::Peer,
+            ShardByArg::AppName => ShardBy::AppName,
+        };
+    }
+    let store = &mut config.store;
+    set(&mut store.segment_max_bytes, &args.segment_max_bytes);
+    duration(&mut store.segment_max_age, &args.segment_max_age)?;
+    duration(&mut store.commit_max_delay, &args.commit_max_delay)?;
+    set(&mut store.commit_max_bytes, &args.commit_max_bytes);
+    if let Some(text) = &args.retention_max_age {
+        store.retention.max_age = Some(config::parse_duration(text)?);
+    }
+    if args.retention_shard_max_bytes.is_some() {
+        store.retention.shard_max_bytes = args.retention_shard_max_bytes;
+    }
+    if args.retention_total_max_bytes.is_some() {
+        store.retention.total_max_bytes = args.retention_total_max_bytes;
+    }
+    set(&mut config.log.level, &args.log_level);
+    Ok(())
+}
+
+fn run(args: RunArgs, log_control: &crate::logging::LogControl) -> Result<ExitCode, Failure> {
+    let config = effective_config(&args)?;
+    log_control.set_filter(&config.log.level).map_err(usage)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("starling")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::node::run_until_signal(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    config.validate().map_err(usage)?;
+    println!("{}: valid", args.config.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
+    let now = chrono::Utc::now();
+    let since = args
+        .since
+        .as_deref()
+        .map(|text| crate::timespec::parse_time(text, now))
+        .transpose()
+        .map_err(|message| usage(anyhow::anyhow!("--since: {message}")))?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|text| crate::timespec::parse_time(text, now))
+        .transpose()
+        .map_err(|message| usage(anyhow::anyhow!("--until: {message}")))?;
+    if !args.data_dir.is_dir() {
+        return Err(usage(anyhow::anyhow!(
+            "data directory {} does not exist",
+            args.data_dir.display()
+        )));
+    }
+    let options = crate::store::ReadOptions {
+        source: args.source.clone(),
+        since_micros: since,
+        until_micros: until,
+    };
+    let reader = crate::store::StoreReader::open(&args.data_dir)
+        .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
+    if let Some(source) = &args.source {
+        if !args.follow && !reader.shards().iter().any(|shard| &shard.source == source) {
+            return Err(usage(anyhow::anyhow!("no source named {source:?} in {}", args.data_dir.display())));
+        }
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut num_corrupt = 0u64;
+    let outcome = (|| -> io::Result<()> {
+        if args.follow {
+            let mut follower = reader.follow(&options);
+            loop {
+                let items = follower.poll();
+                if items.is_empty() {
+                    out.flush()?;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                for item in items {
+                    print_item(&mut out, item, args.format, &mut num_corrupt)?;
+                }
+            }
+        }
+        for item in reader.read(&options) {
+            print_item(&mut out, item, args.format, &mut num_corrupt)?;
+        }
+        out.flush()
+    })();
+    match outcome {
+        Ok(()) => {}
+        // A closed pipe (`starling read | head`) is a normal way to stop reading.
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(error) => return Err(anyhow::Error::new(error).context("cannot write to stdout").into()),
+    }
+    if num_corrupt > 0 {
+        eprintln!("starling: {num_corrupt} corrupt frame(s) skipped; run `starling verify`");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_item(
+    out: &mut impl Write,
+    item: Result<crate::store::StoredRecord, crate::store::ReadError>,
+    format: ReadFormat,
+    num_corrupt: &mut u64,
+) -> io::Result<()> {
+    match item {
+        Ok(stored) => match format {
+            ReadFormat::Raw => {
+                out.write_all(&stored.record.raw)?;
+                out.write_all(b"\n")
+            }
+            ReadFormat::Json => {
+                let parsed = crate::parse::parse(&stored.record.raw, &read_context(&stored.record));
+                let value = crate::render::record_json(stored.shard_seq, &stored.record, &parsed);
+                serde_json::to_writer(&mut *out, &value).map_err(io::Error::other)?;
+                out.write_all(b"\n")
+            }
+        },
+        Err(error) => {
+            *num_corrupt += 1;
+            eprintln!("starling: {error}");
+            Ok(())
+        }
+    }
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, Failure> {
+    if !args.data_dir.is_dir() {
+        return Err(usage(anyhow::anyhow!(
+            "data directory {} does not exist",
+            args.data_dir.display()
+        )));
+    }
+    let report = crate::store::verify(&args.data_dir)
+        .with_context(|| format!("cannot verify {}", args.data_dir.display()))?;
+    print!("{report}");
+    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
+    let url = format!("http://{}/v1/status", args.api);
+    let body = ureq::get(&url)
+        .call()
+        .and_then(|mut response| response.body_mut().read_to_string())
+        .with_context(|| format!("cannot get {url}"))?;
+    let status: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))?;
+    match args.format {
+        StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status).unwrap_or(body)),
+        StatusFormat::Table => print!("{}", status_table(&status)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The parse context for re-deriving fields at read time. The event time printed is the one
+/// resolved at receive time and stored with the record, so the zone here does not matter.
+fn read_context(record: &crate::record::Record) -> crate::parse::ParseContext {
+    let received_at = chrono::DateTime::from_timestamp_micros(record.received_at_micros)
+        .unwrap_or_default();
+    crate::parse::ParseContext { received_at, rfc3164_zone: crate::parse::Zone::Utc }
+}
+
+/// Renders `/v1/status` JSON as a table: one line for the node, one per member.
+fn status_table(status: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "node {}  role {}  master {}",
+        text(&status["node_id"]),
+        text(&status["role"]),
+        text(&status["master"])
+    );
+    let _ = writeln!(
+        table,
+        "{:<24} {:<6} {:<8} {:<22} {:<22} {:>12} {:>12}",
+        "MEMBER", "ALIVE", "MASTER", "FORWARD", "API", "SPOOL", "LAG"
+    );
+    for member in status["members"].as_array().into_iter().flatten() {
+        let is_master = member["node_id"] == status["master"];
+        let _ = writeln!(
+            table,
+            "{:<24} {:<6} {:<8} {:<22} {:<22} {:>12} {:>12}",
+            text(&member["node_id"]),
+            text(&member["alive"]),
+            if is_master { "yes" } else { "" },
+            text(&member["forward_addr"]),
+            text(&member["api_addr"]),
+            text(&member["spool_records"]),
+            text(&member["forward_lag"]),
+        );
+    }
+    table
 }

@@ -1,0 +1,277 @@
+//! The integration-test sandbox: runs the real `starling` binary with every socket on
+//! 127.0.0.1:0, its own data directory inside its own temporary working directory, learns the
+//! bound addresses from the start-up lines the node prints, and offers `wait_until` instead of
+//! sleeps, SIGTERM / SIGKILL, `read --format json` and `/metrics`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn starling_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_starling")
+}
+
+/// Polls `predicate` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if predicate() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether an external program is on PATH (or at an absolute path); prints why a test skips.
+pub fn have_program(program: &str, test: &str) -> bool {
+    let found = if program.starts_with('/') {
+        Path::new(program).exists()
+    } else {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).exists()))
+            .unwrap_or(false)
+    };
+    if !found {
+        assert!(
+            std::env::var_os("STARLING_REQUIRE_PEERS").is_none(),
+            "{test}: `{program}` is required (STARLING_REQUIRE_PEERS is set) but not installed"
+        );
+        eprintln!("SKIPPED {test}: `{program}` is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// One running node.
+pub struct Node {
+    child: Option<Child>,
+    /// Temporary working directory; the data directory is `work_dir/data`.
+    pub work: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub api: Option<SocketAddr>,
+    pub extra_args: Vec<String>,
+    stdout_lines: Arc<Mutex<Vec<String>>>,
+    stderr_text: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Starts a single node with UDP, TCP and the API on 127.0.0.1:0 plus `args`.
+    pub fn start(args: &[&str]) -> Node {
+        let work = tempfile::tempdir().expect("temp dir");
+        let data_dir = work.path().join("data");
+        let mut node = Node {
+            child: None,
+            work,
+            data_dir,
+            udp: None,
+            tcp: None,
+            api: None,
+            extra_args: args.iter().map(|arg| arg.to_string()).collect(),
+            stdout_lines: Arc::default(),
+            stderr_text: Arc::default(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn has_flag(&self, flag: &str) -> bool {
+        self.extra_args.iter().any(|arg| arg == flag)
+    }
+
+    /// (Re)starts the process on the same data directory. Ports are chosen anew unless the
+    /// extra arguments fix them.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let mut command = Command::new(starling_bin());
+        command.current_dir(self.work.path()).arg("run").arg("--data-dir").arg(&self.data_dir);
+        command.env("RUST_LOG", "info");
+        for (flag, default) in [
+            ("--node-id", "test-node"),
+            ("--syslog-udp", "127.0.0.1:0"),
+            ("--syslog-tcp", "127.0.0.1:0"),
+            ("--api", "127.0.0.1:0"),
+            ("--gossip", "127.0.0.1:0"),
+            ("--forward", "127.0.0.1:0"),
+        ] {
+            if !self.has_flag(flag) {
+                command.args([flag, default]);
+            }
+        }
+        command.args(&self.extra_args);
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start starling");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        self.stdout_lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let stderr_text = Arc::new(Mutex::new(String::new()));
+        self.stderr_text = stderr_text.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut buffer = [0u8; 8192];
+            while let Ok(read) = reader.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                stderr_text.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..read]));
+            }
+        });
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(20), || {
+            self.stdout_lines.lock().unwrap().iter().any(|line| line == "starling: ready")
+                || self.exited()
+        });
+        assert!(
+            ready && !self.exited(),
+            "node did not become ready; stdout: {:?}\nstderr: {}",
+            self.stdout_lines.lock().unwrap(),
+            self.stderr()
+        );
+        let lines = self.stdout_lines.lock().unwrap().clone();
+        let find = |what: &str| {
+            let prefix = format!("starling: listening {what} ");
+            lines.iter().find_map(|line| line.strip_prefix(&prefix)?.parse::<SocketAddr>().ok())
+        };
+        self.udp = find("syslog-udp");
+        self.tcp = find("syslog-tcp");
+        self.api = find("api");
+    }
+
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout_lines.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr_text.lock().unwrap().clone()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        !self.exited()
+    }
+
+    /// SIGTERM, then waits (at most `timeout`) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        send_signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node did not exit within {timeout:?} of SIGTERM; stderr: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `starling read --format json` on this node's data directory.
+    pub fn read_json(&self, extra: &[&str]) -> Vec<Value> {
+        read_json(&self.data_dir, extra)
+    }
+
+    /// The body of `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        http_get(self.api.expect("api address"), "/metrics")
+    }
+
+    /// The value of one metric line (exact name including labels), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+pub fn read_json(data_dir: &Path, extra: &[&str]) -> Vec<Value> {
+    let output = Command::new(starling_bin())
+        .args(["read", "--format", "json", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .expect("run starling read");
+    assert!(
+        output.status.success(),
+        "starling read failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+        .stdout
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("read prints JSON lines"))
+        .collect()
+}
+
+/// Number of records `starling read` currently returns (for `wait_until`).
+pub fn count_records(data_dir: &Path) -> usize {
+    if !data_dir.exists() {
+        return 0;
+    }
+    let output = Command::new(starling_bin())
+        .args(["read", "--format", "raw", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run starling read");
+    output.stdout.iter().filter(|byte| **byte == b'\n').count()
+}
+
+pub fn http_get(address: SocketAddr, path: &str) -> String {
+    ureq::get(&format!("http://{address}{path}"))
+        .call()
+        .and_then(|mut response| response.body_mut().read_to_string())
+        .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+}
+
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(name, _)| *name == series)
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
