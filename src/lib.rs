@@ -22,6 +22,7 @@ pub mod config;
 pub mod framing;
 pub mod ingest;
 pub mod journal;
+pub mod journal_upload;
 pub mod listener;
 pub mod logging;
 pub mod node;
