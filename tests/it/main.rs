@@ -3,5 +3,6 @@
 
 mod collector;
 mod conformance_e2e;
+mod journald;
 mod rsyslog;
 mod sandbox;
