@@ -249,10 +249,9 @@ pub fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
 /// SYSLOG_IDENTIFIER, _PID, _HOSTNAME and __REALTIME_TIMESTAMP map to their syslog
 /// counterparts; every other field is kept as a parameter of one `journal` SD element.
 pub fn to_parsed(raw: &[u8]) -> crate::parse::Parsed {
-    let mut parsed = crate::parse::Parsed {
-        status: crate::record::ParseStatus::Journal,
-        ..crate::parse::Parsed::default()
-    };
+    let mut parsed = crate::parse::Parsed::unparsed(String::new());
+    parsed.status = crate::record::ParseStatus::Journal;
+    parsed.message = None;
     let text = |value: &[u8]| String::from_utf8_lossy(value).into_owned();
     let number = |value: &[u8]| std::str::from_utf8(value).ok()?.trim().parse::<u8>().ok();
     let mut params = Vec::new();
