@@ -25,6 +25,7 @@ pub mod listener;
 pub mod node;
 pub mod parse;
 pub mod record;
+pub mod render;
 pub mod store;
 pub mod telemetry;
 pub mod timespec;
