@@ -84,7 +84,7 @@ pub fn build_record(
 ) -> Record {
     let ctx = ParseContext {
         received_at,
-        rfc3164_zone: cfg.rfc3164_zone.clone(),
+        rfc3164_zone: cfg.rfc3164_zone,
     };
     let parsed = parse::parse(&raw, &ctx);
     Record {
