@@ -28,6 +28,7 @@ pub mod logging;
 pub mod node;
 pub mod parse;
 pub mod record;
+pub mod render;
 pub mod store;
 pub mod telemetry;
 pub mod timespec;

@@ -1,1 +1,107 @@
-//! (to be written)
+//! Syslog listeners: UDP (`udp`, RFC 5426) and TCP (`tcp`, RFC 6587).
+//!
+//! Owns the sockets' read loops: framing, turning messages into records (`ingest`), counting,
+//! and handing batches of records to a bounded channel. The caller binds the sockets and
+//! passes them in, and owns the channel's other end; listeners know nothing of the store.
+//! TCP awaits room in the channel (a slow pipeline slows the sender), UDP cannot wait and
+//! drops and counts. On cancellation a listener stops reading, hands over what it has read
+//! and returns.
+
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::ingest::{build_record, IngestConfig};
+use crate::record::{ParseStatus, Record, Transport};
+use crate::telemetry::{DropReason, ListenerMetrics};
+
+/// Default number of records a listener hands over at once (at most).
+pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1024;
+
+/// What a running listener needs from the node.
+pub struct ListenerContext {
+    /// Name used in logs and metrics, e.g. `tcp:0.0.0.0:5514`.
+    pub name: String,
+    pub ingest: IngestConfig,
+    /// Where batches of records go (bounded; the node forwards them to the store).
+    pub records_tx: mpsc::Sender<Vec<Record>>,
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+impl ListenerContext {
+    /// Builds the record of one message and counts what is special about it.
+    fn record(
+        &self,
+        payload: Bytes,
+        truncated: bool,
+        peer: Option<SocketAddr>,
+        transport: Transport,
+        received_at: DateTime<Utc>,
+        max_message_bytes: usize,
+    ) -> Record {
+        if truncated {
+            self.metrics.message_truncated(peer, max_message_bytes);
+        }
+        let len = payload.len();
+        let record = build_record(
+            payload,
+            truncated,
+            peer,
+            transport,
+            received_at,
+            &self.ingest,
+        );
+        if record.parse == ParseStatus::Unparsed {
+            self.metrics.message_unparsed(peer, len);
+        }
+        record
+    }
+
+    /// Counts a batch as received; returns it unchanged.
+    fn count_received(&self, batch: &[Record]) {
+        let num_bytes: usize = batch.iter().map(|r| r.raw.len()).sum();
+        self.metrics
+            .messages_received(batch.len() as u64, num_bytes as u64);
+    }
+
+    /// Hands a batch over, waiting for room. `false` when the pipeline is gone.
+    async fn send(&self, batch: Vec<Record>) -> bool {
+        let num_records = batch.len() as u64;
+        match self.records_tx.send(batch).await {
+            Ok(()) => true,
+            Err(_) => {
+                self.metrics
+                    .pipeline_dropped(DropReason::PipelineClosed, num_records);
+                false
+            }
+        }
+    }
+
+    /// Hands a batch over if there is room, else drops and counts it. `false` when the
+    /// pipeline is gone.
+    fn try_send(&self, batch: Vec<Record>) -> bool {
+        let num_records = batch.len() as u64;
+        match self.records_tx.try_send(batch) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .pipeline_dropped(DropReason::QueueFull, num_records);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics
+                    .pipeline_dropped(DropReason::PipelineClosed, num_records);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test_support;

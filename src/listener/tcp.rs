@@ -1,0 +1,200 @@
+//! Syslog over TCP (RFC 6587): one task per connection, framing per frame, backpressure.
+//!
+//! Owns accepting (with a cap on open connections: over it, a new connection is closed at
+//! once and counted), the per-connection read loop (idle timeout, `FramedRead` with the
+//! framing decoder, records batched per read) and closing a connection whose stream cannot
+//! be framed without touching the others. It awaits room in the records channel, so when the
+//! pipeline falls behind it stops reading and TCP flow control slows the sender.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
+use crate::framing::{Frame, FrameDecoder, FramingError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::record::{Record, Transport};
+
+/// Read buffer of one connection (grows to hold a frame up to the maximum message size).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Settings of one TCP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Longer messages are cut to this and flagged truncated (1 byte to 16 MiB).
+    pub max_message_bytes: usize,
+    /// Open connections allowed at once; more are closed at once and counted.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most records handed over in one batch.
+    pub max_batch_records: usize,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
+        }
+    }
+}
+
+/// Accepts connections until `cancel` fires, then waits for every connection to hand over
+/// what it has read.
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    options: TcpOptions,
+    cancel: CancellationToken,
+) {
+    let connections = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                ctx.metrics.receive_error(None, &error);
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            ctx.metrics
+                .connection_refused(peer, options.max_connections);
+            drop(stream);
+            continue;
+        };
+        ctx.metrics.connection_accepted(peer);
+        let span = tracing::info_span!("tcp_connection", listener = %ctx.name, %peer);
+        let connection = Connection {
+            ctx: Arc::clone(&ctx),
+            options: options.clone(),
+            peer,
+            _permit: permit,
+        };
+        connections.spawn(connection.run(stream, cancel.clone()).instrument(span));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// One accepted connection; holds its slot under the connection cap until dropped.
+struct Connection {
+    ctx: Arc<ListenerContext>,
+    options: TcpOptions,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why a connection's read loop ended.
+enum End {
+    /// EOF, idle timeout, framing or read error, or the pipeline is gone.
+    Done,
+    /// The listener is shutting down.
+    Cancelled,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, cancel: CancellationToken) {
+        let decoder = FrameDecoder::new(self.options.max_message_bytes);
+        let reader = FramedRead::with_capacity(stream, decoder, READ_BUFFER_BYTES);
+        let mut chunks = reader.ready_chunks(self.options.max_batch_records.max(1));
+        let mut num_messages = 0u64;
+        let end = loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break End::Cancelled,
+                next = tokio::time::timeout(self.options.idle_timeout, chunks.next()) => next,
+            };
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break End::Done,
+                Err(_elapsed) => {
+                    self.ctx.metrics.idle_timeout(self.peer);
+                    break End::Done;
+                }
+            };
+            let (batch, failed) = self.records(chunk);
+            num_messages += batch.len() as u64;
+            if !batch.is_empty() && !self.send(batch).await {
+                break End::Done;
+            }
+            if failed {
+                break End::Done;
+            }
+        };
+        if matches!(end, End::Cancelled) {
+            // What was already read stays in the read buffer: hand it over too, a partial
+            // last message included (as at EOF), since the sender will not send it again.
+            let reader = chunks.get_mut();
+            let mut decoder = reader.decoder().clone();
+            let mut frames = Vec::new();
+            while let Ok(Some(frame)) = decoder.decode_eof(reader.read_buffer_mut()) {
+                frames.push(Ok(frame));
+            }
+            let (batch, _) = self.records(frames);
+            num_messages += batch.len() as u64;
+            if !batch.is_empty() {
+                self.send(batch).await;
+            }
+        }
+        self.ctx.metrics.connection_closed(self.peer, num_messages);
+    }
+
+    /// Records of a chunk of decoded frames, and whether the stream failed after them.
+    fn records(&self, chunk: Vec<Result<Frame, FramingError>>) -> (Vec<Record>, bool) {
+        let received_at = Utc::now();
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut failed = false;
+        for item in chunk {
+            match item {
+                Ok(frame) => batch.push(self.ctx.record(
+                    frame.payload,
+                    frame.truncated,
+                    Some(self.peer),
+                    Transport::Tcp,
+                    received_at,
+                    self.options.max_message_bytes,
+                )),
+                Err(error @ FramingError::InvalidLength { .. }) => {
+                    self.ctx.metrics.framing_error(self.peer, &error);
+                    failed = true;
+                }
+                Err(FramingError::Io(error)) => {
+                    self.ctx.metrics.receive_error(Some(self.peer), &error);
+                    failed = true;
+                }
+            }
+        }
+        self.ctx.count_received(&batch);
+        (batch, failed)
+    }
+
+    async fn send(&self, batch: Vec<Record>) -> bool {
+        self.ctx.send(batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,292 @@
+//! TCP listener tests on 127.0.0.1:0 with a real channel consumer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::listener::test_support::{context, raws, receive, wait_until, TIMEOUT};
+use crate::record::ParseStatus;
+use crate::telemetry::DropReason;
+
+struct Running {
+    addr: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    records_rx: tokio::sync::mpsc::Receiver<Vec<Record>>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+async fn start(options: TcpOptions, capacity: usize) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ctx, records_rx) = context(Transport::Tcp, capacity);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(listener, Arc::clone(&ctx), options, cancel.clone()));
+    Running {
+        addr,
+        ctx,
+        records_rx,
+        cancel,
+        task,
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("listener returns after cancel")
+            .unwrap();
+    }
+}
+
+/// Sends `bytes` on a new connection and closes it.
+async fn send(addr: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream.shutdown().await.unwrap();
+}
+
+/// Reads until the server closes the connection; panics if it does not within TIMEOUT.
+async fn expect_closed_by_server(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("server did not close the connection"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn both_framings_and_mixed_on_one_connection() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    let stream = b"<13>Nov 26 10:00:00 web1 app: lf framed\n\
+        47 <34>1 2026-11-26T10:00:00Z db1 su - - - counted\
+        <13>Nov 26 10:00:01 web2 app: crlf\r\n\
+        <13>Nov 26 10:00:02 web3 app: nul\0\
+        <13>Nov 26 10:00:03 web4 app: last at eof";
+    send(running.addr, stream).await;
+    let records = receive(&mut running.records_rx, 5).await;
+    assert_eq!(
+        raws(&records),
+        [
+            "<13>Nov 26 10:00:00 web1 app: lf framed",
+            "<34>1 2026-11-26T10:00:00Z db1 su - - - counted",
+            "<13>Nov 26 10:00:01 web2 app: crlf",
+            "<13>Nov 26 10:00:02 web3 app: nul",
+            "<13>Nov 26 10:00:03 web4 app: last at eof",
+        ]
+    );
+    let sources: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, ["web1", "db1", "web2", "web3", "web4"]);
+    assert_eq!(records[1].parse, ParseStatus::Rfc5424);
+    assert!(records.iter().all(|r| r.transport == Transport::Tcp
+        && r.origin == "test-node"
+        && r.peer
+            .as_deref()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+        && !r.truncated));
+    assert_eq!(running.ctx.metrics.num_received(), 5);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_messages_are_truncated_in_both_framings_and_the_stream_stays_in_sync() {
+    let options = TcpOptions {
+        max_message_bytes: 16,
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 16).await;
+    let mut stream = b"<13>a long line that is cut\n<13>next\n".to_vec();
+    stream.extend_from_slice(b"31 <13>a counted frame that is cut<13>after\n");
+    send(running.addr, &stream).await;
+    let records = receive(&mut running.records_rx, 4).await;
+    assert_eq!(
+        raws(&records),
+        [
+            "<13>a long line ",
+            "<13>next",
+            "<13>a counted fr",
+            "<13>after"
+        ]
+    );
+    let truncated: Vec<bool> = records.iter().map(|r| r.truncated).collect();
+    assert_eq!(truncated, [true, false, true, false]);
+    assert_eq!(running.ctx.metrics.num_truncated(), 2);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_one_mib_line_is_cut_to_the_default_maximum() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    let mut stream = vec![b'x'; 1 << 20];
+    stream.extend_from_slice(b"\n<13>fine\n");
+    send(running.addr, &stream).await;
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(records[0].raw.len(), DEFAULT_MAX_MESSAGE_BYTES);
+    assert!(records[0].truncated);
+    assert_eq!(records[0].parse, ParseStatus::Unparsed);
+    assert_eq!(raws(&records[1..]), ["<13>fine"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_length_prefix_closes_only_that_connection() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    let mut good = TcpStream::connect(running.addr).await.unwrap();
+    good.write_all(b"<13>good 1\n").await.unwrap();
+    receive(&mut running.records_rx, 1).await;
+
+    let mut bad = TcpStream::connect(running.addr).await.unwrap();
+    bad.write_all(b"<13>before\n12345678901234567890 <13>hostile\n<13>after\n")
+        .await
+        .unwrap();
+    expect_closed_by_server(&mut bad).await;
+    let records = receive(&mut running.records_rx, 1).await;
+    assert_eq!(raws(&records), ["<13>before"]);
+    assert_eq!(running.ctx.metrics.num_framing_errors(), 1);
+
+    good.write_all(b"<13>good 2\n").await.unwrap();
+    good.shutdown().await.unwrap();
+    let records = receive(&mut running.records_rx, 1).await;
+    assert_eq!(raws(&records), ["<13>good 2"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_and_counted() {
+    let options = TcpOptions {
+        max_connections: 2,
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 16).await;
+    let mut first = TcpStream::connect(running.addr).await.unwrap();
+    let mut second = TcpStream::connect(running.addr).await.unwrap();
+    first.write_all(b"<13>one\n").await.unwrap();
+    second.write_all(b"<13>two\n").await.unwrap();
+    receive(&mut running.records_rx, 2).await;
+
+    let mut third = TcpStream::connect(running.addr).await.unwrap();
+    expect_closed_by_server(&mut third).await;
+    assert_eq!(running.ctx.metrics.num_connections_refused(), 1);
+
+    // A freed slot is usable again.
+    first.shutdown().await.unwrap();
+    drop(first);
+    let metrics = Arc::clone(&running.ctx.metrics);
+    wait_until("the first connection is closed", TIMEOUT, || {
+        metrics.num_connections_open() == 1
+    })
+    .await;
+    send(running.addr, b"<13>four\n").await;
+    let records = receive(&mut running.records_rx, 1).await;
+    assert_eq!(raws(&records), ["<13>four"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let options = TcpOptions {
+        idle_timeout: Duration::from_millis(200),
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 16).await;
+    let mut idle = TcpStream::connect(running.addr).await.unwrap();
+    idle.write_all(b"<13>then silence\n").await.unwrap();
+    receive(&mut running.records_rx, 1).await;
+    expect_closed_by_server(&mut idle).await;
+    assert_eq!(running.ctx.metrics.num_idle_timeouts(), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn partial_octet_counted_frame_at_eof_is_stored_flagged() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    send(running.addr, b"9 <13>first40 <13>cut short by eof").await;
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(raws(&records), ["<13>first", "<13>cut short by eof"]);
+    assert_eq!((records[0].truncated, records[1].truncated), (false, true));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_channel_stops_reading_without_dropping() {
+    // One batch of room and small batches: the listener stalls as soon as the consumer
+    // does, and the sender's writes back up into the socket buffers.
+    let options = TcpOptions {
+        max_batch_records: 4,
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 1).await;
+    const NUM_MESSAGES: usize = 3000;
+    const BODY_BYTES: usize = 8000;
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let written = Arc::clone(&written);
+        let addr = running.addr;
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            for i in 0..NUM_MESSAGES {
+                let message = format!("<13>msg {i:05} {}\n", "x".repeat(BODY_BYTES));
+                stream.write_all(message.as_bytes()).await.unwrap();
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+            stream.shutdown().await.unwrap();
+        })
+    };
+    // Nobody drains: the writer must stall well before the end.
+    let mut last = usize::MAX;
+    wait_until("the writer stalls", TIMEOUT, || {
+        let now = written.load(Ordering::SeqCst);
+        let stalled = now == last;
+        last = now;
+        stalled
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stalled_at = written.load(Ordering::SeqCst);
+    assert!(stalled_at < NUM_MESSAGES, "writer never stalled");
+    assert_eq!(
+        stalled_at, last,
+        "writer kept going while the channel was full"
+    );
+
+    let records = receive(&mut running.records_rx, NUM_MESSAGES).await;
+    writer.await.unwrap();
+    for (i, record) in records.iter().enumerate() {
+        assert!(record
+            .raw
+            .starts_with(format!("<13>msg {i:05} ").as_bytes()));
+        assert_eq!(record.raw.len(), 4 + 10 + BODY_BYTES);
+    }
+    assert_eq!(running.ctx.metrics.num_dropped(DropReason::QueueFull), 0);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_hands_over_what_was_read_and_returns() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    let mut open = TcpStream::connect(running.addr).await.unwrap();
+    open.write_all(b"<13>a\n<13>b\n<13>partial").await.unwrap();
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(raws(&records), ["<13>a", "<13>b"]);
+    let Running {
+        cancel,
+        task,
+        mut records_rx,
+        ..
+    } = running;
+    cancel.cancel();
+    tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
+    // The partial last message already read is handed over, as at EOF.
+    let records = receive(&mut records_rx, 1).await;
+    assert_eq!(raws(&records), ["<13>partial"]);
+    expect_closed_by_server(&mut open).await;
+    assert!(records_rx.try_recv().is_err());
+}

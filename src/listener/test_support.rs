@@ -1,0 +1,70 @@
+//! Helpers shared by the listener tests: a context wired to a real channel, waiting with a
+//! deadline instead of sleeping, and collecting records.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::ListenerContext;
+use crate::ingest::{IngestConfig, ShardBy};
+use crate::parse::Zone;
+use crate::record::{Record, Transport};
+use crate::telemetry::Metrics;
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener context whose records go to the returned receiver (capacity in batches).
+pub(crate) fn context(
+    transport: Transport,
+    capacity: usize,
+) -> (Arc<ListenerContext>, mpsc::Receiver<Vec<Record>>) {
+    let (records_tx, records_rx) = mpsc::channel(capacity);
+    let metrics = Metrics::new();
+    let name = format!("{}:test", transport.as_str());
+    let ctx = ListenerContext {
+        metrics: metrics.listener(&name, transport),
+        name,
+        ingest: IngestConfig {
+            origin: "test-node".to_owned(),
+            shard_by: ShardBy::Hostname,
+            rfc3164_zone: Zone::Utc,
+        },
+        records_tx,
+    };
+    (Arc::new(ctx), records_rx)
+}
+
+/// Polls `condition` until it holds; panics after `timeout` naming `what`.
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Receives batches until `num_records` records arrived (panics after [`TIMEOUT`]).
+pub(crate) async fn receive(
+    records_rx: &mut mpsc::Receiver<Vec<Record>>,
+    num_records: usize,
+) -> Vec<Record> {
+    let mut records = Vec::new();
+    while records.len() < num_records {
+        match tokio::time::timeout(TIMEOUT, records_rx.recv()).await {
+            Ok(Some(batch)) => records.extend(batch),
+            Ok(None) => panic!("channel closed after {} records", records.len()),
+            Err(_) => panic!("timed out after {} of {num_records} records", records.len()),
+        }
+    }
+    assert_eq!(records.len(), num_records, "more records than expected");
+    records
+}
+
+/// The raw bytes of each record, as text.
+pub(crate) fn raws(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.raw).into_owned())
+        .collect()
+}
