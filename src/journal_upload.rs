@@ -41,6 +41,7 @@ pub struct UploadState {
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    listener_metrics: Arc<crate::telemetry::ListenerMetrics>,
 }
 
 impl UploadState {
@@ -50,8 +51,23 @@ impl UploadState {
         max_entry_bytes: usize,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
-        UploadState { store, origin, max_entry_bytes, stored_cursors: Arc::default(), metrics }
+        let listener_metrics = metrics.listener("journal:/upload", Transport::Journal);
+        UploadState {
+            store,
+            origin,
+            max_entry_bytes,
+            stored_cursors: Arc::default(),
+            metrics,
+            listener_metrics,
+        }
     }
+}
+
+/// The `/upload` route, to merge into the API's router. The server must provide
+/// `ConnectInfo<SocketAddr>` (the uploader's address is the shard key of entries without
+/// `_HOSTNAME`).
+pub fn router(state: UploadState) -> axum::Router {
+    axum::Router::new().route("/upload", axum::routing::post(upload)).with_state(state)
 }
 
 fn bad_request(reason: String) -> Response {
@@ -146,7 +162,7 @@ pub async fn upload(
             Err(error) => return unavailable(error),
         }
     }
-    state.metrics.stored(num_stored as u64);
+    state.metrics.records_stored(Transport::Journal, num_stored as u64);
     {
         let mut stored = state.stored_cursors.lock().expect("cursor map poisoned");
         for (journal, sequence) in positions {
@@ -175,16 +191,16 @@ impl UploadState {
         if let Some((journal, sequence)) = cursor_position(&entry.raw) {
             let stored = self.stored_cursors.lock().expect("cursor map poisoned");
             if stored.get(&journal).is_some_and(|highest| sequence <= *highest) {
-                self.metrics.journal_duplicate();
+                self.listener_metrics.journal_duplicate();
                 return None;
             }
             drop(stored);
             let highest = positions.entry(journal).or_insert(0);
             *highest = (*highest).max(sequence);
         }
-        self.metrics.received("journal", Transport::Journal, entry.raw.len() as u64);
+        self.listener_metrics.messages_received(1, entry.raw.len() as u64);
         if entry.truncated {
-            self.metrics.truncated("journal", Transport::Journal);
+            self.listener_metrics.message_truncated(Some(peer), self.max_entry_bytes);
         }
         Some(Record {
             received_at_micros: chrono::Utc::now().timestamp_micros(),

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerSpec};
-use crate::record::Record;
+use crate::listener::ListenerContext;
+use crate::record::{Record, Transport};
 use crate::store::{AppendTicket, Store, StoreHandle};
 use crate::telemetry::Metrics;
 
@@ -91,9 +92,10 @@ impl Node {
         };
         tracing::info!(data_dir = %data_dir.display(), %recovery, "store open");
 
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Metrics::new();
         let (records_tx, records_rx) = mpsc::channel::<Vec<Record>>(PIPELINE_CAPACITY_BATCHES);
-        let (tickets_tx, tickets_rx) = mpsc::channel::<AppendTicket>(DURABILITY_QUEUE_BATCHES);
+        let (tickets_tx, tickets_rx) =
+            mpsc::channel::<(Transport, AppendTicket)>(DURABILITY_QUEUE_BATCHES);
         let ingest_task =
             tokio::spawn(ingest_loop(records_rx, store.handle(), tickets_tx, metrics.clone()));
         let durability_task = tokio::spawn(durability_loop(tickets_rx, metrics.clone()));
@@ -103,55 +105,56 @@ impl Node {
         let mut addresses = BoundAddresses::default();
         let syslog = &config.syslog;
         for spec in config.udp_listeners()? {
-            let ingest = ingest_config(&node_id, &config, &spec);
-            let num_sockets = if syslog.udp_sockets == 0 {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-            } else {
-                syslog.udp_sockets
+            let num_sockets = match syslog.udp_sockets {
+                0 => crate::listener::udp::default_num_sockets(),
+                configured => configured,
             };
             let sockets =
                 crate::listener::udp::bind(spec.address, num_sockets, syslog.udp_recv_buffer_bytes)
                     .with_context(|| format!("cannot listen for syslog on udp {}", spec.address))?;
             let local = sockets[0].local_addr()?;
             addresses.syslog_udp.push(local);
+            let name = format!("udp:{local}");
+            let context = Arc::new(ListenerContext {
+                metrics: metrics.listener(&name, Transport::Udp),
+                name,
+                ingest: ingest_config(&node_id, &config, &spec),
+                records_tx: records_tx.clone(),
+            });
             let options = crate::listener::udp::UdpOptions {
                 max_message_bytes: syslog.max_message_bytes,
-                ingest,
+                ..Default::default()
             };
-            let context = crate::listener::ListenerContext::new(
-                format!("udp:{local}"),
-                records_tx.clone(),
-                metrics.clone(),
-            );
             listeners.spawn(crate::listener::udp::run(
                 sockets,
-                options,
                 context,
+                options,
                 listeners_cancel.clone(),
             ));
         }
         for spec in config.tcp_listeners()? {
-            let ingest = ingest_config(&node_id, &config, &spec);
             let listener = tokio::net::TcpListener::bind(spec.address)
                 .await
                 .with_context(|| format!("cannot listen for syslog on tcp {}", spec.address))?;
             let local = listener.local_addr()?;
             addresses.syslog_tcp.push(local);
+            let name = format!("tcp:{local}");
+            let context = Arc::new(ListenerContext {
+                metrics: metrics.listener(&name, Transport::Tcp),
+                name,
+                ingest: ingest_config(&node_id, &config, &spec),
+                records_tx: records_tx.clone(),
+            });
             let options = crate::listener::tcp::TcpOptions {
                 max_message_bytes: syslog.max_message_bytes,
                 max_connections: syslog.max_connections,
                 idle_timeout: syslog.idle_timeout,
-                ingest,
+                ..Default::default()
             };
-            let context = crate::listener::ListenerContext::new(
-                format!("tcp:{local}"),
-                records_tx.clone(),
-                metrics.clone(),
-            );
             listeners.spawn(crate::listener::tcp::run(
                 listener,
-                options,
                 context,
+                options,
                 listeners_cancel.clone(),
             ));
         }
@@ -166,8 +169,22 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen for the API on {address}"))?;
             addresses.api = Some(listener.local_addr()?);
-            let state = crate::api::ApiState::new(metrics.clone(), store.handle(), node_id.clone());
-            api_task = Some(tokio::spawn(crate::api::serve(listener, state, api_cancel.clone())));
+            let store_handle = store.handle();
+            let state = crate::api::ApiState::new(metrics.clone())
+                .with_external_metrics(move || crate::api::store_metrics(&store_handle.stats()));
+            let upload = crate::journal_upload::UploadState::new(
+                store.handle(),
+                node_id.clone(),
+                syslog.max_message_bytes,
+                metrics.clone(),
+            );
+            let router = crate::api::router(state).merge(crate::journal_upload::router(upload));
+            let cancel = api_cancel.clone();
+            api_task = Some(tokio::spawn(async move {
+                if let Err(error) = crate::api::serve_router(listener, router, cancel).await {
+                    tracing::error!(%error, "the API server failed");
+                }
+            }));
         }
 
         Ok(Node {
@@ -237,36 +254,43 @@ impl Node {
 async fn ingest_loop(
     mut records_rx: mpsc::Receiver<Vec<Record>>,
     store: StoreHandle,
-    tickets_tx: mpsc::Sender<AppendTicket>,
+    tickets_tx: mpsc::Sender<(Transport, AppendTicket)>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(batch) = records_rx.recv().await {
+        let Some(transport) = batch.first().map(|record| record.transport) else {
+            continue;
+        };
         let num_records = batch.len() as u64;
         match store.append(batch).await {
             Ok(ticket) => {
-                if tickets_tx.send(ticket).await.is_err() {
+                if tickets_tx.send((transport, ticket)).await.is_err() {
                     tracing::error!("durability tracking stopped; records are still stored");
                 }
             }
             Err(error) => {
-                metrics.pipeline_dropped("store_error", num_records);
-                tracing::error!(%error, num_records, "store refused a batch");
+                metrics.store_refused(num_records);
+                tracing::error!(%error, num_records, "the store refused a batch");
             }
         }
     }
 }
 
 /// Counts records as stored once their commit is durable.
-async fn durability_loop(mut tickets_rx: mpsc::Receiver<AppendTicket>, metrics: Arc<Metrics>) {
-    while let Some(ticket) = tickets_rx.recv().await {
+async fn durability_loop(
+    mut tickets_rx: mpsc::Receiver<(Transport, AppendTicket)>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some((transport, ticket)) = tickets_rx.recv().await {
         match ticket.durable().await {
-            Ok(outcome) => metrics.stored(outcome.num_stored as u64),
+            Ok(outcome) => metrics.records_stored(transport, outcome.num_stored as u64),
             Err(error) => tracing::error!(%error, "a commit failed"),
         }
     }
 }
 
 fn ingest_config(node_id: &str, config: &Config, spec: &ListenerSpec) -> crate::ingest::IngestConfig {
+    // Validated with the configuration; local time is the documented default.
     let zone = spec
         .rfc3164_timezone
         .parse::<crate::parse::Zone>()
