@@ -20,6 +20,8 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzcheck;
 pub mod ingest;
 pub mod listener;
 pub mod node;
