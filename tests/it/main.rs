@@ -8,3 +8,4 @@ mod conformance_parse;
 mod journald;
 mod rsyslog;
 mod sandbox;
+mod fuzz_regressions;
