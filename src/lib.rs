@@ -20,11 +20,14 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzcheck;
 pub mod ingest;
 pub mod listener;
 pub mod node;
 pub mod parse;
 pub mod record;
+pub mod render;
 pub mod store;
 pub mod telemetry;
 pub mod timespec;

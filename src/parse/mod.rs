@@ -14,6 +14,9 @@ mod rfc5424;
 mod timestamp;
 mod zone;
 
+#[cfg(test)]
+mod tests;
+
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::record::{EventTime, ParseStatus};

@@ -5,6 +5,8 @@
 //!
 //! No I/O. Returns `None` when the line is not RFC 5424, so the caller can try RFC 3164.
 
+use std::borrow::Cow;
+
 use chrono::{Offset, Utc};
 use syslog_loose::{Protocol, Variant};
 
@@ -17,10 +19,10 @@ const DEFAULT_PRI: u8 = 13;
 
 pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     let trimmed = line.trim_start_matches(' ');
-    let (pri, after_pri) = match leading_pri(trimmed) {
-        Some(found) => found,
+    let (pri, after_pri, has_pri) = match leading_pri(trimmed) {
+        Some((pri, after_pri)) => (pri, after_pri, true),
         // `1 2020-05-22T14:59:09.250-03:00 host …`: a header without its PRI.
-        None if version_then_date(trimmed) => (DEFAULT_PRI, trimmed),
+        None if version_then_date(trimmed) => (DEFAULT_PRI, trimmed, false),
         None => return None,
     };
     // VERSION: 1 to 3 digits, not 0, then SP. Anything else is not RFC 5424.
@@ -32,7 +34,11 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     if version == 0 {
         return None;
     }
-    let as_sent = format!("<{pri}>{after_pri}");
+    let as_sent = if has_pri {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(format!("<{pri}>{after_pri}"))
+    };
     if let Some(parsed) = read(&as_sent, pri, version) {
         return Some(parsed);
     }

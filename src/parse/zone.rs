@@ -113,9 +113,14 @@ fn resolve_in<Tz: TimeZone>(zone: &Tz, naive: NaiveDateTime) -> DateTime<FixedOf
     }
 }
 
-/// `naive` read as a wall-clock time at `offset`. Out-of-range results (years near the limits
-/// of chrono) fall back to UTC rather than failing.
+/// `naive` read as a wall-clock time at `offset`, rounded to whole minutes: historical zone
+/// data has local mean time offsets like +00:53:28, which RFC 3339 cannot write, and the
+/// timestamp must print as it was sent. Out-of-range results (years near the limits of
+/// chrono) fall back to UTC rather than failing.
 fn with_offset(naive: NaiveDateTime, offset: FixedOffset) -> DateTime<FixedOffset> {
+    let seconds = offset.local_minus_utc();
+    let rounded = (f64::from(seconds) / 60.0).round() as i32 * 60;
+    let offset = FixedOffset::east_opt(rounded).unwrap_or(offset);
     match offset.from_local_datetime(&naive) {
         LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => dt,
         LocalResult::None => Utc.from_utc_datetime(&naive).fixed_offset(),
@@ -193,6 +198,14 @@ mod tests {
             resolved.with_timezone(&Utc).to_rfc3339(),
             "2024-03-31T01:30:00+00:00"
         );
+    }
+
+    #[test]
+    fn local_mean_time_offsets_are_rounded_to_minutes() {
+        let berlin = Zone::Named(chrono_tz::Europe::Berlin);
+        let resolved = berlin.resolve(naive("0985-04-12 19:20:50"));
+        assert_eq!(resolved.offset().local_minus_utc(), 53 * 60);
+        assert_eq!(resolved.naive_local(), naive("0985-04-12 19:20:50"));
     }
 
     #[test]
