@@ -67,7 +67,9 @@ pub async fn serve_router(
     router: Router,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    // Handlers may extract the peer's address (`ConnectInfo<SocketAddr>`).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
 }

@@ -424,7 +424,7 @@ fn print_item(
                 out.write_all(b"\n")
             }
             ReadFormat::Json => {
-                let parsed = crate::parse::parse(&stored.record.raw, &read_context(&stored.record));
+                let parsed = parsed_fields(&stored.record);
                 let value = crate::render::record_json(stored.shard_seq, &stored.record, &parsed);
                 serde_json::to_writer(&mut *out, &value).map_err(io::Error::other)?;
                 out.write_all(b"\n")
@@ -466,12 +466,18 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The parse context for re-deriving fields at read time. The event time printed is the one
-/// resolved at receive time and stored with the record, so the zone here does not matter.
-fn read_context(record: &crate::record::Record) -> crate::parse::ParseContext {
+/// A stored record's fields, re-derived from its raw bytes: journal entries by the export
+/// format, syslog by the parser. The event time printed is the one resolved at receive time
+/// and stored with the record, so the zone given to the parser here does not matter.
+fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
+    if record.parse == crate::record::ParseStatus::Journal {
+        return crate::journal::to_parsed(&record.raw);
+    }
     let received_at = chrono::DateTime::from_timestamp_micros(record.received_at_micros)
         .unwrap_or_default();
-    crate::parse::ParseContext { received_at, rfc3164_zone: crate::parse::Zone::Utc }
+    let context =
+        crate::parse::ParseContext { received_at, rfc3164_zone: crate::parse::Zone::Utc };
+    crate::parse::parse(&record.raw, &context)
 }
 
 /// Renders `/v1/status` JSON as a table: one line for the node, one per member.

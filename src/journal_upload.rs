@@ -42,6 +42,8 @@ pub struct UploadState {
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
     listener_metrics: Arc<crate::telemetry::ListenerMetrics>,
+    /// Entries recognised as already stored (uploader retries).
+    duplicates: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl UploadState {
@@ -59,7 +61,13 @@ impl UploadState {
             stored_cursors: Arc::default(),
             metrics,
             listener_metrics,
+            duplicates: Arc::default(),
         }
+    }
+
+    /// The counter of entries that were not stored twice.
+    pub fn duplicates(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.duplicates.clone()
     }
 }
 
@@ -191,7 +199,7 @@ impl UploadState {
         if let Some((journal, sequence)) = cursor_position(&entry.raw) {
             let stored = self.stored_cursors.lock().expect("cursor map poisoned");
             if stored.get(&journal).is_some_and(|highest| sequence <= *highest) {
-                self.listener_metrics.journal_duplicate();
+                self.duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return None;
             }
             drop(stored);

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::config::{Config, ListenerSpec};
 use crate::listener::ListenerContext;
 use crate::record::{Record, Transport};
 use crate::store::{AppendTicket, Store, StoreHandle};
-use crate::telemetry::Metrics;
+use crate::telemetry::{ExternalMetric, MetricKind, Metrics};
 
 /// Batches in flight between the listeners and the store.
 const PIPELINE_CAPACITY_BATCHES: usize = 1024;
@@ -83,21 +84,21 @@ impl Node {
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let store_config = store_config(&config);
         let (store, recovery) = {
-            let data_dir = data_dir.clone();
-            let node_id = node_id.clone();
-            tokio::task::spawn_blocking(move || Store::open(&data_dir, &node_id, store_config))
+            let (dir, origin) = (data_dir.clone(), node_id.clone());
+            tokio::task::spawn_blocking(move || Store::open(&dir, &origin, store_config))
                 .await
                 .context("store open task failed")?
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
         };
-        tracing::info!(data_dir = %data_dir.display(), %recovery, "store open");
+        log_recovery(&recovery);
 
         let metrics = Metrics::new();
+        let node_counters = Arc::new(NodeCounters::default());
         let (records_tx, records_rx) = mpsc::channel::<Vec<Record>>(PIPELINE_CAPACITY_BATCHES);
         let (tickets_tx, tickets_rx) =
             mpsc::channel::<(Transport, AppendTicket)>(DURABILITY_QUEUE_BATCHES);
         let ingest_task =
-            tokio::spawn(ingest_loop(records_rx, store.handle(), tickets_tx, metrics.clone()));
+            tokio::spawn(ingest_loop(records_rx, store.handle(), tickets_tx, node_counters.clone()));
         let durability_task = tokio::spawn(durability_loop(tickets_rx, metrics.clone()));
 
         let listeners_cancel = CancellationToken::new();
@@ -169,15 +170,20 @@ impl Node {
                 .await
                 .with_context(|| format!("cannot listen for the API on {address}"))?;
             addresses.api = Some(listener.local_addr()?);
-            let store_handle = store.handle();
-            let state = crate::api::ApiState::new(metrics.clone())
-                .with_external_metrics(move || crate::api::store_metrics(&store_handle.stats()));
             let upload = crate::journal_upload::UploadState::new(
                 store.handle(),
                 node_id.clone(),
                 syslog.max_message_bytes,
                 metrics.clone(),
             );
+            let store_handle = store.handle();
+            let counters = node_counters.clone();
+            let journal_duplicates = upload.duplicates();
+            let state = crate::api::ApiState::new(metrics.clone()).with_external_metrics(move || {
+                let mut extra = store_metrics(&store_handle.stats());
+                extra.extend(counters.metrics(journal_duplicates.load(Ordering::Relaxed)));
+                extra
+            });
             let router = crate::api::router(state).merge(crate::journal_upload::router(upload));
             let cancel = api_cancel.clone();
             api_task = Some(tokio::spawn(async move {
@@ -255,7 +261,7 @@ async fn ingest_loop(
     mut records_rx: mpsc::Receiver<Vec<Record>>,
     store: StoreHandle,
     tickets_tx: mpsc::Sender<(Transport, AppendTicket)>,
-    metrics: Arc<Metrics>,
+    counters: Arc<NodeCounters>,
 ) {
     while let Some(batch) = records_rx.recv().await {
         let Some(transport) = batch.first().map(|record| record.transport) else {
@@ -269,7 +275,7 @@ async fn ingest_loop(
                 }
             }
             Err(error) => {
-                metrics.store_refused(num_records);
+                counters.store_refused.fetch_add(num_records, Ordering::Relaxed);
                 tracing::error!(%error, num_records, "the store refused a batch");
             }
         }
@@ -286,6 +292,100 @@ async fn durability_loop(
             Ok(outcome) => metrics.records_stored(transport, outcome.num_stored as u64),
             Err(error) => tracing::error!(%error, "a commit failed"),
         }
+    }
+}
+
+/// Counters of the node's own stages (the listeners and the store count their own).
+#[derive(Debug, Default)]
+struct NodeCounters {
+    /// Records the store refused to append (logged with the reason).
+    store_refused: AtomicU64,
+}
+
+impl NodeCounters {
+    fn metrics(&self, journal_duplicates: u64) -> Vec<ExternalMetric> {
+        vec![
+            ExternalMetric::new(
+                "starling_pipeline_dropped_messages_total",
+                "Messages read by a listener and dropped before the pipeline, by reason.",
+                MetricKind::Counter,
+                self.store_refused.load(Ordering::Relaxed) as f64,
+            )
+            .with_label("listener", "store")
+            .with_label("transport", "any")
+            .with_label("reason", "store_error"),
+            ExternalMetric::new(
+                "starling_journal_duplicates_total",
+                "Journal entries an uploader sent again (a retry) and that were not stored twice.",
+                MetricKind::Counter,
+                journal_duplicates as f64,
+            ),
+        ]
+    }
+}
+
+/// The store's statistics as Prometheus samples.
+fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
+    let counter = |name: &str, help: &str, value: u64| {
+        ExternalMetric::new(name, help, MetricKind::Counter, value as f64)
+    };
+    let gauge = |name: &str, help: &str, value: u64| {
+        ExternalMetric::new(name, help, MetricKind::Gauge, value as f64)
+    };
+    let mut metrics = vec![
+        counter("starling_store_appended_records_total", "Records appended to segments.", stats.appended_records),
+        counter("starling_store_appended_bytes_total", "Bytes of records appended.", stats.appended_bytes),
+        counter("starling_store_commits_total", "Group commits (fdatasync) that succeeded.", stats.commits),
+        ExternalMetric::new(
+            "starling_store_commit_latency_seconds_sum",
+            "Total time spent in group commits.",
+            MetricKind::Counter,
+            stats.commit_latency_micros_sum as f64 / 1e6,
+        ),
+        ExternalMetric::new(
+            "starling_store_commit_latency_seconds_max",
+            "Longest group commit so far.",
+            MetricKind::Gauge,
+            stats.commit_latency_micros_max as f64 / 1e6,
+        ),
+        counter("starling_store_duplicates_dropped_total", "Forwarded records at or below their origin's high-water mark.", stats.duplicates_dropped),
+        counter("starling_store_gaps_refused_total", "Forwarded batches refused for a sequence gap.", stats.gaps_refused),
+    ];
+    for (kind, value) in [
+        ("write", stats.write_errors),
+        ("sync", stats.sync_errors),
+        ("disk_full", stats.disk_full_errors),
+    ] {
+        metrics.push(
+            counter("starling_store_errors_total", "Store errors by kind.", value).with_label("kind", kind),
+        );
+    }
+    metrics.extend([
+        counter("starling_store_segments_created_total", "Segments created.", stats.segments_created),
+        counter("starling_store_segments_sealed_total", "Segments sealed.", stats.segments_sealed),
+        counter("starling_store_segments_deleted_total", "Segments deleted by retention.", stats.segments_deleted),
+        gauge("starling_store_segments", "Segment files in the store.", stats.num_segments),
+        gauge("starling_store_shards", "Shards in the store.", stats.num_shards),
+        gauge("starling_store_bytes", "Bytes of segment files.", stats.bytes_on_disk),
+        gauge("starling_store_disk_full", "1 while the writer waits for disk space.", u64::from(stats.disk_full)),
+    ]);
+    metrics
+}
+
+fn log_recovery(report: &crate::store::RecoveryReport) {
+    tracing::info!(
+        num_shards = report.num_shards,
+        num_tail_records = report.num_tail_records,
+        num_truncated = report.truncated.len(),
+        num_removed = report.removed.len(),
+        num_problems = report.problems.len(),
+        "store recovered"
+    );
+    for truncation in &report.truncated {
+        tracing::info!(?truncation, "torn tail truncated");
+    }
+    for problem in &report.problems {
+        tracing::warn!(%problem, "damaged data kept in place and skipped; run `starling verify`");
     }
 }
 

@@ -24,6 +24,11 @@ use crate::framing::{Frame, FrameDecoder, FramingError, DEFAULT_MAX_MESSAGE_BYTE
 use crate::record::{Record, Transport};
 
 /// Read buffer of one connection (grows to hold a frame up to the maximum message size).
+/// On shutdown, a connection keeps reading what is already buffered until it has been idle
+/// this long ...
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// ... or for at most this long in all.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -145,8 +150,24 @@ impl Connection {
             }
         };
         if matches!(end, End::Cancelled) {
-            // What was already read stays in the read buffer: hand it over too, a partial
-            // last message included (as at EOF), since the sender will not send it again.
+            // The kernel already acknowledged what sits in the socket buffer, so the sender
+            // will not send it again: keep reading while data is there (up to a deadline),
+            // then hand over what was read, a partial last message included (as at EOF).
+            let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+            loop {
+                let idle = DRAIN_IDLE.min(deadline - tokio::time::Instant::now());
+                let Ok(Some(chunk)) = tokio::time::timeout(idle, chunks.next()).await else {
+                    break;
+                };
+                let (batch, failed) = self.records(chunk);
+                num_messages += batch.len() as u64;
+                if (!batch.is_empty() && !self.send(batch).await) || failed {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
             let reader = chunks.get_mut();
             let mut decoder = reader.decoder().clone();
             let mut frames = Vec::new();

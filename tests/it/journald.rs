@@ -62,6 +62,7 @@ fn upload(node: &Node, journal: &Path, state: &Path) {
         .arg(format!("--file={}", journal.display()))
         .arg(format!("--url=http://{}", node.api.unwrap()))
         .arg(format!("--save-state={}", state.display()))
+        .arg("--follow=no")
         .status()
         .expect("run systemd-journal-upload");
     assert!(status.success(), "systemd-journal-upload: {status}");

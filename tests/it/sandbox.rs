@@ -266,12 +266,14 @@ pub fn http_get(address: SocketAddr, path: &str) -> String {
         .unwrap_or_else(|error| panic!("GET {path}: {error}"))
 }
 
+/// The sum of the samples of `series`: an exact series with labels, or a bare metric name
+/// (then every label set counts).
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(name, _)| *name == series)
+        .filter(|(name, _)| *name == series || name.split('{').next() == Some(series))
         .filter_map(|(_, value)| value.parse::<f64>().ok())
         .sum()
 }
