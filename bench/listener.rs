@@ -17,6 +17,18 @@ use starling::record::Transport;
 use starling::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
+/// CPU seconds (user + system) this process used so far, all threads.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn message(i: usize) -> String {
     format!(
         "<134>1 2026-11-26T10:00:00.000000Z web-{:02} nginx 4242 ACCESS - \
@@ -89,18 +101,22 @@ async fn bench_tcp(num_messages: usize) {
         write!(stream_bytes, "{} {m}", m.len()).unwrap();
     }
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let sender = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.write_all(&stream_bytes).unwrap();
     });
     let received = wait_for(&num_records, num_messages as u64, Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_started;
     sender.join().unwrap();
     cancel.cancel();
     println!(
-        "tcp, 1 connection: {received} of {num_messages} messages in {:.3} s = {:.0} messages/s",
+        "tcp, 1 connection: {received} of {num_messages} messages in {:.3} s = {:.0} messages/s; \
+         {:.3} CPU s per million messages (sender included)",
         elapsed.as_secs_f64(),
-        received as f64 / elapsed.as_secs_f64()
+        received as f64 / elapsed.as_secs_f64(),
+        cpu / received as f64 * 1e6
     );
 }
 
@@ -123,6 +139,7 @@ async fn bench_udp(num_messages: usize) {
     ));
     let messages: Vec<String> = (0..num_messages).map(message).collect();
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let sender = std::thread::spawn(move || {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for m in &messages {
@@ -138,13 +155,16 @@ async fn bench_udp(num_messages: usize) {
     )
     .await;
     let elapsed = started.elapsed();
+    let cpu = cpu_seconds() - cpu_started;
     cancel.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
     println!(
-        "udp, 1 sender: sent {num_messages} in {:.3} s, received {received} ({:.0} messages/s), \
-         lost {} (kernel drops counted: {}, pipeline drops: {})",
+        "udp, 1 sender: sent {num_messages} in {:.3} s, received {received} ({:.0} messages/s, \
+         {:.3} CPU s per million, sender included), lost {} (kernel drops counted: {}, \
+         pipeline drops: {})",
         sent.as_secs_f64(),
         received as f64 / elapsed.as_secs_f64(),
+        cpu / received.max(1) as f64 * 1e6,
         num_messages as u64 - received,
         metrics.num_kernel_drops(),
         metrics.num_dropped(starling::telemetry::DropReason::QueueFull),

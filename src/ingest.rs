@@ -82,6 +82,40 @@ pub fn build_record(
     received_at: DateTime<Utc>,
     cfg: &IngestConfig,
 ) -> Record {
+    let peer = peer.map(Peer::new);
+    build_record_from(raw, truncated, peer.as_ref(), transport, received_at, cfg)
+}
+
+/// A sender's address with its text forms, computed once per connection (or sender) rather
+/// than once per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `ip:port`, as records carry it.
+    pub text: String,
+    /// The IP address alone, the shard key fallback.
+    pub ip_text: String,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            text: addr.to_string(),
+            ip_text: addr.ip().to_string(),
+        }
+    }
+}
+
+/// [`build_record`] with the peer's text forms already computed.
+pub fn build_record_from(
+    raw: Bytes,
+    truncated: bool,
+    peer: Option<&Peer>,
+    transport: Transport,
+    received_at: DateTime<Utc>,
+    cfg: &IngestConfig,
+) -> Record {
     let ctx = ParseContext {
         received_at,
         rfc3164_zone: cfg.rfc3164_zone,
@@ -92,17 +126,21 @@ pub fn build_record(
         event_time: parsed.event_time(),
         origin: cfg.origin.clone(),
         origin_seq: 0,
-        peer: peer.map(|p| p.to_string()),
+        peer: peer.map(|p| p.text.clone()),
         transport,
         parse: parsed.status,
         truncated,
-        source: shard_key(&parsed, peer, cfg.shard_by),
+        source: shard_key_from(&parsed, peer, cfg.shard_by),
         raw,
     }
 }
 
 /// The shard key of a parsed message per `shard_by`.
 pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -> String {
+    shard_key_from(parsed, peer.map(Peer::new).as_ref(), shard_by)
+}
+
+fn shard_key_from(parsed: &Parsed, peer: Option<&Peer>, shard_by: ShardBy) -> String {
     let field = match shard_by {
         ShardBy::Hostname => parsed.hostname.as_deref(),
         ShardBy::AppName => parsed.app_name.as_deref(),
@@ -111,7 +149,7 @@ pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -
     match field.map(str::trim) {
         Some(name) if !name.is_empty() && name != "-" => name.to_owned(),
         _ => match peer {
-            Some(peer) => peer.ip().to_string(),
+            Some(peer) => peer.ip_text.clone(),
             None => UNKNOWN_SOURCE.to_owned(),
         },
     }

@@ -10,14 +10,13 @@
 pub mod tcp;
 pub mod udp;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::ingest::{build_record, IngestConfig};
+use crate::ingest::{build_record_from, IngestConfig, Peer};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::telemetry::{DropReason, ListenerMetrics};
 
@@ -40,16 +39,17 @@ impl ListenerContext {
         &self,
         payload: Bytes,
         truncated: bool,
-        peer: Option<SocketAddr>,
+        peer: Option<&Peer>,
         transport: Transport,
         received_at: DateTime<Utc>,
         max_message_bytes: usize,
     ) -> Record {
+        let peer_addr = peer.map(|p| p.addr);
         if truncated {
-            self.metrics.message_truncated(peer, max_message_bytes);
+            self.metrics.message_truncated(peer_addr, max_message_bytes);
         }
         let len = payload.len();
-        let record = build_record(
+        let record = build_record_from(
             payload,
             truncated,
             peer,
@@ -58,7 +58,7 @@ impl ListenerContext {
             &self.ingest,
         );
         if record.parse == ParseStatus::Unparsed {
-            self.metrics.message_unparsed(peer, len);
+            self.metrics.message_unparsed(peer_addr, len);
         }
         record
     }

@@ -6,7 +6,6 @@
 //! be framed without touching the others. It awaits room in the records channel, so when the
 //! pipeline falls behind it stops reading and TCP flow control slows the sender.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tracing::Instrument;
 
 use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
 use crate::framing::{Frame, FrameDecoder, FramingError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::ingest::Peer;
 use crate::record::{Record, Transport};
 
 /// Read buffer of one connection (grows to hold a frame up to the maximum message size).
@@ -89,7 +89,7 @@ pub async fn run(
         let connection = Connection {
             ctx: Arc::clone(&ctx),
             options: options.clone(),
-            peer,
+            peer: Peer::new(peer),
             _permit: permit,
         };
         connections.spawn(connection.run(stream, cancel.clone()).instrument(span));
@@ -103,7 +103,7 @@ pub async fn run(
 struct Connection {
     ctx: Arc<ListenerContext>,
     options: TcpOptions,
-    peer: SocketAddr,
+    peer: Peer,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -131,7 +131,7 @@ impl Connection {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break End::Done,
                 Err(_elapsed) => {
-                    self.ctx.metrics.idle_timeout(self.peer);
+                    self.ctx.metrics.idle_timeout(self.peer.addr);
                     break End::Done;
                 }
             };
@@ -159,7 +159,9 @@ impl Connection {
                 self.send(batch).await;
             }
         }
-        self.ctx.metrics.connection_closed(self.peer, num_messages);
+        self.ctx
+            .metrics
+            .connection_closed(self.peer.addr, num_messages);
     }
 
     /// Records of a chunk of decoded frames, and whether the stream failed after them.
@@ -172,17 +174,17 @@ impl Connection {
                 Ok(frame) => batch.push(self.ctx.record(
                     frame.payload,
                     frame.truncated,
-                    Some(self.peer),
+                    Some(&self.peer),
                     Transport::Tcp,
                     received_at,
                     self.options.max_message_bytes,
                 )),
                 Err(error @ FramingError::InvalidLength { .. }) => {
-                    self.ctx.metrics.framing_error(self.peer, &error);
+                    self.ctx.metrics.framing_error(self.peer.addr, &error);
                     failed = true;
                 }
                 Err(FramingError::Io(error)) => {
-                    self.ctx.metrics.receive_error(Some(self.peer), &error);
+                    self.ctx.metrics.receive_error(Some(self.peer.addr), &error);
                     failed = true;
                 }
             }

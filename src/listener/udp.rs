@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
 use crate::framing::{trim_datagram_trailer, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::ingest::Peer;
 use crate::record::{Record, Transport};
 
 /// The largest UDP payload there is.
@@ -164,6 +165,8 @@ async fn receive_loop(
     let slot_bytes = (max + 2).min(MAX_DATAGRAM_BYTES);
     let mut receiver = sys::MmsgReceiver::new(options.recv_batch, slot_bytes);
     let fd = socket.as_raw_fd();
+    // Senders usually send many datagrams: keep the last one's text forms.
+    let mut last_peer: Option<Peer> = None;
     loop {
         tokio::select! {
             biased;
@@ -196,14 +199,13 @@ async fn receive_loop(
                 else {
                     continue;
                 };
-                batch.push(ctx.record(
-                    payload,
-                    truncated,
-                    datagram.peer,
-                    Transport::Udp,
-                    received_at,
-                    max,
-                ));
+                if let Some(addr) = datagram.peer {
+                    if last_peer.as_ref().is_none_or(|p| p.addr != addr) {
+                        last_peer = Some(Peer::new(addr));
+                    }
+                }
+                let peer = datagram.peer.and(last_peer.as_ref());
+                batch.push(ctx.record(payload, truncated, peer, Transport::Udp, received_at, max));
             }
             if num_received < options.recv_batch {
                 break;

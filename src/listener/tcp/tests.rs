@@ -1,5 +1,6 @@
 //! TCP listener tests on 127.0.0.1:0 with a real channel consumer.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
