@@ -98,7 +98,10 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// An IPv4 sender seen through a dual-stack IPv6 socket (`::ffff:a.b.c.d`) is recorded
+    /// as the IPv4 address it is.
     pub fn new(addr: SocketAddr) -> Peer {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         Peer {
             addr,
             text: addr.to_string(),
@@ -252,6 +255,20 @@ mod tests {
                 .parse::<DateTime<Utc>>()
                 .unwrap()
                 .timestamp_micros()
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_recorded_as_ipv4() {
+        let peer = Peer::new("[::ffff:192.0.2.7]:514".parse().unwrap());
+        assert_eq!(
+            (peer.text.as_str(), peer.ip_text.as_str()),
+            ("192.0.2.7:514", "192.0.2.7")
+        );
+        let peer = Peer::new("[2001:db8::1]:514".parse().unwrap());
+        assert_eq!(
+            (peer.text.as_str(), peer.ip_text.as_str()),
+            ("[2001:db8::1]:514", "2001:db8::1")
         );
     }
 

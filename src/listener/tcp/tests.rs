@@ -138,6 +138,23 @@ async fn a_one_mib_line_is_cut_to_the_default_maximum() {
 }
 
 #[tokio::test]
+async fn nul_bytes_and_invalid_utf8_are_stored_byte_exact() {
+    let mut running = start(TcpOptions::default(), 16).await;
+    let counted: &[u8] = b"<13>Nov 26 10:00:00 h app: a\0b\xff\xfe c";
+    let mut stream = format!("{} ", counted.len()).into_bytes();
+    stream.extend_from_slice(counted);
+    stream.extend_from_slice(b"<13>Nov 26 10:00:01 h app: caf\xe9\n");
+    send(running.addr, &stream).await;
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(&records[0].raw[..], counted);
+    assert_eq!(&records[1].raw[..], b"<13>Nov 26 10:00:01 h app: caf\xe9");
+    assert!(records
+        .iter()
+        .all(|r| r.parse == ParseStatus::Rfc3164 && r.source == "h"));
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_length_prefix_closes_only_that_connection() {
     let mut running = start(TcpOptions::default(), 16).await;
     let mut good = TcpStream::connect(running.addr).await.unwrap();
