@@ -19,15 +19,27 @@ use tokio_util::sync::CancellationToken;
 
 /// CPU seconds (user + system) this process used so far, all threads.
 fn cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_THREAD)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage only writes into the zeroed struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
+
+/// Batches the drain task received, to report the average batch size.
+static NUM_BATCHES: AtomicU64 = AtomicU64::new(0);
 
 fn message(i: usize) -> String {
     format!(
@@ -61,6 +73,7 @@ fn context(
     let drain = tokio::spawn(async move {
         while let Some(batch) = records_rx.recv().await {
             counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            NUM_BATCHES.fetch_add(1, Ordering::Relaxed);
         }
     });
     (ctx, num_records, drain)
@@ -105,18 +118,21 @@ async fn bench_tcp(num_messages: usize) {
     let sender = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream.write_all(&stream_bytes).unwrap();
+        thread_cpu_seconds()
     });
     let received = wait_for(&num_records, num_messages as u64, Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu_started;
-    sender.join().unwrap();
+    let sender_cpu = sender.join().unwrap();
     cancel.cancel();
     println!(
         "tcp, 1 connection: {received} of {num_messages} messages in {:.3} s = {:.0} messages/s; \
-         {:.3} CPU s per million messages (sender included)",
+         receiver {:.3} CPU s per million messages (sender thread {:.3}); {:.1} records per batch",
         elapsed.as_secs_f64(),
         received as f64 / elapsed.as_secs_f64(),
-        cpu / received as f64 * 1e6
+        (cpu - sender_cpu) / received as f64 * 1e6,
+        sender_cpu / received as f64 * 1e6,
+        received as f64 / NUM_BATCHES.load(Ordering::Relaxed).max(1) as f64,
     );
 }
 
@@ -145,8 +161,9 @@ async fn bench_udp(num_messages: usize) {
         for m in &messages {
             socket.send_to(m.as_bytes(), addr).unwrap();
         }
+        thread_cpu_seconds()
     });
-    sender.join().unwrap();
+    let sender_cpu = sender.join().unwrap();
     let sent = started.elapsed();
     let received = wait_for(
         &num_records,
@@ -160,14 +177,16 @@ async fn bench_udp(num_messages: usize) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     println!(
         "udp, 1 sender: sent {num_messages} in {:.3} s, received {received} ({:.0} messages/s, \
-         {:.3} CPU s per million, sender included), lost {} (kernel drops counted: {}, \
-         pipeline drops: {})",
+         receiver {:.3} CPU s per million, sender thread {:.3}), lost {} (kernel drops \
+         counted: {}, pipeline drops: {}); {:.1} records per batch",
         sent.as_secs_f64(),
         received as f64 / elapsed.as_secs_f64(),
-        cpu / received.max(1) as f64 * 1e6,
+        (cpu - sender_cpu) / received.max(1) as f64 * 1e6,
+        sender_cpu / received.max(1) as f64 * 1e6,
         num_messages as u64 - received,
         metrics.num_kernel_drops(),
         metrics.num_dropped(starling::telemetry::DropReason::QueueFull),
+        received as f64 / NUM_BATCHES.load(Ordering::Relaxed).max(1) as f64,
     );
 }
 
