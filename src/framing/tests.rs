@@ -215,6 +215,23 @@ fn impossible_length_prefix_is_an_error_after_the_frames_before_it() {
 }
 
 #[test]
+fn non_transparent_mode_never_reads_a_length_prefix() {
+    let mut decoder = FrameDecoder::with_mode(64, FramingMode::NonTransparent);
+    let mut buf = BytesMut::from(&b"12 workers started\n12345678901234567890 x\n5 ab"[..]);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode_eof(&mut buf).unwrap() {
+        frames.push(frame.payload);
+    }
+    assert_eq!(
+        frames,
+        ["12 workers started", "12345678901234567890 x", "5 ab"]
+    );
+    assert_eq!("non-transparent".parse(), Ok(FramingMode::NonTransparent));
+    assert_eq!("auto".parse(), Ok(FramingMode::Auto));
+    assert!("octet".parse::<FramingMode>().is_err());
+}
+
+#[test]
 fn invalid_length_error_quotes_the_prefix() {
     let mut decoder = FrameDecoder::new(64);
     let mut buf = BytesMut::from(&b"12345678901234567890 x"[..]);

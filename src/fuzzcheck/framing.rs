@@ -5,12 +5,21 @@
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::framing::FrameDecoder;
+use crate::framing::{FrameDecoder, FramingMode};
 
 /// Frames (payload, truncated) of a stream delivered in `chunks`, then EOF, and whether it
 /// ended in a framing error. Panics when the decoder buffers more than its bound.
 pub fn decode_chunks(chunks: &[&[u8]], max_message_bytes: usize) -> (Vec<(Vec<u8>, bool)>, bool) {
-    let mut decoder = FrameDecoder::new(max_message_bytes);
+    decode_chunks_in(chunks, max_message_bytes, FramingMode::Auto)
+}
+
+/// [`decode_chunks`] with the framings of `mode` only.
+pub fn decode_chunks_in(
+    chunks: &[&[u8]],
+    max_message_bytes: usize,
+    mode: FramingMode,
+) -> (Vec<(Vec<u8>, bool)>, bool) {
+    let mut decoder = FrameDecoder::with_mode(max_message_bytes, mode);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     for chunk in chunks {
@@ -38,14 +47,23 @@ pub fn decode_chunks(chunks: &[&[u8]], max_message_bytes: usize) -> (Vec<(Vec<u8
     }
 }
 
-/// `data[0]` picks a small maximum message size (to reach truncation often), `data[1]`
-/// seeds the chunk sizes, the rest is the stream.
+/// `data[0]` picks a small maximum message size (to reach truncation often) and, with its
+/// top bit, non-transparent framing only; `data[1]` seeds the chunk sizes; the rest is the
+/// stream.
 pub fn check(data: &[u8]) {
     let [max_byte, seed, stream @ ..] = data else {
         return;
     };
     let max = 1 + usize::from(*max_byte % 64);
-    let whole = decode_chunks(&[stream], max);
+    let mode = if max_byte & 0x80 == 0 {
+        FramingMode::Auto
+    } else {
+        FramingMode::NonTransparent
+    };
+    let whole = decode_chunks_in(&[stream], max, mode);
+    if mode == FramingMode::NonTransparent {
+        assert!(!whole.1, "non-transparent framing never fails");
+    }
     for (payload, _) in &whole.0 {
         assert!(!payload.is_empty(), "empty frame");
         assert!(
@@ -55,10 +73,14 @@ pub fn check(data: &[u8]) {
         );
     }
     let chunks = split(stream, *seed);
-    assert_eq!(decode_chunks(&chunks, max), whole, "chunked as {chunks:?}");
+    assert_eq!(
+        decode_chunks_in(&chunks, max, mode),
+        whole,
+        "chunked as {chunks:?}"
+    );
     if stream.len() <= 256 {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(decode_chunks(&bytes, max), whole, "byte by byte");
+        assert_eq!(decode_chunks_in(&bytes, max, mode), whole, "byte by byte");
     }
 }
 

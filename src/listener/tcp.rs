@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
-use crate::framing::{Frame, FrameDecoder, FramingError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::framing::{Frame, FrameDecoder, FramingError, FramingMode, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::ingest::Peer;
 use crate::record::{Record, Transport};
 
@@ -39,6 +39,8 @@ pub struct TcpOptions {
     pub idle_timeout: Duration,
     /// Most records handed over in one batch.
     pub max_batch_records: usize,
+    /// Framing detected per frame (default), or non-transparent only.
+    pub framing: FramingMode,
 }
 
 impl Default for TcpOptions {
@@ -48,6 +50,7 @@ impl Default for TcpOptions {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(600),
             max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
+            framing: FramingMode::Auto,
         }
     }
 }
@@ -117,7 +120,7 @@ enum End {
 
 impl Connection {
     async fn run(self, stream: TcpStream, cancel: CancellationToken) {
-        let decoder = FrameDecoder::new(self.options.max_message_bytes);
+        let decoder = FrameDecoder::with_mode(self.options.max_message_bytes, self.options.framing);
         let reader = FramedRead::with_capacity(stream, decoder, READ_BUFFER_BYTES);
         let mut chunks = reader.ready_chunks(self.options.max_batch_records.max(1));
         let mut num_messages = 0u64;

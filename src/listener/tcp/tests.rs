@@ -124,6 +124,19 @@ async fn oversize_messages_are_truncated_in_both_framings_and_the_stream_stays_i
 }
 
 #[tokio::test]
+async fn non_transparent_framing_takes_digit_led_lines_as_lines() {
+    let options = TcpOptions {
+        framing: FramingMode::NonTransparent,
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 16).await;
+    send(running.addr, b"12 workers started\n3 abc\n").await;
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(raws(&records), ["12 workers started", "3 abc"]);
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn a_one_mib_line_is_cut_to_the_default_maximum() {
     let mut running = start(TcpOptions::default(), 16).await;
     let mut stream = vec![b'x'; 1 << 20];
