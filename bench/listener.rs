@@ -1,8 +1,8 @@
 //! Listener throughput without the store: messages over loopback into a drained channel.
 //!
-//! `cargo bench --bench listener -- [tcp|udp] [NUM_MESSAGES]` sends about 150-byte RFC 5424
-//! messages (octet-counted over one TCP connection, or one datagram each from one UDP
-//! sender) as fast as possible and prints messages/s received (parsed, built into records
+//! `cargo bench --bench listener -- [tcp|tcp4|udp] [NUM_MESSAGES]` sends about 150-byte RFC
+//! 5424 messages (octet-counted over one or four TCP connections, or one datagram each from
+//! one UDP sender) as fast as possible and prints messages/s received (parsed, built into records
 //! and handed to the channel). UDP counts what arrived and reports loss.
 
 use std::io::Write;
@@ -97,7 +97,7 @@ async fn wait_for(num_records: &AtomicU64, target: u64, quiet: Duration) -> u64 
     }
 }
 
-async fn bench_tcp(num_messages: usize) {
+async fn bench_tcp(num_messages: usize, num_connections: usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ctx, num_records, _drain) = context(Transport::Tcp);
@@ -108,25 +108,37 @@ async fn bench_tcp(num_messages: usize) {
         tcp::TcpOptions::default(),
         cancel.clone(),
     ));
-    let mut stream_bytes = Vec::with_capacity(num_messages * 160);
-    for i in 0..num_messages {
-        let m = message(i);
-        write!(stream_bytes, "{} {m}", m.len()).unwrap();
-    }
+    let per_connection = num_messages / num_connections;
+    let num_messages = per_connection * num_connections;
+    let streams: Vec<Vec<u8>> = (0..num_connections)
+        .map(|c| {
+            let mut stream_bytes = Vec::with_capacity(per_connection * 160);
+            for i in c * per_connection..(c + 1) * per_connection {
+                let m = message(i);
+                write!(stream_bytes, "{} {m}", m.len()).unwrap();
+            }
+            stream_bytes
+        })
+        .collect();
     let started = Instant::now();
     let cpu_started = cpu_seconds();
-    let sender = std::thread::spawn(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.write_all(&stream_bytes).unwrap();
-        thread_cpu_seconds()
-    });
+    let senders: Vec<_> = streams
+        .into_iter()
+        .map(|stream_bytes| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.write_all(&stream_bytes).unwrap();
+                thread_cpu_seconds()
+            })
+        })
+        .collect();
     let received = wait_for(&num_records, num_messages as u64, Duration::from_secs(5)).await;
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu_started;
-    let sender_cpu = sender.join().unwrap();
+    let sender_cpu: f64 = senders.into_iter().map(|s| s.join().unwrap()).sum();
     cancel.cancel();
     println!(
-        "tcp, 1 connection: {received} of {num_messages} messages in {:.3} s = {:.0} messages/s; \
+        "tcp, {num_connections} connection(s): {received} of {num_messages} messages in {:.3} s = {:.0} messages/s; \
          receiver {:.3} CPU s per million messages (sender thread {:.3}); {:.1} records per batch",
         elapsed.as_secs_f64(),
         received as f64 / elapsed.as_secs_f64(),
@@ -204,7 +216,8 @@ fn main() {
     runtime.block_on(async {
         match which.as_str() {
             "udp" => bench_udp(num_messages).await,
-            _ => bench_tcp(num_messages).await,
+            "tcp4" => bench_tcp(num_messages, 4).await,
+            _ => bench_tcp(num_messages, 1).await,
         }
     });
 }

@@ -6,6 +6,14 @@
 //! TCP awaits room in the channel (a slow pipeline slows the sender), UDP cannot wait and
 //! drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
+//!
+//! Wiring, as the node does it: create one `telemetry::Metrics`; per listener, a
+//! [`ListenerContext`] with `metrics.listener(name, transport)` and a clone of the bounded
+//! records sender; bind (`tokio::net::TcpListener::bind`, [`udp::bind`]) and spawn
+//! [`tcp::run`] / [`udp::run`] on a `TaskTracker` with the node's `CancellationToken`. On
+//! shutdown, cancel, keep draining the records channel into the store until the tracker's
+//! `wait()` returns (a TCP connection may be waiting for room in the channel), then close
+//! the store.
 
 pub mod tcp;
 pub mod udp;
