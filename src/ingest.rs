@@ -82,6 +82,43 @@ pub fn build_record(
     received_at: DateTime<Utc>,
     cfg: &IngestConfig,
 ) -> Record {
+    let peer = peer.map(Peer::new);
+    build_record_from(raw, truncated, peer.as_ref(), transport, received_at, cfg)
+}
+
+/// A sender's address with its text forms, computed once per connection (or sender) rather
+/// than once per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `ip:port`, as records carry it.
+    pub text: String,
+    /// The IP address alone, the shard key fallback.
+    pub ip_text: String,
+}
+
+impl Peer {
+    /// An IPv4 sender seen through a dual-stack IPv6 socket (`::ffff:a.b.c.d`) is recorded
+    /// as the IPv4 address it is.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        Peer {
+            addr,
+            text: addr.to_string(),
+            ip_text: addr.ip().to_string(),
+        }
+    }
+}
+
+/// [`build_record`] with the peer's text forms already computed.
+pub fn build_record_from(
+    raw: Bytes,
+    truncated: bool,
+    peer: Option<&Peer>,
+    transport: Transport,
+    received_at: DateTime<Utc>,
+    cfg: &IngestConfig,
+) -> Record {
     let ctx = ParseContext {
         received_at,
         rfc3164_zone: cfg.rfc3164_zone,
@@ -92,17 +129,21 @@ pub fn build_record(
         event_time: parsed.event_time(),
         origin: cfg.origin.clone(),
         origin_seq: 0,
-        peer: peer.map(|p| p.to_string()),
+        peer: peer.map(|p| p.text.clone()),
         transport,
         parse: parsed.status,
         truncated,
-        source: shard_key(&parsed, peer, cfg.shard_by),
+        source: shard_key_from(&parsed, peer, cfg.shard_by),
         raw,
     }
 }
 
 /// The shard key of a parsed message per `shard_by`.
 pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -> String {
+    shard_key_from(parsed, peer.map(Peer::new).as_ref(), shard_by)
+}
+
+fn shard_key_from(parsed: &Parsed, peer: Option<&Peer>, shard_by: ShardBy) -> String {
     let field = match shard_by {
         ShardBy::Hostname => parsed.hostname.as_deref(),
         ShardBy::AppName => parsed.app_name.as_deref(),
@@ -111,7 +152,7 @@ pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -
     match field.map(str::trim) {
         Some(name) if !name.is_empty() && name != "-" => name.to_owned(),
         _ => match peer {
-            Some(peer) => peer.ip().to_string(),
+            Some(peer) => peer.ip_text.clone(),
             None => UNKNOWN_SOURCE.to_owned(),
         },
     }
@@ -214,6 +255,20 @@ mod tests {
                 .parse::<DateTime<Utc>>()
                 .unwrap()
                 .timestamp_micros()
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_recorded_as_ipv4() {
+        let peer = Peer::new("[::ffff:192.0.2.7]:514".parse().unwrap());
+        assert_eq!(
+            (peer.text.as_str(), peer.ip_text.as_str()),
+            ("192.0.2.7:514", "192.0.2.7")
+        );
+        let peer = Peer::new("[2001:db8::1]:514".parse().unwrap());
+        assert_eq!(
+            (peer.text.as_str(), peer.ip_text.as_str()),
+            ("[2001:db8::1]:514", "2001:db8::1")
         );
     }
 

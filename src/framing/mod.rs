@@ -69,18 +69,62 @@ enum State {
     DiscardLine,
 }
 
+/// Which RFC 6587 framings a connection may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FramingMode {
+    /// Detected per frame: `digits SP` starts an octet-counted frame, anything else a
+    /// non-transparent one.
+    #[default]
+    Auto,
+    /// Every frame ends at LF, CR LF or NUL, even one that starts with `digits SP` (for
+    /// senders of unprefixed lines such as `12 workers started`).
+    NonTransparent,
+}
+
+impl FramingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FramingMode::Auto => "auto",
+            FramingMode::NonTransparent => "non-transparent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown framing {0:?} (expected \"auto\" or \"non-transparent\")")]
+pub struct FramingModeError(pub String);
+
+impl std::str::FromStr for FramingMode {
+    type Err = FramingModeError;
+
+    fn from_str(text: &str) -> Result<FramingMode, FramingModeError> {
+        match text {
+            "auto" => Ok(FramingMode::Auto),
+            "non-transparent" => Ok(FramingMode::NonTransparent),
+            other => Err(FramingModeError(other.to_owned())),
+        }
+    }
+}
+
 /// RFC 6587 decoder detecting octet counting or non-transparent framing per frame.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_message_bytes: usize,
+    mode: FramingMode,
     state: State,
 }
 
 impl FrameDecoder {
     /// A decoder cutting messages at `max_message_bytes` (clamped to 1..=16 MiB).
     pub fn new(max_message_bytes: usize) -> Self {
+        FrameDecoder::with_mode(max_message_bytes, FramingMode::Auto)
+    }
+
+    /// A decoder restricted to the framings of `mode`.
+    pub fn with_mode(max_message_bytes: usize, mode: FramingMode) -> Self {
         FrameDecoder {
             max_message_bytes: max_message_bytes.clamp(1, MAX_MESSAGE_BYTES_LIMIT),
+            mode,
             state: State::FrameStart,
         }
     }
@@ -96,6 +140,9 @@ impl FrameDecoder {
 
     /// Decides how the frame at the start of `src` is framed, or that more bytes are needed.
     fn detect(&mut self, src: &BytesMut) -> Result<Option<State>, FramingError> {
+        if self.mode == FramingMode::NonTransparent {
+            return Ok(Some(State::Line { scanned: 0 }));
+        }
         let lookahead = &src[..src.len().min(MAX_DIGIT_LOOKAHEAD)];
         let num_digits = lookahead.iter().take_while(|b| b.is_ascii_digit()).count();
         if num_digits == 0 || num_digits == MAX_DIGIT_LOOKAHEAD {

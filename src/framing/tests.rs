@@ -2,41 +2,7 @@
 //! its stream and byte by byte, which must give the same frames (see `decode_stream`).
 
 use super::*;
-
-/// Decodes `stream` delivered in the given chunks, then EOF. Returns the frames (payload,
-/// truncated) and whether the stream ended in a framing error. Panics when the decoder
-/// buffers more than its bound.
-pub(crate) fn decode_stream(
-    chunks: &[&[u8]],
-    max_message_bytes: usize,
-) -> (Vec<(Vec<u8>, bool)>, bool) {
-    let mut decoder = FrameDecoder::new(max_message_bytes);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push((frame.payload.to_vec(), frame.truncated)),
-                Ok(None) => break,
-                Err(_) => return (frames, true),
-            }
-        }
-        assert!(
-            buf.len() <= decoder.max_buffered_bytes(),
-            "decoder keeps {} bytes buffered, bound is {}",
-            buf.len(),
-            decoder.max_buffered_bytes()
-        );
-    }
-    loop {
-        match decoder.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push((frame.payload.to_vec(), frame.truncated)),
-            Ok(None) => return (frames, false),
-            Err(_) => return (frames, true),
-        }
-    }
-}
+pub(crate) use crate::fuzzcheck::framing::decode_chunks as decode_stream;
 
 /// A frame as expected: payload and whether it is flagged truncated.
 pub(crate) type Expected<'a> = (&'a [u8], bool);
@@ -249,6 +215,23 @@ fn impossible_length_prefix_is_an_error_after_the_frames_before_it() {
 }
 
 #[test]
+fn non_transparent_mode_never_reads_a_length_prefix() {
+    let mut decoder = FrameDecoder::with_mode(64, FramingMode::NonTransparent);
+    let mut buf = BytesMut::from(&b"12 workers started\n12345678901234567890 x\n5 ab"[..]);
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.decode_eof(&mut buf).unwrap() {
+        frames.push(frame.payload);
+    }
+    assert_eq!(
+        frames,
+        ["12 workers started", "12345678901234567890 x", "5 ab"]
+    );
+    assert_eq!("non-transparent".parse(), Ok(FramingMode::NonTransparent));
+    assert_eq!("auto".parse(), Ok(FramingMode::Auto));
+    assert!("octet".parse::<FramingMode>().is_err());
+}
+
+#[test]
 fn invalid_length_error_quotes_the_prefix() {
     let mut decoder = FrameDecoder::new(64);
     let mut buf = BytesMut::from(&b"12345678901234567890 x"[..]);
@@ -297,5 +280,50 @@ fn datagram_trailers_are_trimmed() {
         (b"", b""),
     ] {
         assert_eq!(trim_datagram_trailer(datagram), expected, "{datagram:?}");
+    }
+}
+
+/// Streams built from framing-relevant fragments, through the fuzz property check (any
+/// chunking gives the same frames, bounded buffering, frames non-empty and within the max).
+mod chunking_property {
+    use proptest::prelude::*;
+
+    const FRAGMENTS: &[&[u8]] = &[
+        b"<13>msg",
+        b"5 ",
+        b"12 ",
+        b"1 ",
+        b"0 ",
+        b"007 ",
+        b"99999999 ",
+        b"123",
+        b"12345678901234567890 ",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"\0",
+        b" ",
+        b"abcdefghij",
+        b"<34>1 - host app - - - hi",
+        b"\xff\xfe",
+    ];
+
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(FRAGMENTS), 0..40)
+            .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_frames(max in any::<u8>(), seed in any::<u8>(), stream in stream()) {
+            let mut data = vec![max, seed];
+            data.extend_from_slice(&stream);
+            crate::fuzzcheck::framing::check(&data);
+        }
+
+        #[test]
+        fn arbitrary_bytes_too(data in prop::collection::vec(any::<u8>(), 0..300)) {
+            crate::fuzzcheck::framing::check(&data);
+        }
     }
 }

@@ -3,5 +3,6 @@
 //! `cargo test`. Each `check` panics only when a property is violated (never on bad input
 //! itself).
 
+pub mod framing;
 pub mod parse;
 pub mod segment;

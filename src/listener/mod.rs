@@ -6,18 +6,25 @@
 //! TCP awaits room in the channel (a slow pipeline slows the sender), UDP cannot wait and
 //! drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
+//!
+//! Wiring, as the node does it: create one `telemetry::Metrics`; per listener, a
+//! [`ListenerContext`] with `metrics.listener(name, transport)` and a clone of the bounded
+//! records sender; bind (`tokio::net::TcpListener::bind`, [`udp::bind`]) and spawn
+//! [`tcp::run`] / [`udp::run`] on a `TaskTracker` with the node's `CancellationToken`. On
+//! shutdown, cancel, keep draining the records channel into the store until the tracker's
+//! `wait()` returns (a TCP connection may be waiting for room in the channel), then close
+//! the store.
 
 pub mod tcp;
 pub mod udp;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::ingest::{build_record, IngestConfig};
+use crate::ingest::{build_record_from, IngestConfig, Peer};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::telemetry::{DropReason, ListenerMetrics};
 
@@ -40,16 +47,17 @@ impl ListenerContext {
         &self,
         payload: Bytes,
         truncated: bool,
-        peer: Option<SocketAddr>,
+        peer: Option<&Peer>,
         transport: Transport,
         received_at: DateTime<Utc>,
         max_message_bytes: usize,
     ) -> Record {
+        let peer_addr = peer.map(|p| p.addr);
         if truncated {
-            self.metrics.message_truncated(peer, max_message_bytes);
+            self.metrics.message_truncated(peer_addr, max_message_bytes);
         }
         let len = payload.len();
-        let record = build_record(
+        let record = build_record_from(
             payload,
             truncated,
             peer,
@@ -58,7 +66,7 @@ impl ListenerContext {
             &self.ingest,
         );
         if record.parse == ParseStatus::Unparsed {
-            self.metrics.message_unparsed(peer, len);
+            self.metrics.message_unparsed(peer_addr, len);
         }
         record
     }

@@ -6,7 +6,6 @@
 //! be framed without touching the others. It awaits room in the records channel, so when the
 //! pipeline falls behind it stops reading and TCP flow control slows the sender.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
-use crate::framing::{Frame, FrameDecoder, FramingError, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::framing::{Frame, FrameDecoder, FramingError, FramingMode, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::ingest::Peer;
 use crate::record::{Record, Transport};
 
 /// Read buffer of one connection (grows to hold a frame up to the maximum message size).
@@ -44,6 +44,8 @@ pub struct TcpOptions {
     pub idle_timeout: Duration,
     /// Most records handed over in one batch.
     pub max_batch_records: usize,
+    /// Framing detected per frame (default), or non-transparent only.
+    pub framing: FramingMode,
 }
 
 impl Default for TcpOptions {
@@ -53,6 +55,7 @@ impl Default for TcpOptions {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(600),
             max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
+            framing: FramingMode::Auto,
         }
     }
 }
@@ -94,7 +97,7 @@ pub async fn run(
         let connection = Connection {
             ctx: Arc::clone(&ctx),
             options: options.clone(),
-            peer,
+            peer: Peer::new(peer),
             _permit: permit,
         };
         connections.spawn(connection.run(stream, cancel.clone()).instrument(span));
@@ -108,7 +111,7 @@ pub async fn run(
 struct Connection {
     ctx: Arc<ListenerContext>,
     options: TcpOptions,
-    peer: SocketAddr,
+    peer: Peer,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -122,7 +125,7 @@ enum End {
 
 impl Connection {
     async fn run(self, stream: TcpStream, cancel: CancellationToken) {
-        let decoder = FrameDecoder::new(self.options.max_message_bytes);
+        let decoder = FrameDecoder::with_mode(self.options.max_message_bytes, self.options.framing);
         let reader = FramedRead::with_capacity(stream, decoder, READ_BUFFER_BYTES);
         let mut chunks = reader.ready_chunks(self.options.max_batch_records.max(1));
         let mut num_messages = 0u64;
@@ -136,7 +139,7 @@ impl Connection {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break End::Done,
                 Err(_elapsed) => {
-                    self.ctx.metrics.idle_timeout(self.peer);
+                    self.ctx.metrics.idle_timeout(self.peer.addr);
                     break End::Done;
                 }
             };
@@ -180,7 +183,9 @@ impl Connection {
                 self.send(batch).await;
             }
         }
-        self.ctx.metrics.connection_closed(self.peer, num_messages);
+        self.ctx
+            .metrics
+            .connection_closed(self.peer.addr, num_messages);
     }
 
     /// Records of a chunk of decoded frames, and whether the stream failed after them.
@@ -193,17 +198,17 @@ impl Connection {
                 Ok(frame) => batch.push(self.ctx.record(
                     frame.payload,
                     frame.truncated,
-                    Some(self.peer),
+                    Some(&self.peer),
                     Transport::Tcp,
                     received_at,
                     self.options.max_message_bytes,
                 )),
                 Err(error @ FramingError::InvalidLength { .. }) => {
-                    self.ctx.metrics.framing_error(self.peer, &error);
+                    self.ctx.metrics.framing_error(self.peer.addr, &error);
                     failed = true;
                 }
                 Err(FramingError::Io(error)) => {
-                    self.ctx.metrics.receive_error(Some(self.peer), &error);
+                    self.ctx.metrics.receive_error(Some(self.peer.addr), &error);
                     failed = true;
                 }
             }

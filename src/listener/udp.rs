@@ -31,12 +31,16 @@ use tokio_util::task::TaskTracker;
 
 use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
 use crate::framing::{trim_datagram_trailer, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::ingest::Peer;
 use crate::record::{Record, Transport};
 
 /// The largest UDP payload there is.
 const MAX_DATAGRAM_BYTES: usize = 65_536;
 /// Default receive buffer asked for each socket (32 MiB).
 pub const DEFAULT_RECV_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// Coalescing is used only on sockets with at least this much receive buffer (as the
+/// kernel reports it), so the pause cannot overflow a small buffer.
+const COALESCE_MIN_RECV_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Settings of one UDP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +53,10 @@ pub struct UdpOptions {
     pub max_batch_records: usize,
     /// How often the kernel's drop counter is read.
     pub kernel_drops_interval: Duration,
+    /// After a receive that drained the socket with a small batch, wait this long before
+    /// the next one so datagrams accumulate and one wake-up handles many (at most this much
+    /// added latency). Only on sockets with a large receive buffer; zero turns it off.
+    pub coalesce: Duration,
 }
 
 impl Default for UdpOptions {
@@ -58,6 +66,7 @@ impl Default for UdpOptions {
             recv_batch: 32,
             max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
             kernel_drops_interval: Duration::from_secs(1),
+            coalesce: Duration::from_millis(1),
         }
     }
 }
@@ -164,6 +173,17 @@ async fn receive_loop(
     let slot_bytes = (max + 2).min(MAX_DATAGRAM_BYTES);
     let mut receiver = sys::MmsgReceiver::new(options.recv_batch, slot_bytes);
     let fd = socket.as_raw_fd();
+    let max_batch_records = options.max_batch_records.max(1);
+    let recv_buffer = socket2::SockRef::from(&socket)
+        .recv_buffer_size()
+        .unwrap_or(0);
+    let coalesce = if recv_buffer >= COALESCE_MIN_RECV_BUFFER_BYTES {
+        options.coalesce
+    } else {
+        Duration::ZERO
+    };
+    // Senders usually send many datagrams: keep the last one's text forms.
+    let mut last_peer: Option<Peer> = None;
     loop {
         tokio::select! {
             biased;
@@ -175,7 +195,7 @@ async fn receive_loop(
         }
         let received_at = Utc::now();
         let mut batch: Vec<Record> = Vec::new();
-        while batch.len() < options.max_batch_records.max(1) {
+        while batch.len() < max_batch_records {
             let num_received = match socket.try_io(Interest::READABLE, || receiver.recv(fd)) {
                 Ok(num_received) => num_received,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -196,14 +216,13 @@ async fn receive_loop(
                 else {
                     continue;
                 };
-                batch.push(ctx.record(
-                    payload,
-                    truncated,
-                    datagram.peer,
-                    Transport::Udp,
-                    received_at,
-                    max,
-                ));
+                if let Some(addr) = datagram.peer {
+                    if last_peer.as_ref().is_none_or(|p| p.addr != addr) {
+                        last_peer = Some(Peer::new(addr));
+                    }
+                }
+                let peer = datagram.peer.and(last_peer.as_ref());
+                batch.push(ctx.record(payload, truncated, peer, Transport::Udp, received_at, max));
             }
             if num_received < options.recv_batch {
                 break;
@@ -213,8 +232,19 @@ async fn receive_loop(
             continue;
         }
         ctx.count_received(&batch);
+        let was_small = batch.len() < max_batch_records;
         if !ctx.try_send(batch) {
             break;
+        }
+        if was_small && !coalesce.is_zero() {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(coalesce) => {}
+            }
+        } else {
+            // A busy socket must not starve the other tasks of this worker thread.
+            tokio::task::consume_budget().await;
         }
     }
 }
