@@ -33,6 +33,8 @@ pub(crate) enum Msg {
         _permit: OwnedSemaphorePermit,
     },
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// Tests: stop the writer at once, like a killed process (no commit, no seal).
+    Abandon,
 }
 
 /// State shared by handles and the writer thread.

@@ -62,6 +62,10 @@ pub(crate) struct Writer {
     next_retention: Instant,
     scratch: Vec<(String, u64)>,
     keep: Vec<bool>,
+    /// Shard of the frame being filled. At most one frame is open at a time, and frames are
+    /// closed in the order their records were processed, so a crash of the process leaves on
+    /// disk exactly a prefix of what was written (per origin: no holes).
+    open_frame: Option<usize>,
 }
 
 fn now_micros() -> i64 {
@@ -107,6 +111,7 @@ impl Writer {
             next_retention: Instant::now(),
             scratch: Vec::new(),
             keep: Vec::new(),
+            open_frame: None,
         }
     }
 
@@ -136,6 +141,7 @@ impl Writer {
                             self.commit();
                         }
                     }
+                    Some(Msg::Abandon) => return Ok(()),
                     Some(Msg::Close(reply)) => {
                         let result = self.close();
                         let _ = reply.send(result.clone());
@@ -328,6 +334,12 @@ impl Writer {
         record: &Record,
         enc: usize,
     ) -> Result<bool, StoreError> {
+        if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
+            if let Some(a) = self.shards[prev].active.as_mut() {
+                a.close_frame();
+            }
+        }
+        self.open_frame = Some(idx);
         let max_age = self.config.segment_max_age;
         for _ in 0..3 {
             let shard = &mut self.shards[idx];
