@@ -346,7 +346,8 @@ fn damaged_index_is_rebuilt_with_identical_results() {
         .collect();
     assert!(tix.len() >= 2);
     let original: Vec<Vec<u8>> = tix.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    let damages: [(&str, fn(&Path)); 4] = [
+    type Damage = (&'static str, fn(&Path));
+    let damages: [Damage; 4] = [
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
         ("zeroed", |p| {
             let n = std::fs::metadata(p).unwrap().len() as usize;
