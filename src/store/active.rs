@@ -223,7 +223,12 @@ impl ActiveSegment {
     pub fn sync(&mut self, ops: &dyn FileOps) -> io::Result<()> {
         self.close_frame();
         if self.data_end > self.synced_end {
-            ops.flush_map(&self.map, self.synced_end, self.data_end - self.synced_end)?;
+            ops.flush_map(
+                &self.file,
+                &self.map,
+                self.synced_end,
+                self.data_end - self.synced_end,
+            )?;
             self.synced_end = self.data_end;
         }
         Ok(())

@@ -217,3 +217,5 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_damage;
+#[cfg(test)]
+mod tests_model;

@@ -28,7 +28,13 @@ impl FileOps for NoSyncOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, _map: &MmapMut, _offset: usize, _len: usize) -> io::Result<()> {
+    fn flush_map(
+        &self,
+        _file: &File,
+        _map: &MmapMut,
+        _offset: usize,
+        _len: usize,
+    ) -> io::Result<()> {
         Ok(())
     }
     fn sync_data(&self, _file: &File) -> io::Result<()> {
@@ -385,11 +391,11 @@ impl FileOps for FailingOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
+    fn flush_map(&self, file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        RealFileOps.flush_map(map, offset, len)
+        RealFileOps.flush_map(file, map, offset, len)
     }
     fn sync_data(&self, file: &File) -> io::Result<()> {
         RealFileOps.sync_data(file)

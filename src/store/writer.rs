@@ -142,6 +142,10 @@ impl Writer {
                         }
                     }
                     Some(Msg::Abandon) => return Ok(()),
+                    Some(Msg::Commit(reply)) => {
+                        self.commit();
+                        let _ = reply.send(());
+                    }
                     Some(Msg::Close(reply)) => {
                         let result = self.close();
                         let _ = reply.send(result.clone());
