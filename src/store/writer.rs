@@ -432,6 +432,7 @@ impl Writer {
                 shard.next_seq = next;
                 shard.segments.push(base);
                 Counters::add(&c.segments_sealed, 1);
+                self.run_retention();
                 Ok(())
             }
             Err(e) => Err(self.poison(idx, path, e)),
