@@ -124,7 +124,7 @@ impl Store {
                 .map_err(|e| StoreError::io("recover shard", &shard_dir, e))?;
             let mut shard = Shard::new(source, shard_dir);
             shard.next_seq = state.next_seq;
-            shard.hwm = state.hwm;
+            shard.set_hwm(state.hwm);
             shard.segments = state.segments;
             shards.push(shard);
         }

@@ -85,9 +85,10 @@ impl Writer {
     ) -> Writer {
         let mut hwm: HashMap<String, u64> = HashMap::new();
         let mut by_source = HashMap::new();
-        for (i, s) in shards.iter().enumerate() {
+        let mut shards = shards;
+        for (i, s) in shards.iter_mut().enumerate() {
             by_source.insert(s.source.clone(), i);
-            for (o, &seq) in &s.hwm {
+            for (o, &seq) in s.hwm() {
                 let e = hwm.entry(o.clone()).or_insert(0);
                 *e = (*e).max(seq);
             }
@@ -108,7 +109,7 @@ impl Writer {
             last_commit: Instant::now(),
             unsynced_bytes: 0,
             retry_at: None,
-            next_retention: Instant::now(),
+            next_retention: Instant::now() + RETENTION_EVERY,
             scratch: Vec::new(),
             keep: Vec::new(),
             open_frame: None,
@@ -271,10 +272,22 @@ impl Writer {
         };
         let mut bytes = 0u64;
         let mut stalled = false;
+        // (record index, shard index) of the last lookup: runs of one source skip the hash.
+        let mut last: Option<(usize, usize)> = None;
         while f.next < f.records.len() {
             let record = &f.records[f.next];
-            let idx = match self.shard_index(&record.source) {
-                Ok(i) => i,
+            let cached = last
+                .filter(|&(r, _)| f.records[r].source == record.source)
+                .map(|(_, i)| i);
+            let found = match cached {
+                Some(i) => Ok(i),
+                None => self.shard_index(&record.source),
+            };
+            let idx = match found {
+                Ok(i) => {
+                    last = Some((f.next, i));
+                    i
+                }
                 Err(e) => {
                     Counters::add(&self.shared.counters.write_errors, 1);
                     f.failed = Some(e);
@@ -338,6 +351,7 @@ impl Writer {
         record: &Record,
         enc: usize,
     ) -> Result<bool, StoreError> {
+        let run_starts = self.open_frame != Some(idx);
         if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
             if let Some(a) = self.shards[prev].active.as_mut() {
                 a.close_frame();
@@ -347,10 +361,11 @@ impl Writer {
         let max_age = self.config.segment_max_age;
         for _ in 0..3 {
             let shard = &mut self.shards[idx];
-            let aged = shard
-                .active
-                .as_ref()
-                .is_some_and(|a| !a.is_empty() && a.opened_at.elapsed() >= max_age);
+            let aged = run_starts
+                && shard
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| !a.is_empty() && a.opened_at.elapsed() >= max_age);
             if aged {
                 self.seal_active(idx)?;
                 continue;
@@ -427,7 +442,7 @@ impl Writer {
             c.num_segments.fetch_sub(1, Ordering::Relaxed);
             return Ok(());
         }
-        match active.seal(&shard.hwm, self.ops.as_ref()) {
+        match active.seal(shard.hwm(), self.ops.as_ref()) {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
@@ -455,7 +470,7 @@ impl Writer {
         match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
             Ok(state) => {
                 shard.next_seq = state.next_seq;
-                shard.hwm = state.hwm;
+                shard.set_hwm(state.hwm);
                 shard.segments = state.segments;
             }
             Err(e) => {
