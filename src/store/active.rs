@@ -30,7 +30,6 @@ use crate::record::Record;
 struct OpenFrame {
     start: usize,
     len: usize,
-    hasher: crc32fast::Hasher,
     count: u32,
     first_seq: u64,
     min_recv: i64,
@@ -160,10 +159,9 @@ impl ActiveSegment {
             return None;
         }
         let next_seq = self.next_seq();
-        let frame = self.frame.get_or_insert_with(|| OpenFrame {
+        let frame = self.frame.get_or_insert(OpenFrame {
             start,
             len: 0,
-            hasher: crc32fast::Hasher::new(),
             count: 0,
             first_seq: next_seq,
             min_recv: i64::MAX,
@@ -174,7 +172,6 @@ impl ActiveSegment {
         let at = frame.start + FRAME_HEADER_BYTES + frame.len;
         let out = &mut self.map[at..at + encoded_len];
         codec::encode_into(record, out);
-        frame.hasher.update(out);
         frame.len += encoded_len;
         frame.count += 1;
         frame.min_recv = frame.min_recv.min(record.received_at_micros);
@@ -193,11 +190,12 @@ impl ActiveSegment {
         let payload_start = f.start + FRAME_HEADER_BYTES;
         let end = payload_start + pad8(f.len);
         self.map[payload_start + f.len..end].fill(0);
+        let payload_crc = crc32fast::hash(&self.map[payload_start..payload_start + f.len]);
         let header = FrameHeader {
             kind: KIND_DATA,
             payload_len: f.len as u32,
             record_count: f.count,
-            payload_crc: f.hasher.finalize(),
+            payload_crc,
             nonce: self.header.nonce,
             first_seq: f.first_seq,
             min_recv: f.min_recv,
@@ -223,7 +221,12 @@ impl ActiveSegment {
     pub fn sync(&mut self, ops: &dyn FileOps) -> io::Result<()> {
         self.close_frame();
         if self.data_end > self.synced_end {
-            ops.flush_map(&self.map, self.synced_end, self.data_end - self.synced_end)?;
+            ops.flush_map(
+                &self.file,
+                &self.map,
+                self.synced_end,
+                self.data_end - self.synced_end,
+            )?;
             self.synced_end = self.data_end;
         }
         Ok(())

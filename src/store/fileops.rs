@@ -14,8 +14,8 @@ use memmap2::MmapMut;
 pub trait FileOps: Send + Sync + std::fmt::Debug {
     /// Reserves `len` bytes of real blocks (no sparse holes) for `file`, growing its size.
     fn allocate(&self, file: &File, len: u64) -> io::Result<()>;
-    /// Makes `map[offset..offset + len]` durable (msync MS_SYNC).
-    fn flush_map(&self, map: &MmapMut, offset: usize, len: usize) -> io::Result<()>;
+    /// Makes `map[offset..offset + len]` (a map of `file`) durable (msync MS_SYNC).
+    fn flush_map(&self, file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()>;
     /// fdatasync.
     fn sync_data(&self, file: &File) -> io::Result<()>;
     /// fsync of a directory, after creating, renaming or removing entries in it.
@@ -52,7 +52,7 @@ impl FileOps for RealFileOps {
         }
     }
 
-    fn flush_map(&self, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
+    fn flush_map(&self, _file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }

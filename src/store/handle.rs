@@ -33,6 +33,10 @@ pub(crate) enum Msg {
         _permit: OwnedSemaphorePermit,
     },
     Close(oneshot::Sender<Result<(), StoreError>>),
+    /// Commit now, whatever the policy says.
+    Commit(oneshot::Sender<()>),
+    /// Tests: stop the writer at once, like a killed process (no commit, no seal).
+    Abandon,
 }
 
 /// State shared by handles and the writer thread.
@@ -110,6 +114,13 @@ impl StoreHandle {
             _permit: permit,
         });
         AppendTicket { rx }
+    }
+
+    /// Commits everything written so far now (ignoring the commit policy) and waits for it.
+    pub fn commit_now(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push(Msg::Commit(tx));
+        futures::executor::block_on(rx).map_err(|_| StoreError::Closed)
     }
 
     /// Per origin, the highest origin sequence durably stored.

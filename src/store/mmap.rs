@@ -16,5 +16,9 @@ pub fn map_segment(file: &File, len: usize) -> io::Result<MmapMut> {
     // faults never need new blocks (no SIGBUS on ENOSPC); only the writer thread, which owns
     // this map, ever truncates segment files, and it drops the map first; the data directory
     // lock keeps other Starling writers out. Readers use pread and never shrink files.
-    unsafe { MmapOptions::new().len(len).map_mut(file) }
+    let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
+    // No readahead: pages are only ever written, and readahead of unwritten extents costs
+    // a zero-fill of memory that is then overwritten.
+    let _ = map.advise(memmap2::Advice::Random);
+    Ok(map)
 }

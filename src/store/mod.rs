@@ -124,7 +124,7 @@ impl Store {
                 .map_err(|e| StoreError::io("recover shard", &shard_dir, e))?;
             let mut shard = Shard::new(source, shard_dir);
             shard.next_seq = state.next_seq;
-            shard.hwm = state.hwm;
+            shard.set_hwm(state.hwm);
             shard.segments = state.segments;
             shards.push(shard);
         }
@@ -167,6 +167,16 @@ impl Store {
         self.shutdown()
     }
 
+    /// Stops the writer without committing or sealing, leaving files as a killed process
+    /// would (written bytes stay in the page cache). For crash tests.
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.shared.push(Msg::Abandon);
+            let _ = thread.join();
+        }
+    }
+
     fn shutdown(&mut self) -> Result<(), StoreError> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
@@ -204,4 +214,8 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+#[cfg(test)]
+mod tests_damage;
+#[cfg(test)]
+mod tests_model;

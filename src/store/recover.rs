@@ -147,6 +147,17 @@ pub fn recover_shard(
     Ok(state)
 }
 
+/// Whether anything but zeros follows `offset` (a torn write, as opposed to preallocation).
+fn has_bytes_at(file: &File, offset: u64) -> io::Result<bool> {
+    use super::scan::ReadAt;
+    let Some((data, end)) = file.data_region(offset)? else {
+        return Ok(false);
+    };
+    let mut buf = vec![0u8; (end - data).min(1 << 20) as usize];
+    let n = read_full(file, &mut buf, data)?;
+    Ok(buf[..n].iter().any(|&b| b != 0))
+}
+
 fn is_all_zero(file: &File) -> io::Result<bool> {
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
@@ -225,7 +236,7 @@ fn recover_tail(
         report.removed.push(path.to_path_buf());
         return Ok(false);
     }
-    if data_end < size {
+    if data_end < size && has_bytes_at(file, data_end)? {
         report.truncated.push(Truncation {
             file: path.to_path_buf(),
             offset: data_end,

@@ -16,12 +16,15 @@ pub struct Shard {
     pub id: u64,
     pub active: Option<ActiveSegment>,
     pub next_seq: u64,
-    pub hwm: HashMap<String, u64>,
+    hwm: HashMap<String, u64>,
     /// Sealed segments' base sequences, ascending.
     pub segments: Vec<u64>,
     /// Retention's cache per sealed segment: (file bytes, newest receive time).
     pub sealed_info: HashMap<u64, (u64, i64)>,
     pub dirty: bool,
+    /// Cache of the last origin noted and its highest seq, folded into `hwm` on change, so
+    /// a run of records from one origin costs no hashing.
+    last_origin: Option<(String, u64)>,
 }
 
 impl Shard {
@@ -37,16 +40,38 @@ impl Shard {
             segments: Vec::new(),
             sealed_info: HashMap::new(),
             dirty: false,
+            last_origin: None,
         }
     }
 
     pub fn note_origin(&mut self, origin: &str, seq: u64) {
-        match self.hwm.get_mut(origin) {
-            Some(v) => *v = (*v).max(seq),
-            None => {
-                self.hwm.insert(origin.to_string(), seq);
+        if let Some((last, max)) = self.last_origin.as_mut() {
+            if last == origin {
+                *max = (*max).max(seq);
+                return;
             }
         }
+        self.fold_origin();
+        self.last_origin = Some((origin.to_string(), seq));
+    }
+
+    fn fold_origin(&mut self) {
+        if let Some((origin, seq)) = self.last_origin.take() {
+            let e = self.hwm.entry(origin).or_insert(0);
+            *e = (*e).max(seq);
+        }
+    }
+
+    /// Per origin, the highest origin_seq written to this shard.
+    pub fn hwm(&mut self) -> &HashMap<String, u64> {
+        self.fold_origin();
+        &self.hwm
+    }
+
+    /// Replaces the per-origin marks (after recovery).
+    pub fn set_hwm(&mut self, hwm: HashMap<String, u64>) {
+        self.last_origin = None;
+        self.hwm = hwm;
     }
 }
 

@@ -62,6 +62,10 @@ pub(crate) struct Writer {
     next_retention: Instant,
     scratch: Vec<(String, u64)>,
     keep: Vec<bool>,
+    /// Shard of the frame being filled. At most one frame is open at a time, and frames are
+    /// closed in the order their records were processed, so a crash of the process leaves on
+    /// disk exactly a prefix of what was written (per origin: no holes).
+    open_frame: Option<usize>,
 }
 
 fn now_micros() -> i64 {
@@ -81,9 +85,10 @@ impl Writer {
     ) -> Writer {
         let mut hwm: HashMap<String, u64> = HashMap::new();
         let mut by_source = HashMap::new();
-        for (i, s) in shards.iter().enumerate() {
+        let mut shards = shards;
+        for (i, s) in shards.iter_mut().enumerate() {
             by_source.insert(s.source.clone(), i);
-            for (o, &seq) in &s.hwm {
+            for (o, &seq) in s.hwm() {
                 let e = hwm.entry(o.clone()).or_insert(0);
                 *e = (*e).max(seq);
             }
@@ -104,9 +109,10 @@ impl Writer {
             last_commit: Instant::now(),
             unsynced_bytes: 0,
             retry_at: None,
-            next_retention: Instant::now(),
+            next_retention: Instant::now() + RETENTION_EVERY,
             scratch: Vec::new(),
             keep: Vec::new(),
+            open_frame: None,
         }
     }
 
@@ -135,6 +141,11 @@ impl Writer {
                         if self.unsynced_bytes >= self.config.commit_max_bytes {
                             self.commit();
                         }
+                    }
+                    Some(Msg::Abandon) => return Ok(()),
+                    Some(Msg::Commit(reply)) => {
+                        self.commit();
+                        let _ = reply.send(());
                     }
                     Some(Msg::Close(reply)) => {
                         let result = self.close();
@@ -261,10 +272,22 @@ impl Writer {
         };
         let mut bytes = 0u64;
         let mut stalled = false;
+        // (record index, shard index) of the last lookup: runs of one source skip the hash.
+        let mut last: Option<(usize, usize)> = None;
         while f.next < f.records.len() {
             let record = &f.records[f.next];
-            let idx = match self.shard_index(&record.source) {
-                Ok(i) => i,
+            let cached = last
+                .filter(|&(r, _)| f.records[r].source == record.source)
+                .map(|(_, i)| i);
+            let found = match cached {
+                Some(i) => Ok(i),
+                None => self.shard_index(&record.source),
+            };
+            let idx = match found {
+                Ok(i) => {
+                    last = Some((f.next, i));
+                    i
+                }
                 Err(e) => {
                     Counters::add(&self.shared.counters.write_errors, 1);
                     f.failed = Some(e);
@@ -328,13 +351,21 @@ impl Writer {
         record: &Record,
         enc: usize,
     ) -> Result<bool, StoreError> {
+        let run_starts = self.open_frame != Some(idx);
+        if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
+            if let Some(a) = self.shards[prev].active.as_mut() {
+                a.close_frame();
+            }
+        }
+        self.open_frame = Some(idx);
         let max_age = self.config.segment_max_age;
         for _ in 0..3 {
             let shard = &mut self.shards[idx];
-            let aged = shard
-                .active
-                .as_ref()
-                .is_some_and(|a| !a.is_empty() && a.opened_at.elapsed() >= max_age);
+            let aged = run_starts
+                && shard
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| !a.is_empty() && a.opened_at.elapsed() >= max_age);
             if aged {
                 self.seal_active(idx)?;
                 continue;
@@ -411,11 +442,12 @@ impl Writer {
             c.num_segments.fetch_sub(1, Ordering::Relaxed);
             return Ok(());
         }
-        match active.seal(&shard.hwm, self.ops.as_ref()) {
+        match active.seal(shard.hwm(), self.ops.as_ref()) {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
                 Counters::add(&c.segments_sealed, 1);
+                self.run_retention();
                 Ok(())
             }
             Err(e) => Err(self.poison(idx, path, e)),
@@ -438,7 +470,7 @@ impl Writer {
         match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
             Ok(state) => {
                 shard.next_seq = state.next_seq;
-                shard.hwm = state.hwm;
+                shard.set_hwm(state.hwm);
                 shard.segments = state.segments;
             }
             Err(e) => {

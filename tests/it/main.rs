@@ -1,11 +1,13 @@
 //! The integration tests, in one binary: end-to-end tests of the real `starling` binary
-//! (driven through `sandbox`), tests against real peers, the conformance corpus, and
-//! process-level tests of the library.
+//! (driven through `sandbox`), tests against real peers, the conformance corpus, the fuzz
+//! regression corpus, and process-level tests of the store (kill -9 loop, full disk).
 
 mod collector;
 mod conformance_e2e;
 mod conformance_parse;
+mod fuzz_regressions;
 mod journald;
 mod rsyslog;
 mod sandbox;
-mod fuzz_regressions;
+mod store_crash;
+mod store_disk;
