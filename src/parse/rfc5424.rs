@@ -43,10 +43,18 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         return Some(parsed);
     }
     // What `syslog_loose` rejects but a sender plainly meant: a timestamp without an offset
-    // (read in the configured zone) or a missing STRUCTURED-DATA field.
-    let mut fields = after_pri.split(' ').filter(|field| !field.is_empty());
+    // (read in the configured zone), a HOSTNAME ending in `:` (IPv6 `fe80::`), a missing
+    // STRUCTURED-DATA field. The header is split here and handed over without those.
+    let is_separator = |c: char| c == ' ' || c == '\t';
+    let mut fields = after_pri
+        .split(is_separator)
+        .filter(|field| !field.is_empty());
     let header: Vec<&str> = fields.by_ref().take(6).collect();
-    if header.len() < 6 {
+    if header.len() < 6
+        || header
+            .iter()
+            .any(|field| field.contains(char::is_whitespace))
+    {
         return None;
     }
     let timestamp = match header[1] {
@@ -57,8 +65,9 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
             _ => return None,
         },
     };
+    let hostname = Some(header[2]).filter(|host| *host != "-");
     let after_header = offset_in(after_pri, header[5])
-        .map(|start| after_pri[start + header[5].len()..].trim_start_matches(' '))
+        .map(|start| after_pri[start + header[5].len()..].trim_start_matches(is_separator))
         .unwrap_or("");
     let sd_and_msg = if after_header.is_empty()
         || after_header.starts_with('-')
@@ -69,11 +78,12 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         format!("- {after_header}")
     };
     let normalised = format!(
-        "<{pri}>{version} - {} {} {} {} {sd_and_msg}",
-        header[2], header[3], header[4], header[5]
+        "<{pri}>{version} - - {} {} {} {sd_and_msg}",
+        header[3], header[4], header[5]
     );
     let mut parsed = read(&normalised, pri, version)?;
     parsed.timestamp = timestamp;
+    parsed.hostname = hostname.map(str::to_string);
     Some(parsed)
 }
 

@@ -106,6 +106,11 @@ fn rfc5424_details() {
         "<134>1 2009-10-16T11:51:56 exchange MSExchange_ADAccess 20208 - - entry",
         "rfc5424 pri=134 fac=16 sev=6 ver=1 ts=2009-10-16T11:51:56+00:00 host=\"exchange\" app=\"MSExchange_ADAccess\" procid=\"20208\" msgid=- sd=- msg=\"entry\"",
     );
+    // An IPv6 HOSTNAME ending in `::` (Vector #26103).
+    check(
+        "<13>1 2024-01-02T03:04:05Z fe80:: app - - - text",
+        "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"fe80::\" app=\"app\" procid=- msgid=- sd=- msg=\"text\"",
+    );
     // No STRUCTURED-DATA field at all.
     check(
         "<34>1 2003-11-11T22:14:15.003Z mymachine su - ID47 last message repeated 5 times",
