@@ -40,7 +40,7 @@ pub struct SdElement {
     pub params: Vec<(String, String)>,
 }
 
-/// The fields of one message. `None` means absent or NILVALUE (`-`).
+/// The fields of one message. `None` means absent, empty (MSG) or NILVALUE (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub status: ParseStatus,

@@ -81,7 +81,7 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         procid: message.procid.and_then(|p| non_empty(&p.to_string())),
         msgid: None,
         structured_data,
-        message: Some(message.msg.to_string()),
+        message: non_empty(message.msg),
     })
 }
 

@@ -1,7 +1,9 @@
 //! RFC 5424 on top of `syslog_loose`: the crate reads the header and STRUCTURED-DATA; this
 //! layer restores what the crate's leniency loses (exactly one SP before MSG, the MSG's own
-//! trailing spaces, NILVALUE vs. empty STRUCTURED-DATA, RFC SD-PARAM escapes) and rejects
-//! what the RFC's grammar cannot mean (a PRI above 191, VERSION 0 or above 999).
+//! trailing spaces, NILVALUE vs. empty STRUCTURED-DATA, RFC SD-PARAM escapes), rejects what
+//! the grammar cannot mean (a PRI above 191, VERSION 0 or above 999), and reads what the
+//! crate rejects but senders plainly mean: no PRI (Juniper), a timestamp without an offset,
+//! an IPv6 HOSTNAME ending in `::`, a missing STRUCTURED-DATA field.
 //!
 //! No I/O. Returns `None` when the line is not RFC 5424, so the caller can try RFC 3164.
 
@@ -46,10 +48,11 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     // (read in the configured zone), a HOSTNAME ending in `:` (IPv6 `fe80::`), a missing
     // STRUCTURED-DATA field. The header is split here and handed over without those.
     let is_separator = |c: char| c == ' ' || c == '\t';
-    let mut fields = after_pri
+    let header: Vec<&str> = after_pri
         .split(is_separator)
-        .filter(|field| !field.is_empty());
-    let header: Vec<&str> = fields.by_ref().take(6).collect();
+        .filter(|field| !field.is_empty())
+        .take(6)
+        .collect();
     if header.len() < 6
         || header
             .iter()

@@ -210,7 +210,7 @@ fn device_formats() {
     // PRI and timestamp only.
     check(
         "<14>Aug 30 23:00:05",
-        "rfc3164 pri=14 fac=1 sev=6 ver=- ts=2024-08-30T23:00:05+00:00 host=- app=- procid=- msgid=- sd=- msg=\"\"",
+        "rfc3164 pri=14 fac=1 sev=6 ver=- ts=2024-08-30T23:00:05+00:00 host=- app=- procid=- msgid=- sd=- msg=-",
     );
 }
 
