@@ -151,6 +151,15 @@ fn device_formats() {
         "<166>%ASA-6-302013: Built outbound TCP connection 1 for outside:10.0.0.1/443",
         "rfc3164 pri=166 fac=20 sev=6 ver=- ts=- host=- app=\"%ASA-6-302013\" procid=- msgid=- sd=- msg=\"Built outbound TCP connection 1 for outside:10.0.0.1/443\"",
     );
+    // No timestamp and no TAG form (Fortinet key=value): all message.
+    check(
+        "<189>date=2024-01-01 time=12:00:00 devname=fw01 type=traffic",
+        "rfc3164 pri=189 fac=23 sev=5 ver=- ts=- host=- app=- procid=- msgid=- sd=- msg=\"date=2024-01-01 time=12:00:00 devname=fw01 type=traffic\"",
+    );
+    check(
+        "<15> openvpn[2499]: PTHREAD support initialized",
+        "rfc3164 pri=15 fac=1 sev=7 ver=- ts=- host=- app=\"openvpn\" procid=\"2499\" msgid=- sd=- msg=\"PTHREAD support initialized\"",
+    );
     // Cisco ASA with a year in the timestamp and no hostname.
     check(
         "<190>Apr 15 2007 21:28:13: %PIX-6-302014: Teardown TCP connection 1688438",
