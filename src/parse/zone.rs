@@ -153,19 +153,24 @@ pub fn infer_year(
 ) -> Option<DateTime<FixedOffset>> {
     let received_year = received_at.year();
     let latest_allowed = received_at + Duration::days(1);
-    // Feb 29 may need to look back up to four years for a leap year.
     let mut best: Option<(i64, DateTime<FixedOffset>)> = None;
-    for year in (received_year - 4..=received_year + 1).rev() {
+    // The nearest year is one of three; only Feb 29 may need to look back up to four years.
+    for year in (received_year - 1..=received_year + 1)
+        .rev()
+        .chain((received_year - 4..received_year - 1).rev())
+    {
+        if best.is_some() && year < received_year - 1 {
+            break;
+        }
         let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else {
             continue;
         };
         let candidate = zone.resolve(date.and_time(time));
-        if candidate.with_timezone(&Utc) > latest_allowed {
+        let candidate_utc = candidate.with_timezone(&Utc);
+        if candidate_utc > latest_allowed {
             continue;
         }
-        let distance = (candidate.with_timezone(&Utc) - received_at)
-            .num_seconds()
-            .abs();
+        let distance = (candidate_utc - received_at).num_seconds().abs();
         if best.as_ref().is_none_or(|(d, _)| distance < *d) {
             best = Some((distance, candidate));
         }
