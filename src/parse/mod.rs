@@ -15,6 +15,8 @@ mod timestamp;
 mod zone;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use chrono::{DateTime, FixedOffset, Utc};

@@ -138,14 +138,16 @@ fn sd_is_nil(after_pri: &str) -> bool {
     sd.starts_with('-') || sd.is_empty()
 }
 
-/// The MSG as sent: `syslog_loose` swallows every space before it and trims its end; RFC 5424
-/// has exactly one SP before MSG, and trailing spaces are part of it.
+/// The MSG as sent: `syslog_loose` swallows every space and tab before it and trims its end;
+/// RFC 5424 has exactly one SP (leniently, a tab) before MSG, and trailing spaces are MSG.
 fn msg_text<'a>(line: &'a str, parsed_msg: &'a str) -> &'a str {
     let Some(start) = offset_in(line, parsed_msg) else {
         return parsed_msg;
     };
     let head = &line[..start];
-    let header_end = head.trim_end_matches(' ').len();
+    let header_end = head.trim_end_matches([' ', '\t']).len();
     let from_separator = &line[header_end..];
-    from_separator.strip_prefix(' ').unwrap_or(from_separator)
+    from_separator
+        .strip_prefix([' ', '\t'])
+        .unwrap_or(from_separator)
 }

@@ -96,6 +96,10 @@ fn rfc5424_details() {
         "<13>1 2024-01-02T03:04:05Z h a - - -   indented  ",
         "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"h\" app=\"a\" procid=- msgid=- sd=- msg=\"  indented  \"",
     );
+    check(
+        "<13>1 2024-01-02T03:04:05Z h a - - - \ttabbed",
+        "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"h\" app=\"a\" procid=- msgid=- sd=- msg=\"\\ttabbed\"",
+    );
     // All NILVALUEs, no MSG.
     check(
         "<0>1 - - - - - -",
