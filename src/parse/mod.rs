@@ -15,6 +15,8 @@ mod timestamp;
 mod zone;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -40,7 +42,7 @@ pub struct SdElement {
     pub params: Vec<(String, String)>,
 }
 
-/// The fields of one message. `None` means absent or NILVALUE (`-`).
+/// The fields of one message. `None` means absent, empty (MSG) or NILVALUE (`-`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub status: ParseStatus,

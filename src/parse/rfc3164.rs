@@ -44,15 +44,17 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     let pri = pri.unwrap_or(DEFAULT_PRI);
 
     let body = after_time.trim_start_matches(' ');
-    let (hostname, tag_and_msg) = match decide_hostname(body, header_time.is_some()) {
-        HostDecision::Given(host, rest) => (Some(host.to_string()), Some(rest)),
-        HostDecision::Absent(rest) => (None, Some(rest)),
-        HostDecision::Undecided => (None, None),
-    };
-    let normalised = match tag_and_msg {
-        Some(rest) => format!("<{pri}>{PLACEHOLDER_TIMESTAMP} - {rest}"),
-        None if body.trim_end().is_empty() => format!("<{pri}>{PLACEHOLDER_TIMESTAMP} -"),
-        None => format!("<{pri}>{PLACEHOLDER_TIMESTAMP} {body}"),
+    let decision = decide_hostname(body, header_time.is_some());
+    let normalised = match decision {
+        HostDecision::Given(_, rest) | HostDecision::Absent(rest) => {
+            format!("<{pri}>{PLACEHOLDER_TIMESTAMP} - {rest}")
+        }
+        // `- :` is a nil HOSTNAME and an empty TAG: everything after it is MSG.
+        HostDecision::MessageOnly(rest) => format!("<{pri}>{PLACEHOLDER_TIMESTAMP} - : {rest}"),
+        HostDecision::Undecided if body.trim_end().is_empty() => {
+            format!("<{pri}>{PLACEHOLDER_TIMESTAMP} -")
+        }
+        HostDecision::Undecided => format!("<{pri}>{PLACEHOLDER_TIMESTAMP} {body}"),
     };
     let utc = Some(Utc.fix());
     let message = syslog_loose::parse_message_with_year_exact_tz(
@@ -63,9 +65,10 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     )
     .ok()?;
 
-    let hostname = match tag_and_msg {
-        Some(_) => hostname,
-        None => message.hostname.map(str::to_string),
+    let hostname = match decision {
+        HostDecision::Given(host, _) => Some(host.to_string()),
+        HostDecision::Absent(_) | HostDecision::MessageOnly(_) => None,
+        HostDecision::Undecided => message.hostname.map(str::to_string),
     };
     let structured_data = Some(convert_sd(&message.structured_data)).filter(|sd| !sd.is_empty());
 
@@ -81,7 +84,7 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         procid: message.procid.and_then(|p| non_empty(&p.to_string())),
         msgid: None,
         structured_data,
-        message: Some(message.msg.to_string()),
+        message: non_empty(message.msg),
     })
 }
 
@@ -113,14 +116,22 @@ enum HostDecision<'a> {
     Given(&'a str, &'a str),
     /// There is no HOSTNAME; the text starts with the TAG.
     Absent(&'a str),
+    /// Neither HOSTNAME nor TAG: the text is the MSG.
+    MessageOnly(&'a str),
     /// Leave it to `syslog_loose`.
     Undecided,
 }
 
 fn decide_hostname(body: &str, has_timestamp: bool) -> HostDecision<'_> {
     if !has_timestamp {
-        // RFC 3164 section 4.3.3: without a TIMESTAMP there is no HOSTNAME either.
-        return HostDecision::Absent(body);
+        // RFC 3164 section 4.3.3: without a TIMESTAMP there is no HOSTNAME either, and only
+        // an unmistakable TAG (`app:`, `app[pid]`) is taken as one: `<189>date=… time=…`
+        // (Fortinet) is all message.
+        return if starts_with_tag(body) {
+            HostDecision::Absent(body)
+        } else {
+            HostDecision::MessageOnly(body)
+        };
     }
     if let Some(relayed) = body.strip_prefix(RELAY_PREFIX) {
         if let Some(colon) = relayed.find(": ") {
@@ -145,4 +156,15 @@ fn decide_hostname(body: &str, has_timestamp: bool) -> HostDecision<'_> {
         }
     }
     HostDecision::Undecided
+}
+
+/// The first word is a TAG by its form: `name:` or `name[pid]` (with or without the colon).
+fn starts_with_tag(body: &str) -> bool {
+    let token = body.split([' ', '\t']).next().unwrap_or("");
+    let without_colon = token.strip_suffix(':').unwrap_or(token);
+    let with_pid = without_colon
+        .strip_suffix(']')
+        .and_then(|head| head.find('['))
+        .is_some_and(|open| open > 0);
+    with_pid || (token.len() > 1 && without_colon.len() < token.len())
 }

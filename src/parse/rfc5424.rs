@@ -1,7 +1,9 @@
 //! RFC 5424 on top of `syslog_loose`: the crate reads the header and STRUCTURED-DATA; this
 //! layer restores what the crate's leniency loses (exactly one SP before MSG, the MSG's own
-//! trailing spaces, NILVALUE vs. empty STRUCTURED-DATA, RFC SD-PARAM escapes) and rejects
-//! what the RFC's grammar cannot mean (a PRI above 191, VERSION 0 or above 999).
+//! trailing spaces, NILVALUE vs. empty STRUCTURED-DATA, RFC SD-PARAM escapes), rejects what
+//! the grammar cannot mean (a PRI above 191, VERSION 0 or above 999), and reads what the
+//! crate rejects but senders plainly mean: no PRI (Juniper), a timestamp without an offset,
+//! an IPv6 HOSTNAME ending in `::`, a missing STRUCTURED-DATA field.
 //!
 //! No I/O. Returns `None` when the line is not RFC 5424, so the caller can try RFC 3164.
 
@@ -43,10 +45,19 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         return Some(parsed);
     }
     // What `syslog_loose` rejects but a sender plainly meant: a timestamp without an offset
-    // (read in the configured zone) or a missing STRUCTURED-DATA field.
-    let mut fields = after_pri.split(' ').filter(|field| !field.is_empty());
-    let header: Vec<&str> = fields.by_ref().take(6).collect();
-    if header.len() < 6 {
+    // (read in the configured zone), a HOSTNAME ending in `:` (IPv6 `fe80::`), a missing
+    // STRUCTURED-DATA field. The header is split here and handed over without those.
+    let is_separator = |c: char| c == ' ' || c == '\t';
+    let header: Vec<&str> = after_pri
+        .split(is_separator)
+        .filter(|field| !field.is_empty())
+        .take(6)
+        .collect();
+    if header.len() < 6
+        || header
+            .iter()
+            .any(|field| field.contains(char::is_whitespace))
+    {
         return None;
     }
     let timestamp = match header[1] {
@@ -57,8 +68,9 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
             _ => return None,
         },
     };
+    let hostname = Some(header[2]).filter(|host| *host != "-");
     let after_header = offset_in(after_pri, header[5])
-        .map(|start| after_pri[start + header[5].len()..].trim_start_matches(' '))
+        .map(|start| after_pri[start + header[5].len()..].trim_start_matches(is_separator))
         .unwrap_or("");
     let sd_and_msg = if after_header.is_empty()
         || after_header.starts_with('-')
@@ -69,11 +81,12 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         format!("- {after_header}")
     };
     let normalised = format!(
-        "<{pri}>{version} - {} {} {} {} {sd_and_msg}",
-        header[2], header[3], header[4], header[5]
+        "<{pri}>{version} - - {} {} {} {sd_and_msg}",
+        header[3], header[4], header[5]
     );
     let mut parsed = read(&normalised, pri, version)?;
     parsed.timestamp = timestamp;
+    parsed.hostname = hostname.map(str::to_string);
     Some(parsed)
 }
 
@@ -125,14 +138,16 @@ fn sd_is_nil(after_pri: &str) -> bool {
     sd.starts_with('-') || sd.is_empty()
 }
 
-/// The MSG as sent: `syslog_loose` swallows every space before it and trims its end; RFC 5424
-/// has exactly one SP before MSG, and trailing spaces are part of it.
+/// The MSG as sent: `syslog_loose` swallows every space and tab before it and trims its end;
+/// RFC 5424 has exactly one SP (leniently, a tab) before MSG, and trailing spaces are MSG.
 fn msg_text<'a>(line: &'a str, parsed_msg: &'a str) -> &'a str {
     let Some(start) = offset_in(line, parsed_msg) else {
         return parsed_msg;
     };
     let head = &line[..start];
-    let header_end = head.trim_end_matches(' ').len();
+    let header_end = head.trim_end_matches([' ', '\t']).len();
     let from_separator = &line[header_end..];
-    from_separator.strip_prefix(' ').unwrap_or(from_separator)
+    from_separator
+        .strip_prefix([' ', '\t'])
+        .unwrap_or(from_separator)
 }

@@ -96,6 +96,10 @@ fn rfc5424_details() {
         "<13>1 2024-01-02T03:04:05Z h a - - -   indented  ",
         "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"h\" app=\"a\" procid=- msgid=- sd=- msg=\"  indented  \"",
     );
+    check(
+        "<13>1 2024-01-02T03:04:05Z h a - - - \ttabbed",
+        "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"h\" app=\"a\" procid=- msgid=- sd=- msg=\"\\ttabbed\"",
+    );
     // All NILVALUEs, no MSG.
     check(
         "<0>1 - - - - - -",
@@ -105,6 +109,11 @@ fn rfc5424_details() {
     check(
         "<134>1 2009-10-16T11:51:56 exchange MSExchange_ADAccess 20208 - - entry",
         "rfc5424 pri=134 fac=16 sev=6 ver=1 ts=2009-10-16T11:51:56+00:00 host=\"exchange\" app=\"MSExchange_ADAccess\" procid=\"20208\" msgid=- sd=- msg=\"entry\"",
+    );
+    // An IPv6 HOSTNAME ending in `::` (Vector #26103).
+    check(
+        "<13>1 2024-01-02T03:04:05Z fe80:: app - - - text",
+        "rfc5424 pri=13 fac=1 sev=5 ver=1 ts=2024-01-02T03:04:05+00:00 host=\"fe80::\" app=\"app\" procid=- msgid=- sd=- msg=\"text\"",
     );
     // No STRUCTURED-DATA field at all.
     check(
@@ -145,6 +154,15 @@ fn device_formats() {
     check(
         "<166>%ASA-6-302013: Built outbound TCP connection 1 for outside:10.0.0.1/443",
         "rfc3164 pri=166 fac=20 sev=6 ver=- ts=- host=- app=\"%ASA-6-302013\" procid=- msgid=- sd=- msg=\"Built outbound TCP connection 1 for outside:10.0.0.1/443\"",
+    );
+    // No timestamp and no TAG form (Fortinet key=value): all message.
+    check(
+        "<189>date=2024-01-01 time=12:00:00 devname=fw01 type=traffic",
+        "rfc3164 pri=189 fac=23 sev=5 ver=- ts=- host=- app=- procid=- msgid=- sd=- msg=\"date=2024-01-01 time=12:00:00 devname=fw01 type=traffic\"",
+    );
+    check(
+        "<15> openvpn[2499]: PTHREAD support initialized",
+        "rfc3164 pri=15 fac=1 sev=7 ver=- ts=- host=- app=\"openvpn\" procid=\"2499\" msgid=- sd=- msg=\"PTHREAD support initialized\"",
     );
     // Cisco ASA with a year in the timestamp and no hostname.
     check(
@@ -205,7 +223,7 @@ fn device_formats() {
     // PRI and timestamp only.
     check(
         "<14>Aug 30 23:00:05",
-        "rfc3164 pri=14 fac=1 sev=6 ver=- ts=2024-08-30T23:00:05+00:00 host=- app=- procid=- msgid=- sd=- msg=\"\"",
+        "rfc3164 pri=14 fac=1 sev=6 ver=- ts=2024-08-30T23:00:05+00:00 host=- app=- procid=- msgid=- sd=- msg=-",
     );
 }
 

@@ -60,6 +60,20 @@ impl fmt::Display for Zone {
     }
 }
 
+/// Config files give a zone as text: `"local"`, `"UTC"`, an IANA name or an offset.
+impl<'de> serde::Deserialize<'de> for Zone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Zone, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Zone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// `+02:00`, `-0530`, `+02`: sign, hours up to 23, optional minutes.
 fn parse_fixed_offset(text: &str) -> Option<FixedOffset> {
     let sign = match text.as_bytes().first()? {
@@ -139,19 +153,24 @@ pub fn infer_year(
 ) -> Option<DateTime<FixedOffset>> {
     let received_year = received_at.year();
     let latest_allowed = received_at + Duration::days(1);
-    // Feb 29 may need to look back up to four years for a leap year.
     let mut best: Option<(i64, DateTime<FixedOffset>)> = None;
-    for year in (received_year - 4..=received_year + 1).rev() {
+    // The nearest year is one of three; only Feb 29 may need to look back up to four years.
+    for year in (received_year - 1..=received_year + 1)
+        .rev()
+        .chain((received_year - 4..received_year - 1).rev())
+    {
+        if best.is_some() && year < received_year - 1 {
+            break;
+        }
         let Some(date) = NaiveDate::from_ymd_opt(year, month, day) else {
             continue;
         };
         let candidate = zone.resolve(date.and_time(time));
-        if candidate.with_timezone(&Utc) > latest_allowed {
+        let candidate_utc = candidate.with_timezone(&Utc);
+        if candidate_utc > latest_allowed {
             continue;
         }
-        let distance = (candidate.with_timezone(&Utc) - received_at)
-            .num_seconds()
-            .abs();
+        let distance = (candidate_utc - received_at).num_seconds().abs();
         if best.as_ref().is_none_or(|(d, _)| distance < *d) {
             best = Some((distance, candidate));
         }
@@ -187,6 +206,16 @@ mod tests {
         let err = "Mars/Olympus".parse::<Zone>().unwrap_err();
         assert!(err.to_string().contains("Mars/Olympus"), "{err}");
         assert!("+25:00".parse::<Zone>().is_err());
+    }
+
+    #[test]
+    fn zone_text_round_trips_through_serde() {
+        for text in ["local", "UTC", "Europe/Berlin", "+05:30"] {
+            let zone: Zone = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(serde_json::to_value(zone).unwrap(), serde_json::json!(text));
+        }
+        let err = serde_json::from_value::<Zone>(serde_json::json!("Nowhere")).unwrap_err();
+        assert!(err.to_string().contains("Nowhere"), "{err}");
     }
 
     #[test]
