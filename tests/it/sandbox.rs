@@ -159,6 +159,7 @@ impl Node {
         }
     }
 
+    #[allow(dead_code, reason = "for debugging a failing test")]
     pub fn stdout(&self) -> Vec<String> {
         self.stdout_lines.lock().unwrap().clone()
     }
