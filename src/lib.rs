@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod framing;
 pub mod ingest;
