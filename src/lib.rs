@@ -20,6 +20,7 @@ pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod forward;
 pub mod framing;
 pub mod ingest;
 pub mod listener;
