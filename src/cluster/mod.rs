@@ -9,6 +9,7 @@
 mod election;
 mod handle;
 pub mod keys;
+pub mod status;
 mod transport;
 mod view;
 
