@@ -22,6 +22,8 @@ pub mod cluster;
 pub mod config;
 pub mod forward;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzcheck;
 pub mod ingest;
 pub mod listener;
 pub mod node;

@@ -1,0 +1,253 @@
+//! The active (unsealed) segment of one shard on the writer side: creation (fallocate, header,
+//! sync), appending records straight into the map as frames, flushing the written range
+//! (the durability point) and sealing.
+//!
+//! Owned by the writer thread only. Any error returned here poisons the segment: the caller
+//! must drop it and recover the shard from disk.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
+use std::time::Instant;
+
+use memmap2::MmapMut;
+
+use super::codec;
+use super::fileops::{is_no_space, FileOps};
+use super::frame::{
+    pad8, FrameHeader, FRAME_HEADER_BYTES, FRAME_TARGET_BYTES, KIND_DATA, NO_MAX_EVENT,
+    NO_MIN_EVENT,
+};
+use super::index::SparseIndex;
+use super::mmap::map_segment;
+use super::seal::write_seal;
+use super::segment::{segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::record::Record;
+
+struct OpenFrame {
+    start: usize,
+    len: usize,
+    hasher: crc32fast::Hasher,
+    count: u32,
+    first_seq: u64,
+    min_recv: i64,
+    max_recv: i64,
+    min_event: i64,
+    max_event: i64,
+}
+
+pub enum CreateError {
+    NoSpace(io::Error),
+    Io(io::Error),
+}
+
+pub struct ActiveSegment {
+    pub path: PathBuf,
+    file: File,
+    map: MmapMut,
+    pub header: SegmentHeader,
+    capacity: usize,
+    data_end: usize,
+    synced_end: usize,
+    pub opened_at: Instant,
+    frame: Option<OpenFrame>,
+    index: SparseIndex,
+    footer: Footer,
+}
+
+impl ActiveSegment {
+    /// Creates `<base_seq>.seg` with `capacity` bytes reserved by fallocate, writes and syncs
+    /// its header and the directory entry, then maps it.
+    pub fn create(
+        dir: &Path,
+        shard_id: u64,
+        base_seq: u64,
+        capacity: usize,
+        now_micros: i64,
+        ops: &dyn FileOps,
+    ) -> Result<ActiveSegment, CreateError> {
+        let path = dir.join(segment_file_name(base_seq));
+        let io = CreateError::Io;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io)?;
+        if let Err(e) = ops.allocate(&file, capacity as u64) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(if is_no_space(&e) {
+                CreateError::NoSpace(e)
+            } else {
+                CreateError::Io(e)
+            });
+        }
+        let header = SegmentHeader {
+            shard_id,
+            base_seq,
+            nonce: rand::random(),
+            created_micros: now_micros,
+            preallocated: capacity as u64,
+        };
+        let setup = (|| {
+            file.write_all_at(&header.encode(), 0)?;
+            ops.sync_data(&file)?;
+            ops.sync_dir(dir)?;
+            map_segment(&file, capacity)
+        })();
+        let map = match setup {
+            Ok(map) => map,
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                return Err(CreateError::Io(e));
+            }
+        };
+        Ok(ActiveSegment {
+            path,
+            file,
+            map,
+            header,
+            capacity,
+            data_end: SEGMENT_HEADER_BYTES,
+            synced_end: SEGMENT_HEADER_BYTES,
+            opened_at: Instant::now(),
+            frame: None,
+            index: SparseIndex::new(),
+            footer: Footer {
+                next_seq: base_seq,
+                min_recv: i64::MAX,
+                max_recv: i64::MIN,
+                min_event: NO_MIN_EVENT,
+                max_event: NO_MAX_EVENT,
+                ..Footer::default()
+            },
+        })
+    }
+
+    /// Smallest capacity that holds one record of `encoded_len` bytes.
+    pub fn min_capacity(encoded_len: usize) -> usize {
+        SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES + pad8(encoded_len)
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.frame
+            .as_ref()
+            .map_or(self.footer.next_seq, |f| f.first_seq + u64::from(f.count))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_seq() == self.header.base_seq
+    }
+
+    /// Appends one record; returns its shard seq, or `None` if the segment has no room (the
+    /// caller seals it and starts a new one).
+    pub fn append(&mut self, record: &Record, encoded_len: usize) -> Option<u64> {
+        if let Some(f) = &self.frame {
+            if f.len + encoded_len > FRAME_TARGET_BYTES {
+                self.close_frame();
+            }
+        }
+        let start = self.frame.as_ref().map_or(self.data_end, |f| f.start);
+        let len = self.frame.as_ref().map_or(0, |f| f.len);
+        if start + FRAME_HEADER_BYTES + pad8(len + encoded_len) > self.capacity {
+            self.close_frame();
+            return None;
+        }
+        let next_seq = self.next_seq();
+        let frame = self.frame.get_or_insert_with(|| OpenFrame {
+            start,
+            len: 0,
+            hasher: crc32fast::Hasher::new(),
+            count: 0,
+            first_seq: next_seq,
+            min_recv: i64::MAX,
+            max_recv: i64::MIN,
+            min_event: NO_MIN_EVENT,
+            max_event: NO_MAX_EVENT,
+        });
+        let at = frame.start + FRAME_HEADER_BYTES + frame.len;
+        let out = &mut self.map[at..at + encoded_len];
+        codec::encode_into(record, out);
+        frame.hasher.update(out);
+        frame.len += encoded_len;
+        frame.count += 1;
+        frame.min_recv = frame.min_recv.min(record.received_at_micros);
+        frame.max_recv = frame.max_recv.max(record.received_at_micros);
+        if let Some(ev) = record.event_time {
+            frame.min_event = frame.min_event.min(ev.unix_micros);
+            frame.max_event = frame.max_event.max(ev.unix_micros);
+        }
+        Some(next_seq)
+    }
+
+    /// Finishes the open frame: zero padding, then the header (written last, after a fence,
+    /// so a concurrent reader never sees a valid header before its payload).
+    pub fn close_frame(&mut self) {
+        let Some(f) = self.frame.take() else { return };
+        let payload_start = f.start + FRAME_HEADER_BYTES;
+        let end = payload_start + pad8(f.len);
+        self.map[payload_start + f.len..end].fill(0);
+        let header = FrameHeader {
+            kind: KIND_DATA,
+            payload_len: f.len as u32,
+            record_count: f.count,
+            payload_crc: f.hasher.finalize(),
+            nonce: self.header.nonce,
+            first_seq: f.first_seq,
+            min_recv: f.min_recv,
+            max_recv: f.max_recv,
+            min_event: f.min_event,
+            max_event: f.max_event,
+            durable_watermark: self.synced_end as u64,
+        };
+        fence(Ordering::Release);
+        self.map[f.start..payload_start].copy_from_slice(&header.encode());
+        self.index.on_frame(f.start as u64, &header);
+        let ft = &mut self.footer;
+        ft.num_records += u64::from(f.count);
+        ft.next_seq = f.first_seq + u64::from(f.count);
+        ft.min_recv = ft.min_recv.min(f.min_recv);
+        ft.max_recv = ft.max_recv.max(f.max_recv);
+        ft.min_event = ft.min_event.min(f.min_event);
+        ft.max_event = ft.max_event.max(f.max_event);
+        self.data_end = end;
+    }
+
+    /// Closes the open frame and makes everything written durable.
+    pub fn sync(&mut self, ops: &dyn FileOps) -> io::Result<()> {
+        self.close_frame();
+        if self.data_end > self.synced_end {
+            ops.flush_map(&self.map, self.synced_end, self.data_end - self.synced_end)?;
+            self.synced_end = self.data_end;
+        }
+        Ok(())
+    }
+
+    /// Syncs, drops the map, writes the footer (carrying the shard's cumulative `hwm`), trims
+    /// the preallocation, syncs file and directory, writes the index. Returns the next seq.
+    pub fn seal(mut self, hwm: &HashMap<String, u64>, ops: &dyn FileOps) -> io::Result<u64> {
+        self.sync(ops)?;
+        let ActiveSegment {
+            path,
+            file,
+            map,
+            header,
+            data_end,
+            index,
+            mut footer,
+            ..
+        } = self;
+        drop(map);
+        footer.data_end = data_end as u64;
+        footer.hwm = hwm.clone();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        write_seal(&file, dir, &header, &footer, &index, ops)?;
+        Ok(footer.next_seq)
+    }
+}

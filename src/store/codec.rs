@@ -1,0 +1,261 @@
+//! Record encoding inside a frame payload: a length-prefixed body per record holding receive
+//! time, event time, origin, origin sequence, peer, transport, parse status, truncated flag
+//! and the raw bytes. The shard (source) is not stored per record: it is the shard's name.
+//!
+//! No I/O; decoding never trusts a length without checking it against the bytes at hand.
+
+use bytes::Bytes;
+
+use crate::record::{EventTime, ParseStatus, Record, Transport};
+
+const FLAG_EVENT: u8 = 1;
+const FLAG_PEER: u8 = 2;
+const FLAG_TRUNCATED: u8 = 4;
+const FIXED: usize = 4 + 4 + 8 + 8;
+
+/// Longest origin or peer string a record may carry.
+pub const MAX_NAME_BYTES: usize = u16::MAX as usize;
+
+/// Bytes `record` takes in a payload, or `None` if a field is too long to encode.
+pub fn encoded_len(record: &Record) -> Option<usize> {
+    if record.origin.len() > MAX_NAME_BYTES
+        || record
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_NAME_BYTES)
+    {
+        return None;
+    }
+    let mut n = FIXED + 2 + record.origin.len() + record.raw.len();
+    if record.event_time.is_some() {
+        n += 12;
+    }
+    if let Some(peer) = &record.peer {
+        n += 2 + peer.len();
+    }
+    Some(n)
+}
+
+/// Writes `record` into `out`, which must be exactly `encoded_len(record)` bytes long.
+pub fn encode_into(record: &Record, out: &mut [u8]) {
+    let body_len = (out.len() - 4) as u32;
+    out[0..4].copy_from_slice(&body_len.to_le_bytes());
+    let mut flags = 0;
+    if record.event_time.is_some() {
+        flags |= FLAG_EVENT;
+    }
+    if record.peer.is_some() {
+        flags |= FLAG_PEER;
+    }
+    if record.truncated {
+        flags |= FLAG_TRUNCATED;
+    }
+    out[4] = flags;
+    out[5] = record.transport as u8;
+    out[6] = record.parse as u8;
+    out[7] = 0;
+    out[8..16].copy_from_slice(&record.received_at_micros.to_le_bytes());
+    out[16..24].copy_from_slice(&record.origin_seq.to_le_bytes());
+    let mut at = FIXED;
+    if let Some(event) = record.event_time {
+        out[at..at + 8].copy_from_slice(&event.unix_micros.to_le_bytes());
+        out[at + 8..at + 12].copy_from_slice(&event.utc_offset_secs.to_le_bytes());
+        at += 12;
+    }
+    at = put_str(out, at, &record.origin);
+    if let Some(peer) = &record.peer {
+        at = put_str(out, at, peer);
+    }
+    out[at..].copy_from_slice(&record.raw);
+}
+
+fn put_str(out: &mut [u8], at: usize, s: &str) -> usize {
+    out[at..at + 2].copy_from_slice(&(s.len() as u16).to_le_bytes());
+    out[at + 2..at + 2 + s.len()].copy_from_slice(s.as_bytes());
+    at + 2 + s.len()
+}
+
+/// The fields recovery needs from a record, borrowed from the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordIdentity<'a> {
+    pub origin: &'a [u8],
+    pub origin_seq: u64,
+    pub received_at_micros: i64,
+}
+
+/// Iterates the records of a payload; each item is the record's body range or an error.
+pub struct Records<'a> {
+    payload: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(payload: &'a [u8]) -> Records<'a> {
+        Records { payload, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<std::ops::Range<usize>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.payload.len() {
+            return None;
+        }
+        let rest = &self.payload[self.at..];
+        if rest.len() < 4 {
+            self.at = self.payload.len();
+            return Some(Err(format!(
+                "record length cut at payload offset {}",
+                self.at
+            )));
+        }
+        let body_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if body_len + 4 > rest.len() || body_len + 4 < FIXED + 2 {
+            self.at = self.payload.len();
+            return Some(Err(format!("bad record length {body_len}")));
+        }
+        let range = self.at..self.at + 4 + body_len;
+        self.at = range.end;
+        Some(Ok(range))
+    }
+}
+
+/// Reads the identity fields of one encoded record.
+pub fn identity(rec: &[u8]) -> Result<RecordIdentity<'_>, String> {
+    let flags = rec[4];
+    let mut at = FIXED;
+    if flags & FLAG_EVENT != 0 {
+        at += 12;
+    }
+    let (origin, _) = get_str(rec, at)?;
+    Ok(RecordIdentity {
+        origin,
+        origin_seq: u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes")),
+        received_at_micros: i64::from_le_bytes(rec[8..16].try_into().expect("8 bytes")),
+    })
+}
+
+fn get_str(rec: &[u8], at: usize) -> Result<(&[u8], usize), String> {
+    if at + 2 > rec.len() {
+        return Err("record cut inside a string length".to_string());
+    }
+    let len = u16::from_le_bytes([rec[at], rec[at + 1]]) as usize;
+    let end = at + 2 + len;
+    if end > rec.len() {
+        return Err(format!("string length {len} runs past the record"));
+    }
+    Ok((&rec[at + 2..end], end))
+}
+
+/// Decodes one record. `payload` is the whole frame payload (so `raw` can share it) and
+/// `range` the record's bytes inside it.
+pub fn decode(
+    payload: &Bytes,
+    range: std::ops::Range<usize>,
+    source: &str,
+) -> Result<Record, String> {
+    let rec = &payload[range.clone()];
+    let flags = rec[4];
+    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED) != 0 || rec[7] != 0 {
+        return Err(format!("unknown record flags {flags:#04x}"));
+    }
+    let transport =
+        Transport::from_u8(rec[5]).ok_or_else(|| format!("unknown transport {}", rec[5]))?;
+    let parse =
+        ParseStatus::from_u8(rec[6]).ok_or_else(|| format!("unknown parse status {}", rec[6]))?;
+    let received_at_micros = i64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+    let origin_seq = u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes"));
+    let mut at = FIXED;
+    let mut event_time = None;
+    if flags & FLAG_EVENT != 0 {
+        if at + 12 > rec.len() {
+            return Err("record cut inside its event time".to_string());
+        }
+        event_time = Some(EventTime {
+            unix_micros: i64::from_le_bytes(rec[at..at + 8].try_into().expect("8 bytes")),
+            utc_offset_secs: i32::from_le_bytes(rec[at + 8..at + 12].try_into().expect("4 bytes")),
+        });
+        at += 12;
+    }
+    let (origin, next) = get_str(rec, at)?;
+    let origin =
+        String::from_utf8(origin.to_vec()).map_err(|_| "origin is not utf-8".to_string())?;
+    at = next;
+    let mut peer = None;
+    if flags & FLAG_PEER != 0 {
+        let (p, next) = get_str(rec, at)?;
+        peer = Some(String::from_utf8(p.to_vec()).map_err(|_| "peer is not utf-8".to_string())?);
+        at = next;
+    }
+    Ok(Record {
+        received_at_micros,
+        event_time,
+        origin,
+        origin_seq,
+        peer,
+        transport,
+        parse,
+        truncated: flags & FLAG_TRUNCATED != 0,
+        source: source.to_string(),
+        raw: payload.slice(range.start + at..range.end),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn record(source: &str, origin: &str, seq: u64, raw: &str) -> Record {
+        Record {
+            received_at_micros: 1_700_000_000_000_000 + seq as i64,
+            event_time: Some(EventTime {
+                unix_micros: -5,
+                utc_offset_secs: 3600,
+            }),
+            origin: origin.to_string(),
+            origin_seq: seq,
+            peer: Some("10.0.0.1:514".to_string()),
+            transport: Transport::Tcp,
+            parse: ParseStatus::Rfc5424,
+            truncated: seq % 2 == 0,
+            source: source.to_string(),
+            raw: Bytes::from(raw.to_string()),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut a = record("h", "node-1", 3, "<13>1 hello");
+        let mut b = record("h", "n", 4, "");
+        b.event_time = None;
+        b.peer = None;
+        a.raw = Bytes::from_static(b"\xff\x00raw");
+        let mut payload = Vec::new();
+        for r in [&a, &b] {
+            let len = encoded_len(r).unwrap();
+            let start = payload.len();
+            payload.resize(start + len, 0);
+            encode_into(r, &mut payload[start..]);
+        }
+        let payload = Bytes::from(payload);
+        let ranges: Vec<_> = Records::new(&payload).collect::<Result<_, _>>().unwrap();
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(decode(&payload, ranges[0].clone(), "h").unwrap(), a);
+        assert_eq!(decode(&payload, ranges[1].clone(), "h").unwrap(), b);
+        let id = identity(&payload[ranges[0].clone()]).unwrap();
+        assert_eq!((id.origin, id.origin_seq), (&b"node-1"[..], 3));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for len in 0..64usize {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            let payload = Bytes::from(bytes);
+            for range in Records::new(&payload).flatten() {
+                let _ = identity(&payload[range.clone()]);
+                let _ = decode(&payload, range, "x");
+            }
+        }
+    }
+}

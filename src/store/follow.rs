@@ -1,0 +1,209 @@
+//! `Follower`: tails the store. Each `poll` returns, without blocking, the records (and
+//! corrupt-frame errors) that appeared since the previous poll in every selected shard,
+//! moving to the next segment when it reaches a seal and picking up new shards.
+//!
+//! Like `StoreReader` it uses `pread` only and returns only frames whose CRCs verify; a frame
+//! still being written (header not yet valid) is picked up by a later poll.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::PathBuf;
+
+use super::codec;
+use super::error::ReadError;
+use super::read::{ReadOptions, StoreReader, StoredRecord};
+use super::recover::list_segments;
+use super::scan::{read_footer, read_header, Item, Scanner};
+use super::segment::segment_file_name;
+
+struct FollowShard {
+    source: String,
+    dir: PathBuf,
+    next_base: u64,
+    current: Option<(PathBuf, Scanner<File>)>,
+}
+
+pub struct Follower {
+    reader: StoreReader,
+    opts: ReadOptions,
+    known: HashSet<PathBuf>,
+    shards: Vec<FollowShard>,
+}
+
+impl Follower {
+    pub(crate) fn new(reader: StoreReader, opts: ReadOptions) -> Follower {
+        Follower {
+            reader,
+            opts,
+            known: HashSet::new(),
+            shards: Vec::new(),
+        }
+    }
+
+    /// What became readable since the last poll. The first poll returns every existing record
+    /// that matches the options (set `since_micros` to skip history).
+    pub fn poll(&mut self) -> Vec<Result<StoredRecord, ReadError>> {
+        for (source, dir) in self.reader.selected(&self.opts) {
+            if self.known.insert(dir.clone()) {
+                self.shards.push(FollowShard {
+                    source,
+                    dir,
+                    next_base: 0,
+                    current: None,
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let since = self.opts.since_micros.unwrap_or(i64::MIN);
+        let until = self.opts.until_micros.unwrap_or(i64::MAX);
+        for shard in &mut self.shards {
+            shard.drain(since, until, &mut out);
+        }
+        out
+    }
+}
+
+impl FollowShard {
+    fn drain(&mut self, since: i64, until: i64, out: &mut Vec<Result<StoredRecord, ReadError>>) {
+        for _ in 0..100_000 {
+            if self.current.is_none() && !self.open_next(since, until, out) {
+                return;
+            }
+            let Some((path, scanner)) = self.current.as_mut() else {
+                return;
+            };
+            if let Err(source) = scanner.refresh_size() {
+                out.push(Err(ReadError::Io {
+                    op: "stat",
+                    path: path.clone(),
+                    source,
+                }));
+                return;
+            }
+            loop {
+                match scanner.next_item() {
+                    Ok(Some(Item::Frame {
+                        offset,
+                        header,
+                        payload,
+                    })) => {
+                        if header.max_recv < since || header.min_recv >= until {
+                            continue;
+                        }
+                        for (i, range) in codec::Records::new(&payload).enumerate() {
+                            match range.and_then(|r| codec::decode(&payload, r, &self.source)) {
+                                Ok(record)
+                                    if record.received_at_micros >= since
+                                        && record.received_at_micros < until =>
+                                {
+                                    out.push(Ok(StoredRecord {
+                                        shard_seq: header.first_seq + i as u64,
+                                        record,
+                                    }));
+                                }
+                                Ok(_) => {}
+                                Err(reason) => {
+                                    out.push(Err(ReadError::Corrupt {
+                                        file: path.clone(),
+                                        offset,
+                                        reason,
+                                    }));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(Item::Corrupt { offset, reason, .. })) => {
+                        out.push(Err(ReadError::Corrupt {
+                            file: path.clone(),
+                            offset,
+                            reason,
+                        }));
+                    }
+                    Ok(Some(Item::Footer { footer, .. })) => {
+                        self.next_base = footer.next_seq;
+                        self.current = None;
+                        break;
+                    }
+                    Ok(Some(Item::End { offset, .. })) => {
+                        let expected = scanner.expected_seq();
+                        scanner.seek(offset, expected);
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(source) => {
+                        out.push(Err(ReadError::Io {
+                            op: "read",
+                            path: path.clone(),
+                            source,
+                        }));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_next(
+        &mut self,
+        since: i64,
+        until: i64,
+        out: &mut Vec<Result<StoredRecord, ReadError>>,
+    ) -> bool {
+        loop {
+            let Ok(bases) = list_segments(&self.dir) else {
+                return false;
+            };
+            let Some(&base) = bases.iter().find(|&&b| b >= self.next_base) else {
+                return false;
+            };
+            let path = self.dir.join(segment_file_name(base));
+            let Ok(file) = File::open(&path) else {
+                return false;
+            };
+            let header = match read_header(&file) {
+                Ok(Ok(h)) => h,
+                // A segment being created (header not written yet): try again next poll.
+                Ok(Err(_)) if bases.last() == Some(&base) => return false,
+                Ok(Err(reason)) => {
+                    out.push(Err(ReadError::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason,
+                    }));
+                    self.next_base = base + 1;
+                    continue;
+                }
+                Err(source) => {
+                    out.push(Err(ReadError::Io {
+                        op: "read",
+                        path,
+                        source,
+                    }));
+                    return false;
+                }
+            };
+            if let Ok(Some((_, footer))) = read_footer(&file, header.nonce) {
+                if footer.num_records > 0 && (footer.max_recv < since || footer.min_recv >= until) {
+                    self.next_base = footer.next_seq.max(base + 1);
+                    continue;
+                }
+            }
+            match Scanner::new(file, &header, false) {
+                Ok(s) => {
+                    self.next_base = base + 1;
+                    self.current = Some((path, s));
+                    return true;
+                }
+                Err(source) => {
+                    out.push(Err(ReadError::Io {
+                        op: "read",
+                        path,
+                        source,
+                    }));
+                    return false;
+                }
+            }
+        }
+    }
+}

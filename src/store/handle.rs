@@ -1,0 +1,145 @@
+//! The append side seen by callers: the bounded queue into the writer thread, `StoreHandle`
+//! (async, non-waiting and blocking appends, high-water marks, stats) and `AppendTicket`,
+//! which resolves once the batch is durable (or failed).
+//!
+//! Backpressure: each queued batch holds one permit of a semaphore sized `queue_capacity`;
+//! the writer releases it when it takes the batch. No I/O here.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::error::{StoreError, TryAppendError};
+use super::stats::{Counters, StoreStats};
+use crate::record::Record;
+
+/// What a batch became once durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub num_stored: usize,
+    pub num_duplicates: usize,
+    /// Sequences of the local origin given to records appended with `origin_seq == 0`.
+    pub assigned: Option<RangeInclusive<u64>>,
+}
+
+pub(crate) type TicketTx = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+pub(crate) enum Msg {
+    Append {
+        records: Vec<Record>,
+        ticket: TicketTx,
+        _permit: OwnedSemaphorePermit,
+    },
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// State shared by handles and the writer thread.
+pub(crate) struct Shared {
+    pub queue: Mutex<VecDeque<Msg>>,
+    pub wake: Condvar,
+    pub permits: Arc<Semaphore>,
+    pub counters: Counters,
+    pub durable_hwm: Mutex<HashMap<String, u64>>,
+}
+
+impl Shared {
+    pub fn new(queue_capacity: usize) -> Shared {
+        Shared {
+            queue: Mutex::new(VecDeque::new()),
+            wake: Condvar::new(),
+            permits: Arc::new(Semaphore::new(queue_capacity.max(1))),
+            counters: Counters::default(),
+            durable_hwm: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn push(&self, msg: Msg) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(msg);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Clone)]
+pub struct StoreHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Queues a batch, waiting for queue room (backpressure).
+    pub async fn append(&self, records: Vec<Record>) -> Result<AppendTicket, StoreError> {
+        let permit = self
+            .shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(self.enqueue(records, permit))
+    }
+
+    /// Queues a batch if there is room right now; never waits.
+    pub fn try_append(&self, records: Vec<Record>) -> Result<AppendTicket, TryAppendError> {
+        match self.shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(self.enqueue(records, permit)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TryAppendError::Full(records)),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(TryAppendError::Closed(records)),
+        }
+    }
+
+    /// Queues a batch from a non-async thread, blocking while the queue is full.
+    pub fn blocking_append(&self, records: Vec<Record>) -> Result<AppendTicket, StoreError> {
+        futures::executor::block_on(self.append(records))
+    }
+
+    fn enqueue(&self, records: Vec<Record>, permit: OwnedSemaphorePermit) -> AppendTicket {
+        let (ticket, rx) = oneshot::channel();
+        self.shared.push(Msg::Append {
+            records,
+            ticket,
+            _permit: permit,
+        });
+        AppendTicket { rx }
+    }
+
+    /// Per origin, the highest origin sequence durably stored.
+    pub fn high_water_marks(&self) -> HashMap<String, u64> {
+        self.shared
+            .durable_hwm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+/// Resolves once the batch is durable (after fdatasync/msync), or with the error that
+/// prevented it.
+#[derive(Debug)]
+pub struct AppendTicket {
+    rx: oneshot::Receiver<Result<AppendOutcome, StoreError>>,
+}
+
+impl AppendTicket {
+    pub async fn durable(self) -> Result<AppendOutcome, StoreError> {
+        self.rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Blocking form of `durable`, for non-async threads.
+    pub fn wait_durable(self) -> Result<AppendOutcome, StoreError> {
+        futures::executor::block_on(self.durable())
+    }
+}

@@ -1,0 +1,405 @@
+//! Offline and concurrent reading: `StoreReader` lists shards and reads records by shard and
+//! receive-time range, merged across shards in receive-time order. Uses `pread` only (never a
+//! map, so a file truncated or deleted by the writer or retention cannot raise SIGBUS),
+//! verifies every frame CRC, reports damage as `ReadError::Corrupt` and continues after it.
+//! Sealed segments outside the time range are skipped by their footer; the sparse index
+//! (validated, rebuilt if bad) picks the first frame to read.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::codec;
+use super::error::ReadError;
+use super::index::load_or_rebuild;
+use super::recover::list_segments;
+use super::scan::{read_footer, read_header, Item, Scanner};
+use super::segment::{index_file_name, segment_file_name};
+use super::shardname::read_meta;
+use crate::record::Record;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Only this shard (original source name); `None`: all shards.
+    pub source: Option<String>,
+    /// Receive time lower bound (inclusive), microseconds since the epoch.
+    pub since_micros: Option<i64>,
+    /// Receive time upper bound (exclusive).
+    pub until_micros: Option<i64>,
+}
+
+impl ReadOptions {
+    fn since(&self) -> i64 {
+        self.since_micros.unwrap_or(i64::MIN)
+    }
+    fn until(&self) -> i64 {
+        self.until_micros.unwrap_or(i64::MAX)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Position of the record in its shard (gapless per shard).
+    pub shard_seq: u64,
+    /// `record.source` is the shard's original source name.
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// The original source name (from `shard.meta`).
+    pub source: String,
+    pub dir: PathBuf,
+    pub num_segments: usize,
+    pub bytes: u64,
+}
+
+/// Shard directories with a valid `shard.meta`: (source, dir), sorted by source.
+pub fn list_shards(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Ok(Ok(name)) = read_meta(&entry.path()) {
+            out.push((String::from_utf8_lossy(&name).into_owned(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreReader {
+    dir: PathBuf,
+}
+
+impl StoreReader {
+    pub fn open(dir: &Path) -> Result<StoreReader, super::StoreError> {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| super::StoreError::io("open data directory", dir, e))?;
+        if !meta.is_dir() {
+            return Err(super::StoreError::io(
+                "open data directory",
+                dir,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        Ok(StoreReader {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn shards(&self) -> Vec<ShardInfo> {
+        let Ok(shards) = list_shards(&self.dir) else {
+            return Vec::new();
+        };
+        shards
+            .into_iter()
+            .map(|(source, dir)| {
+                let bases = list_segments(&dir).unwrap_or_default();
+                let bytes = bases
+                    .iter()
+                    .filter_map(|b| std::fs::metadata(dir.join(segment_file_name(*b))).ok())
+                    .map(|m| m.len())
+                    .sum();
+                ShardInfo {
+                    source,
+                    dir,
+                    num_segments: bases.len(),
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn selected(&self, opts: &ReadOptions) -> Vec<(String, PathBuf)> {
+        let shards = list_shards(&self.dir).unwrap_or_default();
+        shards
+            .into_iter()
+            .filter(|(s, _)| opts.source.as_ref().is_none_or(|want| want == s))
+            .collect()
+    }
+
+    /// Records of the selected shards in `[since, until)` by receive time, merged across
+    /// shards by receive time. Corrupt frames come as `Err` items; reading continues.
+    pub fn read(&self, opts: &ReadOptions) -> ReadIter {
+        let iters: Vec<ShardIter> = self
+            .selected(opts)
+            .into_iter()
+            .map(|(source, dir)| ShardIter::new(source, dir, opts))
+            .collect();
+        ReadIter {
+            heads: (0..iters.len()).map(|_| None).collect(),
+            iters,
+            heap: BinaryHeap::new(),
+            errors: VecDeque::new(),
+            primed: false,
+        }
+    }
+
+    pub fn follow(&self, opts: &ReadOptions) -> super::Follower {
+        super::Follower::new(self.clone(), opts.clone())
+    }
+}
+
+/// Merges the shard iterators by receive time; errors are handed out as soon as found.
+pub struct ReadIter {
+    iters: Vec<ShardIter>,
+    heads: Vec<Option<StoredRecord>>,
+    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    errors: VecDeque<ReadError>,
+    primed: bool,
+}
+
+impl ReadIter {
+    fn refill(&mut self, i: usize) {
+        loop {
+            match self.iters[i].next() {
+                Some(Ok(r)) => {
+                    self.heap
+                        .push(Reverse((r.record.received_at_micros, r.shard_seq, i)));
+                    self.heads[i] = Some(r);
+                    return;
+                }
+                Some(Err(e)) => self.errors.push_back(e),
+                None => return,
+            }
+        }
+    }
+}
+
+impl Iterator for ReadIter {
+    type Item = Result<StoredRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.primed {
+            self.primed = true;
+            for i in 0..self.iters.len() {
+                self.refill(i);
+            }
+        }
+        if let Some(e) = self.errors.pop_front() {
+            return Some(Err(e));
+        }
+        let Reverse((_, _, i)) = self.heap.pop()?;
+        let record = self.heads[i].take()?;
+        self.refill(i);
+        Some(Ok(record))
+    }
+}
+
+/// Reads one shard's segments in order.
+pub(crate) struct ShardIter {
+    source: String,
+    dir: PathBuf,
+    since: i64,
+    until: i64,
+    bases: Vec<u64>,
+    next_segment: usize,
+    current: Option<(PathBuf, Scanner<File>)>,
+    expected: Option<u64>,
+    out: VecDeque<Result<StoredRecord, ReadError>>,
+}
+
+impl ShardIter {
+    pub(crate) fn new(source: String, dir: PathBuf, opts: &ReadOptions) -> ShardIter {
+        let (bases, out) = match list_segments(&dir) {
+            Ok(b) => (b, VecDeque::new()),
+            Err(source) => (
+                Vec::new(),
+                VecDeque::from([Err(ReadError::Io {
+                    op: "list",
+                    path: dir.clone(),
+                    source,
+                })]),
+            ),
+        };
+        ShardIter {
+            source,
+            dir,
+            since: opts.since(),
+            until: opts.until(),
+            bases,
+            next_segment: 0,
+            current: None,
+            expected: None,
+            out,
+        }
+    }
+
+    fn corrupt(&mut self, file: &Path, offset: u64, reason: String) {
+        self.out.push_back(Err(ReadError::Corrupt {
+            file: file.to_path_buf(),
+            offset,
+            reason,
+        }));
+    }
+
+    /// Opens the next segment worth reading; false when none is left.
+    fn open_next(&mut self) -> bool {
+        while self.next_segment < self.bases.len() {
+            let base = self.bases[self.next_segment];
+            let is_first = self.next_segment == 0;
+            self.next_segment += 1;
+            let path = self.dir.join(segment_file_name(base));
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                // Deleted by retention since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && is_first => continue,
+                Err(source) => {
+                    self.out.push_back(Err(ReadError::Io {
+                        op: "open",
+                        path,
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            let header = match read_header(&file) {
+                Ok(Ok(h)) => h,
+                Ok(Err(reason)) => {
+                    self.corrupt(&path, 0, format!("bad segment header: {reason}"));
+                    self.expected = None;
+                    continue;
+                }
+                Err(source) => {
+                    self.out.push_back(Err(ReadError::Io {
+                        op: "read",
+                        path,
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            if let Some(expected) = self.expected {
+                if header.base_seq != expected {
+                    self.corrupt(
+                        &path,
+                        0,
+                        format!("segment starts at seq {} but the previous one ended before seq {expected} (missing segment?)", header.base_seq),
+                    );
+                }
+            }
+            let mut scanner = match Scanner::new(file, &header, false) {
+                Ok(s) => s,
+                Err(source) => {
+                    self.out.push_back(Err(ReadError::Io {
+                        op: "read",
+                        path,
+                        source,
+                    }));
+                    continue;
+                }
+            };
+            self.expected = None;
+            if let Ok(Some((data_end, footer))) = read_footer(&scanner_src(&scanner), header.nonce)
+            {
+                if footer.num_records > 0
+                    && (footer.max_recv < self.since || footer.min_recv >= self.until)
+                {
+                    self.expected = Some(footer.next_seq);
+                    continue;
+                }
+                if self.since > i64::MIN {
+                    let tix = self.dir.join(index_file_name(base));
+                    if let Ok((index, _)) =
+                        load_or_rebuild(scanner_src(&scanner), &header, data_end, &tix)
+                    {
+                        if let Some((pos, seq)) = index.seek(self.since) {
+                            scanner.seek(pos, seq);
+                        }
+                    }
+                }
+            }
+            self.current = Some((path, scanner));
+            return true;
+        }
+        false
+    }
+
+    fn step(&mut self) {
+        let Some((path, scanner)) = self.current.as_mut() else {
+            return;
+        };
+        let path = path.clone();
+        match scanner.next_item() {
+            Ok(Some(Item::Frame {
+                offset,
+                header,
+                payload,
+            })) => {
+                if header.max_recv < self.since || header.min_recv >= self.until {
+                    return;
+                }
+                for (i, range) in codec::Records::new(&payload).enumerate() {
+                    let decoded = range.and_then(|r| codec::decode(&payload, r, &self.source));
+                    match decoded {
+                        Ok(record) => {
+                            let t = record.received_at_micros;
+                            if t >= self.since && t < self.until {
+                                self.out.push_back(Ok(StoredRecord {
+                                    shard_seq: header.first_seq + i as u64,
+                                    record,
+                                }));
+                            }
+                        }
+                        Err(reason) => {
+                            self.corrupt(&path, offset, format!("record {i}: {reason}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(Some(Item::Corrupt { offset, reason, .. })) => self.corrupt(&path, offset, reason),
+            Ok(Some(Item::Footer { footer, .. })) => {
+                self.expected = Some(footer.next_seq);
+                self.current = None;
+            }
+            Ok(Some(Item::End { offset, .. })) => {
+                let expected = scanner.expected_seq();
+                if self.next_segment < self.bases.len() {
+                    self.corrupt(&path, offset, "segment ends without a seal".to_string());
+                }
+                self.expected = Some(expected);
+                self.current = None;
+            }
+            Ok(None) => self.current = None,
+            Err(source) => {
+                self.out.push_back(Err(ReadError::Io {
+                    op: "read",
+                    path,
+                    source,
+                }));
+                self.current = None;
+            }
+        }
+    }
+}
+
+fn scanner_src(s: &Scanner<File>) -> &File {
+    s.source()
+}
+
+impl Iterator for ShardIter {
+    type Item = Result<StoredRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.out.pop_front() {
+                return Some(item);
+            }
+            if self.current.is_none() && !self.open_next() {
+                return self.out.pop_front();
+            }
+            self.step();
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Store counters for `/metrics`: updated by the writer thread with relaxed atomics, read as a
+//! `StoreStats` snapshot. No logic beyond counting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub appended_records: AtomicU64,
+    pub appended_bytes: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_micros_sum: AtomicU64,
+    pub commit_micros_max: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub gaps_refused: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub sync_errors: AtomicU64,
+    pub disk_full_errors: AtomicU64,
+    pub segments_created: AtomicU64,
+    pub segments_sealed: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub num_segments: AtomicU64,
+    pub num_shards: AtomicU64,
+    pub bytes_on_disk: AtomicU64,
+    pub disk_full: AtomicU64,
+}
+
+/// A snapshot of the store's counters (monotone unless noted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub appended_records: u64,
+    pub appended_bytes: u64,
+    pub commits: u64,
+    pub commit_latency_micros_sum: u64,
+    pub commit_latency_micros_max: u64,
+    pub duplicates_dropped: u64,
+    pub gaps_refused: u64,
+    pub write_errors: u64,
+    pub sync_errors: u64,
+    pub disk_full_errors: u64,
+    pub segments_created: u64,
+    pub segments_sealed: u64,
+    pub segments_deleted: u64,
+    /// Gauge: segment files in the store.
+    pub num_segments: u64,
+    /// Gauge: shards in the store.
+    pub num_shards: u64,
+    /// Gauge: bytes of segment files (active segments count their preallocation).
+    pub bytes_on_disk: u64,
+    /// Gauge: the writer is waiting for disk space.
+    pub disk_full: bool,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StoreStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StoreStats {
+            appended_records: g(&self.appended_records),
+            appended_bytes: g(&self.appended_bytes),
+            commits: g(&self.commits),
+            commit_latency_micros_sum: g(&self.commit_micros_sum),
+            commit_latency_micros_max: g(&self.commit_micros_max),
+            duplicates_dropped: g(&self.duplicates_dropped),
+            gaps_refused: g(&self.gaps_refused),
+            write_errors: g(&self.write_errors),
+            sync_errors: g(&self.sync_errors),
+            disk_full_errors: g(&self.disk_full_errors),
+            segments_created: g(&self.segments_created),
+            segments_sealed: g(&self.segments_sealed),
+            segments_deleted: g(&self.segments_deleted),
+            num_segments: g(&self.num_segments),
+            num_shards: g(&self.num_shards),
+            bytes_on_disk: g(&self.bytes_on_disk),
+            disk_full: g(&self.disk_full) != 0,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Store tests on real files: round trip, reopen, dedup, gaps, roll and seal, damage and
+//! recovery. Helpers build records and read a store back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::record::{EventTime, ParseStatus, Record, Transport};
+
+pub(crate) fn rec(source: &str, origin: &str, origin_seq: u64, t: i64, raw: &str) -> Record {
+    Record {
+        received_at_micros: t,
+        event_time: (t % 3 == 0).then_some(EventTime {
+            unix_micros: t - 7,
+            utc_offset_secs: -3600,
+        }),
+        origin: origin.to_string(),
+        origin_seq,
+        peer: (t % 2 == 0).then(|| "192.0.2.1:40000".to_string()),
+        transport: Transport::Udp,
+        parse: ParseStatus::Rfc3164,
+        truncated: t % 5 == 0,
+        source: source.to_string(),
+        raw: Bytes::from(raw.to_string()),
+    }
+}
+
+pub(crate) fn small_config() -> StoreConfig {
+    StoreConfig {
+        segment_max_bytes: 64 * 1024,
+        commit_max_delay: Duration::from_millis(1),
+        ..StoreConfig::default()
+    }
+}
+
+pub(crate) fn read_all(dir: &Path) -> (Vec<StoredRecord>, Vec<String>) {
+    let reader = StoreReader::open(dir).unwrap();
+    let mut ok = Vec::new();
+    let mut errs = Vec::new();
+    for item in reader.read(&ReadOptions::default()) {
+        match item {
+            Ok(r) => ok.push(r),
+            Err(e) => errs.push(e.to_string()),
+        }
+    }
+    (ok, errs)
+}
+
+fn append(store: &Store, records: Vec<Record>) -> Result<AppendOutcome, StoreError> {
+    store.handle().blocking_append(records)?.wait_durable()
+}
+
+#[test]
+fn round_trip_reopen_and_local_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert_eq!(report, RecoveryReport::default());
+    let mut sent = Vec::new();
+    for batch in 0..20 {
+        let records: Vec<Record> = (0..50)
+            .map(|i| {
+                let t = 1_000_000 + batch * 1000 + i;
+                rec(
+                    ["alpha", "Beta", "../x"][(i % 3) as usize],
+                    "ignored",
+                    0,
+                    t,
+                    &format!("msg {batch} {i} {}", "x".repeat(i as usize)),
+                )
+            })
+            .collect();
+        sent.extend(records.clone());
+        let outcome = append(&store, records).unwrap();
+        let first = batch as u64 * 50 + 1;
+        assert_eq!(
+            outcome,
+            AppendOutcome {
+                num_stored: 50,
+                num_duplicates: 0,
+                assigned: Some(first..=first + 49)
+            }
+        );
+    }
+    assert_eq!(store.handle().high_water_marks().get("me"), Some(&1000));
+    store.close().unwrap();
+
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(got.len(), 1000);
+    let mut by_seq: Vec<_> = got
+        .iter()
+        .map(|r| (r.record.origin_seq, r.record.clone()))
+        .collect();
+    by_seq.sort_by_key(|x| x.0);
+    for (i, (seq, r)) in by_seq.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        let mut want = sent[i].clone();
+        want.origin = "me".to_string();
+        want.origin_seq = *seq;
+        assert_eq!(r, &want);
+    }
+    // Merged by receive time.
+    assert!(got
+        .windows(2)
+        .all(|w| w[0].record.received_at_micros <= w[1].record.received_at_micros));
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut names: Vec<_> = reader.shards().into_iter().map(|s| s.source).collect();
+    names.sort();
+    assert_eq!(names, vec!["../x", "Beta", "alpha"]);
+    assert!(verify(dir.path()).unwrap().is_clean());
+
+    let (store, report) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert!(
+        report.problems.is_empty() && report.truncated.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(store.handle().high_water_marks().get("me"), Some(&1000));
+    let outcome = append(&store, vec![rec("alpha", "me", 0, 5, "after reopen")]).unwrap();
+    assert_eq!(outcome.assigned, Some(1001..=1001));
+    drop(store);
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty());
+    assert_eq!(got.len(), 1001);
+    let alpha: Vec<u64> = got
+        .iter()
+        .filter(|r| r.record.source == "alpha")
+        .map(|r| r.shard_seq)
+        .collect();
+    let mut sorted = alpha.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (0..alpha.len() as u64).collect::<Vec<_>>(),
+        "shard seqs gapless"
+    );
+}
+
+#[test]
+fn forwarded_records_are_deduplicated_and_gaps_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    let batch = |from: u64, to: u64| {
+        (from..=to)
+            .map(|s| rec("h", "agent", s, s as i64, "m"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(append(&store, batch(1, 10)).unwrap().num_stored, 10);
+    let o = append(&store, batch(5, 15)).unwrap();
+    assert_eq!((o.num_stored, o.num_duplicates, o.assigned), (5, 6, None));
+    let err = append(&store, batch(17, 20)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Gap {
+                stored: 15,
+                got: 17,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));
+    let stats = store.handle().stats();
+    assert_eq!((stats.duplicates_dropped, stats.gaps_refused), (6, 1));
+    store.close().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));
+    let o = append(&store, batch(1, 16)).unwrap();
+    assert_eq!((o.num_stored, o.num_duplicates), (1, 15));
+    drop(store);
+    let (got, _) = read_all(dir.path());
+    let mut seqs: Vec<u64> = got.iter().map(|r| r.record.origin_seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+}
+
+#[test]
+fn second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), "me", small_config()),
+        Err(StoreError::Locked { .. })
+    ));
+}

@@ -1,0 +1,538 @@
+//! The writer thread: owns every shard and its active segment, takes batches from the bounded
+//! queue, deduplicates and numbers records, writes them into segment maps, rolls and seals
+//! segments, group-commits (flush of every dirty shard, then tickets resolve), runs
+//! retention, and stalls (without losing the batch) while the disk is full.
+//!
+//! Policy on failure: a failed flush or seal poisons that shard's segment; the shard is
+//! recovered from disk and every ticket with records in that shard fails with `SyncFailed`
+//! (nothing is reported durable). Origin sequences are never reused afterwards.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::active::{ActiveSegment, CreateError};
+use super::codec::encoded_len;
+use super::error::StoreError;
+use super::fileops::FileOps;
+use super::frame::MAX_PAYLOAD_BYTES;
+use super::handle::{AppendOutcome, Msg, Shared, TicketTx};
+use super::problem::RecoveryReport;
+use super::recover::recover_shard;
+use super::retention;
+use super::shard::{create_shard_dir, Shard};
+use super::stats::Counters;
+use super::StoreConfig;
+use crate::record::Record;
+
+const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
+const RETENTION_EVERY: Duration = Duration::from_secs(30);
+
+struct InFlight {
+    records: Vec<Record>,
+    next: usize,
+    ticket: TicketTx,
+    outcome: AppendOutcome,
+    shards: Vec<u32>,
+    failed: Option<StoreError>,
+}
+
+struct Pending {
+    ticket: TicketTx,
+    outcome: Result<AppendOutcome, StoreError>,
+    shards: Vec<u32>,
+}
+
+pub(crate) struct Writer {
+    pub dir: PathBuf,
+    pub config: StoreConfig,
+    pub ops: Arc<dyn FileOps>,
+    pub local_origin: String,
+    pub shards: Vec<Shard>,
+    pub by_source: HashMap<String, usize>,
+    pub hwm: HashMap<String, u64>,
+    pub shared: Arc<Shared>,
+    pending: Vec<Pending>,
+    current: Option<InFlight>,
+    last_commit: Instant,
+    unsynced_bytes: u64,
+    retry_at: Option<Instant>,
+    next_retention: Instant,
+    scratch: Vec<(String, u64)>,
+    keep: Vec<bool>,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Writer {
+    pub fn new(
+        dir: PathBuf,
+        config: StoreConfig,
+        ops: Arc<dyn FileOps>,
+        local_origin: String,
+        shards: Vec<Shard>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        let mut hwm: HashMap<String, u64> = HashMap::new();
+        let mut by_source = HashMap::new();
+        for (i, s) in shards.iter().enumerate() {
+            by_source.insert(s.source.clone(), i);
+            for (o, &seq) in &s.hwm {
+                let e = hwm.entry(o.clone()).or_insert(0);
+                *e = (*e).max(seq);
+            }
+        }
+        *shared.durable_hwm.lock().unwrap_or_else(|p| p.into_inner()) = hwm.clone();
+        Counters::add(&shared.counters.num_shards, shards.len() as u64);
+        Writer {
+            dir,
+            config,
+            ops,
+            local_origin,
+            shards,
+            by_source,
+            hwm,
+            shared,
+            pending: Vec::new(),
+            current: None,
+            last_commit: Instant::now(),
+            unsynced_bytes: 0,
+            retry_at: None,
+            next_retention: Instant::now(),
+            scratch: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
+
+    /// The thread body: runs until a `Close` message is processed.
+    pub fn run(mut self) -> Result<(), StoreError> {
+        loop {
+            if self.current.is_some() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                self.resume();
+            }
+            while self.current.is_none() {
+                let msg = self
+                    .shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop_front();
+                match msg {
+                    None => break,
+                    Some(Msg::Append {
+                        records,
+                        ticket,
+                        _permit,
+                    }) => {
+                        drop(_permit);
+                        self.start(records, ticket);
+                        if self.unsynced_bytes >= self.config.commit_max_bytes {
+                            self.commit();
+                        }
+                    }
+                    Some(Msg::Close(reply)) => {
+                        let result = self.close();
+                        let _ = reply.send(result.clone());
+                        return result;
+                    }
+                }
+            }
+            let dirty = !self.pending.is_empty() || self.unsynced_bytes > 0;
+            if dirty && self.last_commit.elapsed() >= self.config.commit_max_delay {
+                self.commit();
+            }
+            if Instant::now() >= self.next_retention {
+                self.run_retention();
+            }
+            self.wait();
+        }
+    }
+
+    fn wait(&self) {
+        let mut deadline = self.next_retention;
+        if !self.pending.is_empty() || self.unsynced_bytes > 0 {
+            deadline = deadline.min(self.last_commit + self.config.commit_max_delay);
+        }
+        if let Some(t) = self.retry_at {
+            deadline = deadline.min(t);
+        }
+        let queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let can_take = self.current.is_none() && !queue.is_empty();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if can_take || timeout.is_zero() {
+            return;
+        }
+        let _unused = self.shared.wake.wait_timeout(queue, timeout);
+    }
+
+    /// Validates, deduplicates and numbers a batch, then writes it.
+    fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
+        let counters = &self.shared.counters;
+        for r in &records {
+            match encoded_len(r) {
+                Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
+                n => {
+                    let _ = ticket.send(Err(StoreError::RecordTooLarge {
+                        source_name: r.source.clone(),
+                        bytes: n.unwrap_or(usize::MAX),
+                    }));
+                    return;
+                }
+            }
+        }
+        self.keep.clear();
+        self.scratch.clear();
+        for r in &records {
+            if r.origin_seq == 0 {
+                self.keep.push(true);
+                continue;
+            }
+            let stored = match self.scratch.iter().find(|(o, _)| *o == r.origin) {
+                Some((_, s)) => *s,
+                None => self.hwm.get(&r.origin).copied().unwrap_or(0),
+            };
+            if r.origin_seq <= stored {
+                self.keep.push(false);
+            } else if r.origin_seq == stored + 1 {
+                self.keep.push(true);
+                match self.scratch.iter_mut().find(|(o, _)| *o == r.origin) {
+                    Some(e) => e.1 = r.origin_seq,
+                    None => self.scratch.push((r.origin.clone(), r.origin_seq)),
+                }
+            } else {
+                Counters::add(&counters.gaps_refused, 1);
+                let _ = ticket.send(Err(StoreError::Gap {
+                    origin: r.origin.clone(),
+                    stored,
+                    got: r.origin_seq,
+                }));
+                return;
+            }
+        }
+        let num_duplicates = self.keep.iter().filter(|k| !**k).count();
+        if num_duplicates > 0 {
+            Counters::add(&counters.duplicates_dropped, num_duplicates as u64);
+            let mut keep = self.keep.iter();
+            records.retain(|_| *keep.next().unwrap_or(&true));
+        }
+        for (origin, seq) in self.scratch.drain(..) {
+            self.hwm.insert(origin, seq);
+        }
+        let mut assigned = None;
+        if records.iter().any(|r| r.origin_seq == 0) {
+            let next = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
+            let mut seq = next - 1;
+            for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
+                seq += 1;
+                r.origin_seq = seq;
+                if r.origin != self.local_origin {
+                    r.origin.clone_from(&self.local_origin);
+                }
+            }
+            self.hwm.insert(self.local_origin.clone(), seq);
+            assigned = Some(next..=seq);
+        }
+        let outcome = AppendOutcome {
+            num_stored: records.len(),
+            num_duplicates,
+            assigned,
+        };
+        self.current = Some(InFlight {
+            records,
+            next: 0,
+            ticket,
+            outcome,
+            shards: Vec::new(),
+            failed: None,
+        });
+        self.resume();
+    }
+
+    /// Writes the rest of the in-flight batch; leaves it in place if the disk is full.
+    fn resume(&mut self) {
+        let Some(mut f) = self.current.take() else {
+            return;
+        };
+        let mut bytes = 0u64;
+        let mut stalled = false;
+        while f.next < f.records.len() {
+            let record = &f.records[f.next];
+            let idx = match self.shard_index(&record.source) {
+                Ok(i) => i,
+                Err(e) => {
+                    Counters::add(&self.shared.counters.write_errors, 1);
+                    f.failed = Some(e);
+                    break;
+                }
+            };
+            let enc = encoded_len(record).unwrap_or(0);
+            match self.append_to_shard(idx, record, enc) {
+                Ok(true) => {}
+                Ok(false) => {
+                    stalled = true;
+                    break;
+                }
+                Err(e) => {
+                    f.failed = Some(e);
+                    break;
+                }
+            }
+            if !f.shards.contains(&(idx as u32)) {
+                f.shards.push(idx as u32);
+            }
+            bytes += enc as u64;
+            f.next += 1;
+        }
+        let counters = &self.shared.counters;
+        Counters::add(&counters.appended_bytes, bytes);
+        self.unsynced_bytes += bytes;
+        if stalled && f.failed.is_none() {
+            self.current = Some(f);
+            return;
+        }
+        Counters::add(&counters.appended_records, f.next as u64);
+        let outcome = match f.failed {
+            Some(e) => Err(e),
+            None => Ok(f.outcome),
+        };
+        self.pending.push(Pending {
+            ticket: f.ticket,
+            outcome,
+            shards: f.shards,
+        });
+    }
+
+    fn shard_index(&mut self, source: &str) -> Result<usize, StoreError> {
+        if let Some(&i) = self.by_source.get(source) {
+            return Ok(i);
+        }
+        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())
+            .map_err(|e| StoreError::io("create shard directory for", self.dir.join(source), e))?;
+        self.shards.push(Shard::new(source.to_string(), dir));
+        self.by_source
+            .insert(source.to_string(), self.shards.len() - 1);
+        Counters::add(&self.shared.counters.num_shards, 1);
+        Ok(self.shards.len() - 1)
+    }
+
+    /// Appends one record to shard `idx`, rolling as needed. `Ok(false)`: disk full, retry later.
+    fn append_to_shard(
+        &mut self,
+        idx: usize,
+        record: &Record,
+        enc: usize,
+    ) -> Result<bool, StoreError> {
+        let max_age = self.config.segment_max_age;
+        for _ in 0..3 {
+            let shard = &mut self.shards[idx];
+            let aged = shard
+                .active
+                .as_ref()
+                .is_some_and(|a| !a.is_empty() && a.opened_at.elapsed() >= max_age);
+            if aged {
+                self.seal_active(idx)?;
+                continue;
+            }
+            let shard = &mut self.shards[idx];
+            if shard.active.is_none() {
+                let capacity =
+                    (self.config.segment_max_bytes as usize).max(ActiveSegment::min_capacity(enc));
+                match ActiveSegment::create(
+                    &shard.dir,
+                    shard.id,
+                    shard.next_seq,
+                    capacity,
+                    now_micros(),
+                    self.ops.as_ref(),
+                ) {
+                    Ok(a) => {
+                        shard.active = Some(a);
+                        let c = &self.shared.counters;
+                        Counters::add(&c.segments_created, 1);
+                        Counters::add(&c.num_segments, 1);
+                        if self.retry_at.take().is_some() {
+                            c.disk_full.store(0, Ordering::Relaxed);
+                        }
+                    }
+                    Err(CreateError::NoSpace(e)) => {
+                        let c = &self.shared.counters;
+                        if self.retry_at.is_none() {
+                            Counters::add(&c.disk_full_errors, 1);
+                            c.disk_full.store(1, Ordering::Relaxed);
+                            tracing::warn!(dir = %shard.dir.display(), error = %e, "disk full: cannot allocate a segment, appends wait");
+                            self.run_retention();
+                        }
+                        self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
+                        return Ok(false);
+                    }
+                    Err(CreateError::Io(e)) => {
+                        Counters::add(&self.shared.counters.write_errors, 1);
+                        return Err(StoreError::io("create segment in", shard.dir.clone(), e));
+                    }
+                }
+            }
+            let shard = &mut self.shards[idx];
+            let active = shard.active.as_mut().expect("active segment just ensured");
+            match active.append(record, enc) {
+                Some(seq) => {
+                    shard.next_seq = seq + 1;
+                    shard.note_origin(&record.origin, record.origin_seq);
+                    shard.dirty = true;
+                    return Ok(true);
+                }
+                None => self.seal_active(idx)?,
+            }
+        }
+        Err(StoreError::io(
+            "append to",
+            self.shards[idx].dir.clone(),
+            std::io::Error::other("segment roll loop"),
+        ))
+    }
+
+    /// Seals the active segment of shard `idx` (or removes it if empty).
+    fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
+        let shard = &mut self.shards[idx];
+        let Some(active) = shard.active.take() else {
+            return Ok(());
+        };
+        let path = active.path.clone();
+        let base = active.header.base_seq;
+        let c = &self.shared.counters;
+        if active.is_empty() {
+            drop(active);
+            let _ = std::fs::remove_file(&path);
+            c.num_segments.fetch_sub(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match active.seal(&shard.hwm, self.ops.as_ref()) {
+            Ok(next) => {
+                shard.next_seq = next;
+                shard.segments.push(base);
+                Counters::add(&c.segments_sealed, 1);
+                Ok(())
+            }
+            Err(e) => Err(self.poison(idx, path, e)),
+        }
+    }
+
+    /// A write or sync of shard `idx` failed: drop its segment, recover it from disk, fail
+    /// every ticket with records in it. Returns the error for the caller.
+    fn poison(&mut self, idx: usize, path: PathBuf, err: std::io::Error) -> StoreError {
+        Counters::add(&self.shared.counters.sync_errors, 1);
+        tracing::error!(file = %path.display(), error = %err, "segment write or sync failed; poisoning and recovering the shard");
+        let error = StoreError::SyncFailed {
+            path,
+            source: Arc::new(err),
+        };
+        let shard = &mut self.shards[idx];
+        shard.active = None;
+        shard.dirty = false;
+        let mut report = RecoveryReport::default();
+        match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
+            Ok(state) => {
+                shard.next_seq = state.next_seq;
+                shard.hwm = state.hwm;
+                shard.segments = state.segments;
+            }
+            Err(e) => {
+                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed")
+            }
+        }
+        for p in &report.problems {
+            tracing::error!(problem = %p, "damage found while recovering after a sync failure");
+        }
+        for p in self
+            .pending
+            .iter_mut()
+            .filter(|p| p.shards.contains(&(idx as u32)))
+        {
+            p.outcome = Err(error.clone());
+        }
+        if let Some(f) = self
+            .current
+            .as_mut()
+            .filter(|f| f.shards.contains(&(idx as u32)))
+        {
+            f.failed = Some(error.clone());
+        }
+        error
+    }
+
+    /// Group commit: make every dirty shard durable, then resolve tickets.
+    pub fn commit(&mut self) {
+        let started = Instant::now();
+        for idx in 0..self.shards.len() {
+            let shard = &mut self.shards[idx];
+            if !shard.dirty {
+                continue;
+            }
+            shard.dirty = false;
+            let Some(active) = shard.active.as_mut() else {
+                continue;
+            };
+            if let Err(e) = active.sync(self.ops.as_ref()) {
+                let path = active.path.clone();
+                self.poison(idx, path, e);
+            }
+        }
+        if self.current.is_none() {
+            self.shared
+                .durable_hwm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone_from(&self.hwm);
+        }
+        for p in self.pending.drain(..) {
+            let _ = p.ticket.send(p.outcome);
+        }
+        let c = &self.shared.counters;
+        let micros = started.elapsed().as_micros() as u64;
+        Counters::add(&c.commits, 1);
+        Counters::add(&c.commit_micros_sum, micros);
+        c.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+        self.unsynced_bytes = 0;
+        self.last_commit = Instant::now();
+    }
+
+    fn run_retention(&mut self) {
+        self.next_retention = Instant::now() + RETENTION_EVERY;
+        retention::apply(
+            &mut self.shards,
+            &self.config.retention,
+            self.ops.as_ref(),
+            &self.shared.counters,
+        );
+    }
+
+    /// Finishes everything queued before `Close`, commits and seals every active segment.
+    fn close(&mut self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.current.is_some() && Instant::now() < deadline {
+            std::thread::sleep(DISK_FULL_RETRY);
+            self.resume();
+        }
+        if let Some(f) = self.current.take() {
+            let _ = f.ticket.send(Err(StoreError::io(
+                "allocate segment in",
+                self.dir.clone(),
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            )));
+        }
+        self.commit();
+        let mut result = Ok(());
+        for idx in 0..self.shards.len() {
+            if let Err(e) = self.seal_active(idx) {
+                result = Err(e);
+            }
+        }
+        self.shared.permits.close();
+        result
+    }
+}
