@@ -1,4 +1,11 @@
-//! Node-to-node forwarding: the wire protocol (`protocol`, no I/O), the master's server and the
-//! forwarder client that ships a spool to the master.
+//! Node-to-node forwarding: the wire protocol (`protocol`, no I/O), the master's `server`, and
+//! the forwarder `client` that ships this node's spool (`source`, `spool`) to the master.
 
+pub mod client;
 pub mod protocol;
+pub mod server;
+pub mod source;
+pub mod spool;
+
+#[cfg(test)]
+mod tests;

@@ -248,38 +248,8 @@ fn encoded_record_len_matches_the_encoding() {
     }
 }
 
-/// Properties of decoding arbitrary bytes: no panic, chunking does not matter, every decoded
-/// message survives an encode/decode round trip.
-pub(crate) fn check_properties(data: &[u8]) {
-    let decode_all = |chunk_len: usize| {
-        let mut codec = ForwardCodec::new(64 * 1024);
-        let mut buf = BytesMut::new();
-        let mut decoded = Vec::new();
-        for chunk in data.chunks(chunk_len.max(1)) {
-            buf.extend_from_slice(chunk);
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(message)) => decoded.push(message),
-                    Ok(None) => break,
-                    Err(_) => return (decoded, true),
-                }
-            }
-        }
-        (decoded, false)
-    };
-    let whole = decode_all(data.len());
-    let chunked = decode_all(data.first().map_or(1, |first| usize::from(first % 13) + 1));
-    assert_eq!(whole, chunked);
-    for message in whole.0 {
-        let mut buf = BytesMut::new();
-        ForwardCodec::new(64 * 1024)
-            .encode(message.clone(), &mut buf)
-            .unwrap();
-        assert_eq!(
-            ForwardCodec::new(64 * 1024).decode(&mut buf).unwrap(),
-            Some(message)
-        );
-    }
+fn check_properties(data: &[u8]) {
+    crate::fuzzcheck::forward::check(data);
 }
 
 proptest::proptest! {
