@@ -8,4 +8,6 @@ pub mod source;
 pub mod spool;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod tests;
