@@ -39,6 +39,7 @@ pub struct ClusterHandle {
     chitchat: Arc<Mutex<Chitchat>>,
     gossip_addr: SocketAddr,
     generation: u64,
+    master_changes: Arc<AtomicU64>,
     task: JoinHandle<()>,
     _stop_on_drop: DropGuard,
 }
@@ -144,7 +145,9 @@ pub async fn start_with_faults(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let cancel = CancellationToken::new();
     info!(node_id = %config.node_id, generation, gossip = %advertise, seeds = ?config.seeds, "joining cluster");
+    let master_changes = Arc::new(AtomicU64::new(0));
     let membership = Membership {
+        master_changes: master_changes.clone(),
         self_id: config.node_id,
         chitchat_handle,
         elector,
@@ -159,6 +162,7 @@ pub async fn start_with_faults(
         chitchat,
         gossip_addr: advertise,
         generation,
+        master_changes,
         task,
         _stop_on_drop: cancel.drop_guard(),
     })
@@ -199,6 +203,11 @@ impl ClusterHandle {
         self.generation
     }
 
+    /// How many times the master this node follows has changed (for `/metrics`).
+    pub fn master_changes(&self) -> u64 {
+        self.master_changes.load(Ordering::Relaxed)
+    }
+
     /// Publishes this node's spool size and forward lag for `starling status` (rate-limit the
     /// calls: every change is gossiped).
     pub async fn publish_stats(&self, spool_bytes: u64, forward_lag: u64) {
@@ -227,6 +236,7 @@ struct Published {
 
 struct Membership {
     self_id: String,
+    master_changes: Arc<AtomicU64>,
     chitchat_handle: ChitchatHandle,
     elector: Elector,
     view_tx: watch::Sender<ClusterView>,
@@ -288,6 +298,7 @@ impl Membership {
         };
         if wanted != self.published {
             info!(master = ?master, claims_master = wanted.claims_master, "master changed");
+            self.master_changes.fetch_add(1, Ordering::Relaxed);
             let mut guard = chitchat.lock().await;
             let state = guard.self_node_state();
             let role = if wanted.claims_master {

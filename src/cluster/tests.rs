@@ -115,6 +115,15 @@ async fn three_nodes_agree_then_fail_over_when_the_master_dies() {
     assert_eq!(view.members.len(), 3);
     assert!(view.members.iter().all(|m| m.alive && m.may_be_master));
     assert!(view.member("node-0").unwrap().claims_master);
+    assert_eq!(nodes[1].handle().master_changes(), 1);
+    // Published stats reach the others.
+    nodes[1].handle().publish_stats(4096, 12).await;
+    let seen = || {
+        let view = nodes[2].handle().view();
+        let member = view.member("node-1").unwrap().clone();
+        member.spool_bytes == Some(4096) && member.forward_lag == Some(12)
+    };
+    assert!(wait_until(Duration::from_secs(5), seen).await);
 
     // Kill the master without a goodbye.
     let killed_at = Instant::now();

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -31,6 +31,10 @@ pub struct BatchLimits {
 pub enum SpoolError {
     #[error("cannot read spool {what}: {reason}")]
     Read { what: String, reason: String },
+    /// Sequences that were stored but are no longer in the spool (retention, damage): the
+    /// master refuses the gap, so forwarding this origin cannot go on past it.
+    #[error("spool no longer holds seqs {from}..={to}")]
+    Missing { from: u64, to: u64 },
 }
 
 /// Records of one origin, in sequence order, from a local durable spool.
@@ -64,6 +68,8 @@ pub struct ReaderHandle {
 
 /// How long the reader waits before retrying after a spool error.
 const ERROR_RETRY: Duration = Duration::from_millis(200);
+/// A persisting spool error is logged at most this often.
+const WARNING_EVERY: Duration = Duration::from_secs(30);
 
 pub fn spawn_reader<S: SpoolSource>(
     source: S,
@@ -118,6 +124,7 @@ fn read_loop<S: SpoolSource>(
 ) {
     let mut session: Option<u64> = None;
     let mut pending: Option<ReaderCommand> = None;
+    let mut last_warning: Option<Instant> = None;
     loop {
         let command = match pending.take() {
             Some(command) => Some(command),
@@ -167,7 +174,11 @@ fn read_loop<S: SpoolSource>(
             }
             Err(error) => {
                 stats.spool_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(%error, "cannot read the spool");
+                let now = Instant::now();
+                if last_warning.is_none_or(|at| now.duration_since(at) >= WARNING_EVERY) {
+                    warn!(%error, "cannot read the spool");
+                    last_warning = Some(now);
+                }
                 std::thread::sleep(ERROR_RETRY);
             }
         }

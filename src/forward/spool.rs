@@ -103,8 +103,9 @@ impl StoreSpool {
         }
     }
 
-    /// Reads until `next_seq` is buffered or nothing more is available now.
-    fn fill(&mut self) {
+    /// Reads until `next_seq` is buffered or nothing more is available now. Returns `true`
+    /// when it stopped because everything in the spool has been read.
+    fn fill(&mut self) -> bool {
         while !self.pending.contains_key(&self.next_seq) {
             if self.pending.len() >= MAX_PENDING_RECORDS {
                 warn!(
@@ -113,7 +114,7 @@ impl StoreSpool {
                     "spool sequence not found within the reordering buffer; rescanning"
                 );
                 self.seek_to(self.next_seq);
-                return;
+                return false;
             }
             match &mut self.mode {
                 Mode::Scan(iter) => match iter.next() {
@@ -130,7 +131,7 @@ impl StoreSpool {
                 Mode::Tail(follower) => {
                     let items = follower.poll();
                     if items.is_empty() {
-                        return;
+                        return true;
                     }
                     for item in items {
                         self.accept(item);
@@ -138,6 +139,7 @@ impl StoreSpool {
                 }
             }
         }
+        false
     }
 
     /// Positions at `next_seq`: forward and short backward moves reuse what was read,
@@ -199,7 +201,19 @@ impl SpoolSource for StoreSpool {
         if self.next_seq > durable {
             return Ok(Vec::new());
         }
-        self.fill();
+        if self.fill() && !self.pending.contains_key(&self.next_seq) {
+            // Durable, yet not in the spool any more (retention or damage): say so rather than
+            // wait forever.
+            let to = self
+                .pending
+                .keys()
+                .next()
+                .map_or(durable, |first| first - 1);
+            return Err(SpoolError::Missing {
+                from: self.next_seq,
+                to,
+            });
+        }
         let mut batch = Vec::new();
         let mut num_bytes = 0;
         while batch.len() < limits.max_records && self.next_seq <= durable {

@@ -612,3 +612,62 @@ async fn spool_source_reads_in_sequence_order_and_repositions() {
     );
     spool.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_gone_from_the_spool_are_reported_not_waited_for() {
+    use super::source::{BatchLimits, SpoolError, SpoolSource};
+    let temp = tempfile::tempdir().unwrap();
+    let spool = open_store(temp.path(), ORIGIN);
+    for chunk in 0..60u64 {
+        let records = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| Record {
+                source: "one-host".to_string(),
+                ..message(i)
+            })
+            .collect();
+        spool
+            .handle()
+            .append(records)
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    spool.close().unwrap();
+    // Expire the oldest segment by hand, as retention would.
+    let shard = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.is_dir())
+        .unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    assert!(
+        segments.len() >= 2,
+        "records span several segments: {segments:?}"
+    );
+    std::fs::remove_file(&segments[0]).unwrap();
+
+    let spool = open_store(temp.path(), ORIGIN);
+    let mut source = StoreSpool::new(temp.path(), ORIGIN, spool.handle()).unwrap();
+    source.seek(0).unwrap();
+    let limits = BatchLimits {
+        max_records: 100,
+        max_bytes: 1 << 20,
+    };
+    match source.next_batch(limits) {
+        Err(SpoolError::Missing { from: 1, to }) => {
+            assert!(to > 1 && to < 6000, "missing 1..={to}");
+            // Past the hole, reading goes on.
+            source.seek(to).unwrap();
+            assert_eq!(source.next_batch(limits).unwrap()[0].origin_seq, to + 1);
+        }
+        other => panic!("expected missing records, got {other:?}"),
+    }
+    spool.close().unwrap();
+}
