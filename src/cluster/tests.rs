@@ -250,3 +250,11 @@ async fn unspecified_advertise_address_is_refused() {
     let error = start(cfg).await.err().expect("must fail");
     assert!(error.to_string().contains("advertise"), "{error}");
 }
+
+#[test]
+fn handles_can_be_shared_across_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ClusterHandle>();
+    assert_send_sync::<ClusterView>();
+    assert_send_sync::<GossipFaults>();
+}
