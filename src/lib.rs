@@ -3,9 +3,9 @@
 //! Code map, top to bottom (a module imports only modules below it):
 //!
 //! - `cli`       — clap definitions and the subcommands (`run`, `read`, `verify`, `validate`,
-//!                 `status`); the binary's `main` only calls `cli::main`.
+//!   `status`); the binary's `main` only calls `cli::main`.
 //! - `node`      — wires a running node: binds sockets, opens the store, starts listeners, the
-//!                 ingest pipeline and the API, and drives shutdown.
+//!   ingest pipeline and the API, and drives shutdown.
 //! - `api`       — HTTP: `/metrics`, `/healthz`, `/v1/status`.
 //! - `listener`  — syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
 //! - `ingest`    — the pipeline stage between listeners and the store: parse, shard, append.
@@ -29,6 +29,7 @@ pub mod listener;
 pub mod node;
 pub mod parse;
 pub mod record;
+pub mod render;
 pub mod store;
 pub mod telemetry;
 pub mod timespec;

@@ -49,3 +49,28 @@ pub fn check(data: &[u8]) {
         assert!(buf.is_empty(), "round trip left bytes behind");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The committed seeds hold the properties, and the well-formed ones decode completely.
+    #[test]
+    fn seeds_hold_the_properties() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/forward");
+        let mut num_seeds = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            check(&data);
+            let (messages, failed) = decode_chunked(&data, data.len());
+            let garbage = path.ends_with("garbage-length");
+            assert_eq!(failed, garbage, "{}", path.display());
+            assert_eq!(messages.is_empty(), garbage, "{}", path.display());
+            num_seeds += 1;
+        }
+        assert!(num_seeds >= 4, "seeds in {}", dir.display());
+    }
+}
