@@ -1,14 +1,18 @@
 //! `StoreSpool`: the `SpoolSource` over this node's own store directory: the records of the
 //! node's origin, in sequence order, only once they are durable.
 //!
-//! Positioning (`seek`) scans with a lazy `StoreReader::read` (merged by receive time, so a
-//! small reordering buffer puts records back in sequence order), starting from a remembered
-//! checkpoint when one is close enough, then tails new records with a `Follower`. Records are
+//! Positioning (`seek`) scans every shard with a lazy `StoreReader::read` and merges the
+//! origin's records by sequence (a shard holds them in append order, hence in sequence order),
+//! then tails new records with a `Follower` (a small buffer puts those back in order). The scan starts at a remembered checkpoint when there is one; otherwise it tries
+//! recent time windows first (5 min, 1 h, 6 h, then everything) and keeps a window only once
+//! it holds a record older than the wanted sequence far enough inside it, so a forwarder that
+//! resumes near the end of a large store does not read all of it. Records are
 //! handed out only up to the store's durable high-water mark for the origin: a record read
 //! from the page cache but lost in a crash must never reach the master, or its sequence would
 //! be reused. This file only reads; it never writes or deletes spool files.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::Path;
 
 use tracing::warn;
@@ -30,11 +34,34 @@ const MAX_CHECKPOINTS: usize = 4_096;
 /// flight when a connection broke) needs no re-scan.
 const MAX_RECENT_RECORDS: usize = 65_536;
 
+/// Time windows tried, newest first, before scanning the whole spool.
+const WINDOWS_MICROS: [i64; 3] = [300_000_000, 3_600_000_000, 21_600_000_000];
+
 type Scan = Box<dyn Iterator<Item = Result<StoredRecord, ReadError>> + Send>;
 
 enum Mode {
-    Scan(Scan),
+    /// Not positioned yet.
+    Idle,
+    Scan {
+        iter: Scan,
+        window: Option<Window>,
+    },
     Tail(Follower),
+}
+
+/// A scan limited to recent records, valid once `confirmed`: it saw a record of the origin
+/// below the wanted sequence received at least the reordering slack after the window start,
+/// so every wanted record was received inside the window.
+struct Window {
+    index: usize,
+    since: i64,
+    confirmed: bool,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as i64)
 }
 
 pub struct StoreSpool {
@@ -50,7 +77,7 @@ pub struct StoreSpool {
     checkpoints: BTreeMap<u64, i64>,
     recent: VecDeque<Record>,
     num_corrupt: u64,
-    num_rescans: u64,
+    num_scans: u64,
 }
 
 impl StoreSpool {
@@ -61,19 +88,18 @@ impl StoreSpool {
             what: dir.display().to_string(),
             reason: error.to_string(),
         })?;
-        let mode = Mode::Scan(Box::new(reader.read(&ReadOptions::default())));
         Ok(StoreSpool {
             reader,
             handle,
             origin: origin.to_string(),
             next_seq: 1,
-            mode,
+            mode: Mode::Idle,
             pending: BTreeMap::new(),
             max_received: i64::MIN,
             checkpoints: BTreeMap::new(),
             recent: VecDeque::new(),
             num_corrupt: 0,
-            num_rescans: 0,
+            num_scans: 0,
         })
     }
 
@@ -82,16 +108,31 @@ impl StoreSpool {
         self.num_corrupt
     }
 
-    /// Times the spool was scanned again to find a position.
-    pub fn num_rescans(&self) -> u64 {
-        self.num_rescans
+    /// Scans started to find a position (a widened window counts again).
+    pub fn num_scans(&self) -> u64 {
+        self.num_scans
     }
 
     fn accept(&mut self, item: Result<StoredRecord, ReadError>) {
         match item {
             Ok(stored) => {
                 let record = stored.record;
-                if record.origin == self.origin && record.origin_seq >= self.next_seq {
+                if record.origin != self.origin {
+                    return;
+                }
+                if let Mode::Scan {
+                    window: Some(window),
+                    ..
+                } = &mut self.mode
+                {
+                    if record.origin_seq < self.next_seq
+                        && record.received_at_micros
+                            >= window.since.saturating_add(REORDER_SLACK_MICROS)
+                    {
+                        window.confirmed = true;
+                    }
+                }
+                if record.origin_seq >= self.next_seq {
                     self.max_received = self.max_received.max(record.received_at_micros);
                     self.pending.insert(record.origin_seq, record);
                 }
@@ -108,25 +149,48 @@ impl StoreSpool {
     fn fill(&mut self) -> bool {
         while !self.pending.contains_key(&self.next_seq) {
             if self.pending.len() >= MAX_PENDING_RECORDS {
-                warn!(
-                    next_seq = self.next_seq,
-                    buffered_from = ?self.pending.keys().next(),
-                    "spool sequence not found within the reordering buffer; rescanning"
-                );
-                self.seek_to(self.next_seq);
-                return false;
+                match &self.mode {
+                    // A window too narrow: read a wider one instead of buffering more.
+                    Mode::Scan {
+                        window: Some(window),
+                        ..
+                    } if !window.confirmed => {
+                        let wider = window.index + 1;
+                        self.pending.clear();
+                        self.widen(wider);
+                        continue;
+                    }
+                    // Tailing: the record may predate the tail's start; look it up by scanning.
+                    Mode::Tail(_) => {
+                        warn!(
+                            next_seq = self.next_seq,
+                            "spool sequence not seen while tailing; rescanning"
+                        );
+                        self.seek_to(self.next_seq);
+                        continue;
+                    }
+                    // A scan in sequence order went past it: it is not in the spool.
+                    _ => return true,
+                }
             }
             match &mut self.mode {
-                Mode::Scan(iter) => match iter.next() {
+                Mode::Idle => self.seek_to(self.next_seq),
+                Mode::Scan { iter, window } => match iter.next() {
                     Some(item) => self.accept(item),
-                    None => {
-                        let since = self.max_received.saturating_sub(REORDER_SLACK_MICROS);
-                        let options = ReadOptions {
-                            since_micros: Some(since),
-                            ..ReadOptions::default()
-                        };
-                        self.mode = Mode::Tail(self.reader.follow(&options));
-                    }
+                    None => match window {
+                        Some(window) if !window.confirmed => {
+                            let wider = window.index + 1;
+                            self.widen(wider);
+                        }
+                        _ => {
+                            let since = self.max_received.saturating_sub(REORDER_SLACK_MICROS);
+                            let options = ReadOptions {
+                                since_micros: Some(since),
+                                ..ReadOptions::default()
+                            };
+                            self.mode = Mode::Tail(self.reader.follow(&options));
+                        }
+                    },
                 },
                 Mode::Tail(follower) => {
                     let items = follower.poll();
@@ -149,7 +213,10 @@ impl StoreSpool {
             .recent
             .front()
             .is_some_and(|record| record.origin_seq <= next_seq);
-        if next_seq >= self.next_seq || in_recent {
+        let near_ahead = next_seq >= self.next_seq
+            && next_seq - self.next_seq <= MAX_PENDING_RECORDS as u64
+            && !matches!(self.mode, Mode::Idle);
+        if near_ahead || in_recent {
             while self
                 .recent
                 .back()
@@ -167,21 +234,124 @@ impl StoreSpool {
     }
 
     fn seek_to(&mut self, next_seq: u64) {
-        self.num_rescans += 1;
         self.recent.clear();
         self.next_seq = next_seq;
         self.pending.retain(|seq, _| *seq >= next_seq);
-        let since = self
+        let checkpoint = self
             .checkpoints
             .range(..=next_seq)
             .next_back()
-            .map(|(_, received)| received.saturating_sub(REORDER_SLACK_MICROS));
+            .map(|(_, received)| *received);
+        match checkpoint {
+            Some(received) => {
+                self.start_scan(Some(received.saturating_sub(REORDER_SLACK_MICROS)), None)
+            }
+            None if next_seq <= 1 => self.start_scan(None, None),
+            None => self.start_window(0),
+        }
+    }
+
+    /// Scans window `index`, or the whole spool past the last window.
+    fn widen(&mut self, index: usize) {
+        if index < WINDOWS_MICROS.len() {
+            self.start_window(index);
+        } else {
+            self.start_scan(None, None);
+        }
+    }
+
+    fn start_window(&mut self, index: usize) {
+        let since = now_micros().saturating_sub(WINDOWS_MICROS[index]);
+        self.start_scan(
+            Some(since),
+            Some(Window {
+                index,
+                since,
+                confirmed: false,
+            }),
+        );
+    }
+
+    fn start_scan(&mut self, since: Option<i64>, window: Option<Window>) {
+        self.num_scans += 1;
         self.max_received = since.unwrap_or(i64::MIN);
         let options = ReadOptions {
             since_micros: since,
             ..ReadOptions::default()
         };
-        self.mode = Mode::Scan(Box::new(self.reader.read(&options)));
+        let shards = self
+            .reader
+            .shards()
+            .into_iter()
+            .map(|shard| -> Scan {
+                let options = ReadOptions {
+                    source: Some(shard.source),
+                    ..options.clone()
+                };
+                Box::new(self.reader.read(&options))
+            })
+            .collect();
+        let iter = Box::new(SeqMerge::new(self.origin.clone(), shards));
+        self.mode = Mode::Scan { iter, window };
+    }
+}
+
+/// One origin's records from every shard, merged by sequence. Each shard yields them in
+/// sequence order, so one head per shard is all the buffering needed.
+struct SeqMerge {
+    origin: String,
+    shards: Vec<Scan>,
+    heads: Vec<Option<StoredRecord>>,
+    order: BinaryHeap<Reverse<(u64, usize)>>,
+    errors: VecDeque<ReadError>,
+    primed: bool,
+}
+
+impl SeqMerge {
+    fn new(origin: String, shards: Vec<Scan>) -> SeqMerge {
+        let heads = shards.iter().map(|_| None).collect();
+        SeqMerge {
+            origin,
+            shards,
+            heads,
+            order: BinaryHeap::new(),
+            errors: VecDeque::new(),
+            primed: false,
+        }
+    }
+
+    fn refill(&mut self, index: usize) {
+        while let Some(item) = self.shards[index].next() {
+            match item {
+                Ok(stored) if stored.record.origin == self.origin => {
+                    self.order.push(Reverse((stored.record.origin_seq, index)));
+                    self.heads[index] = Some(stored);
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => self.errors.push_back(error),
+            }
+        }
+    }
+}
+
+impl Iterator for SeqMerge {
+    type Item = Result<StoredRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.primed {
+            self.primed = true;
+            for index in 0..self.shards.len() {
+                self.refill(index);
+            }
+        }
+        if let Some(error) = self.errors.pop_front() {
+            return Some(Err(error));
+        }
+        let Reverse((_, index)) = self.order.pop()?;
+        let stored = self.heads[index].take()?;
+        self.refill(index);
+        Some(Ok(stored))
     }
 }
 

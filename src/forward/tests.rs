@@ -584,7 +584,11 @@ async fn spool_source_reads_in_sequence_order_and_repositions() {
         seqs(&source.next_batch(limits).unwrap()),
         (11..=110).collect::<Vec<_>>()
     );
-    assert_eq!(source.num_rescans(), 0);
+    assert_eq!(
+        source.num_scans(),
+        1,
+        "one scan, then repositioned from what was read"
+    );
     // Forward past what was read.
     source.seek(280).unwrap();
     assert_eq!(
@@ -669,5 +673,61 @@ async fn records_gone_from_the_spool_are_reported_not_waited_for() {
         }
         other => panic!("expected missing records, got {other:?}"),
     }
+    spool.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_near_the_end_reads_only_a_recent_window() {
+    use super::source::{BatchLimits, SpoolSource};
+    let temp = tempfile::tempdir().unwrap();
+    let spool = open_store(temp.path(), ORIGIN);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    // 2000 records three hours ago, then 1000 in the last minute.
+    for chunk in 0..30u64 {
+        let records = (chunk * 100..(chunk + 1) * 100)
+            .map(|i| {
+                let age_micros = if i < 2000 {
+                    3 * 3_600_000_000
+                } else {
+                    60_000_000
+                };
+                Record {
+                    received_at_micros: now - age_micros + i as i64,
+                    ..message(i)
+                }
+            })
+            .collect();
+        spool
+            .handle()
+            .append(records)
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+    };
+    let mut source = StoreSpool::new(temp.path(), ORIGIN, spool.handle()).unwrap();
+    source.seek(2500).unwrap();
+    assert_eq!(
+        seqs(&source.next_batch(limits).unwrap()),
+        (2501..=3000).collect::<Vec<_>>()
+    );
+    assert_eq!(source.num_scans(), 1, "the 5-minute window was enough");
+    // Resuming inside the old part needs wider windows, and still misses nothing.
+    let mut source = StoreSpool::new(temp.path(), ORIGIN, spool.handle()).unwrap();
+    source.seek(1500).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 1500 {
+        got.extend(seqs(&source.next_batch(limits).unwrap()));
+    }
+    assert_eq!(got, (1501..=3000).collect::<Vec<_>>());
+    assert_eq!(source.num_scans(), 3, "5 min, 1 h, then 6 h");
     spool.close().unwrap();
 }
