@@ -321,7 +321,7 @@ impl SeqMerge {
     }
 
     fn refill(&mut self, index: usize) {
-        while let Some(item) = self.shards[index].next() {
+        for item in self.shards[index].by_ref() {
             match item {
                 Ok(stored) if stored.record.origin == self.origin => {
                     self.order.push(Reverse((stored.record.origin_seq, index)));
