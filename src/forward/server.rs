@@ -26,6 +26,9 @@ use crate::cluster::ClusterView;
 use crate::record::Record;
 use crate::store::{AppendTicket, StoreHandle};
 
+/// How long `run` waits, once cancelled, for connections to acknowledge what they appended.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Forwarders of another cluster are rejected.
@@ -77,7 +80,8 @@ pub struct ServerContext {
 }
 
 /// Serves forwarders on `listener` until `cancel`; then stops accepting, lets every
-/// connection acknowledge what it already appended, and returns.
+/// connection acknowledge what it already appended (for at most `DRAIN_DEADLINE`), and
+/// returns.
 pub async fn run(listener: TcpListener, ctx: Arc<ServerContext>, cancel: CancellationToken) {
     let connection_slots = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
     let tracker = TaskTracker::new();
@@ -113,7 +117,15 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerContext>, cancel: Cancell
         );
     }
     tracker.close();
-    tracker.wait().await;
+    if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            num_connections = tracker.len(),
+            "forward connections still draining at the deadline, leaving them"
+        );
+    }
 }
 
 /// What the reading half hands the writing half, in order.
