@@ -11,12 +11,14 @@
 //! from the page cache but lost in a crash must never reach the master, or its sequence would
 //! be reused. This file only reads; it never writes or deletes spool files.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 use tracing::warn;
 
+mod merge;
+
+use self::merge::{Scan, SeqMerge};
 use super::protocol::encoded_record_len;
 use super::source::{BatchLimits, SpoolError, SpoolSource};
 use crate::record::Record;
@@ -36,8 +38,6 @@ const MAX_RECENT_RECORDS: usize = 65_536;
 
 /// Time windows tried, newest first, before scanning the whole spool.
 const WINDOWS_MICROS: [i64; 3] = [300_000_000, 3_600_000_000, 21_600_000_000];
-
-type Scan = Box<dyn Iterator<Item = Result<StoredRecord, ReadError>> + Send>;
 
 enum Mode {
     /// Not positioned yet.
@@ -293,65 +293,6 @@ impl StoreSpool {
             .collect();
         let iter = Box::new(SeqMerge::new(self.origin.clone(), shards));
         self.mode = Mode::Scan { iter, window };
-    }
-}
-
-/// One origin's records from every shard, merged by sequence. Each shard yields them in
-/// sequence order, so one head per shard is all the buffering needed.
-struct SeqMerge {
-    origin: String,
-    shards: Vec<Scan>,
-    heads: Vec<Option<StoredRecord>>,
-    order: BinaryHeap<Reverse<(u64, usize)>>,
-    errors: VecDeque<ReadError>,
-    primed: bool,
-}
-
-impl SeqMerge {
-    fn new(origin: String, shards: Vec<Scan>) -> SeqMerge {
-        let heads = shards.iter().map(|_| None).collect();
-        SeqMerge {
-            origin,
-            shards,
-            heads,
-            order: BinaryHeap::new(),
-            errors: VecDeque::new(),
-            primed: false,
-        }
-    }
-
-    fn refill(&mut self, index: usize) {
-        for item in self.shards[index].by_ref() {
-            match item {
-                Ok(stored) if stored.record.origin == self.origin => {
-                    self.order.push(Reverse((stored.record.origin_seq, index)));
-                    self.heads[index] = Some(stored);
-                    return;
-                }
-                Ok(_) => {}
-                Err(error) => self.errors.push_back(error),
-            }
-        }
-    }
-}
-
-impl Iterator for SeqMerge {
-    type Item = Result<StoredRecord, ReadError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.primed {
-            self.primed = true;
-            for index in 0..self.shards.len() {
-                self.refill(index);
-            }
-        }
-        if let Some(error) = self.errors.pop_front() {
-            return Some(Err(error));
-        }
-        let Reverse((_, index)) = self.order.pop()?;
-        let stored = self.heads[index].take()?;
-        self.refill(index);
-        Some(Ok(stored))
     }
 }
 
