@@ -18,7 +18,9 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
+pub mod forward;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzcheck;

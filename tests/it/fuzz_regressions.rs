@@ -8,6 +8,7 @@ use std::path::Path;
 fn check_for(target: &str) -> Option<fn(&[u8])> {
     match target {
         "parse" => Some(starling::fuzzcheck::parse::check),
+        "forward" => Some(starling::fuzzcheck::forward::check),
         _ => None,
     }
 }

@@ -1,0 +1,363 @@
+//! `StoreSpool`: the `SpoolSource` over this node's own store directory: the records of the
+//! node's origin, in sequence order, only once they are durable.
+//!
+//! Positioning (`seek`) scans every shard with a lazy `StoreReader::read` and merges the
+//! origin's records by sequence (a shard holds them in append order, hence in sequence order),
+//! then tails new records with a `Follower` (a small buffer puts those back in order). The scan starts at a remembered checkpoint when there is one; otherwise it tries
+//! recent time windows first (5 min, 1 h, 6 h, then everything) and keeps a window only once
+//! it holds a record older than the wanted sequence far enough inside it, so a forwarder that
+//! resumes near the end of a large store does not read all of it. Records are
+//! handed out only up to the store's durable high-water mark for the origin: a record read
+//! from the page cache but lost in a crash must never reach the master, or its sequence would
+//! be reused. This file only reads; it never writes or deletes spool files.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+
+use tracing::warn;
+
+mod merge;
+
+use self::merge::{Scan, SeqMerge};
+use super::protocol::encoded_record_len;
+use super::source::{BatchLimits, SpoolError, SpoolSource};
+use crate::record::Record;
+use crate::store::{Follower, ReadError, ReadOptions, StoreHandle, StoreReader, StoredRecord};
+
+/// Receive times may be out of sequence order by up to this much (listener batching, clock
+/// steps); positions are looked up this far back.
+const REORDER_SLACK_MICROS: i64 = 60_000_000;
+/// Reordering buffer bound: past it, the spool is re-scanned from the next sequence instead.
+const MAX_PENDING_RECORDS: usize = 65_536;
+/// A checkpoint (sequence → receive time) is kept every this many sequences.
+const CHECKPOINT_EVERY: u64 = 4_096;
+const MAX_CHECKPOINTS: usize = 4_096;
+/// Records handed out recently, kept so that resuming a little earlier (batches that were in
+/// flight when a connection broke) needs no re-scan.
+const MAX_RECENT_RECORDS: usize = 65_536;
+
+/// Time windows tried, newest first, before scanning the whole spool.
+const WINDOWS_MICROS: [i64; 3] = [300_000_000, 3_600_000_000, 21_600_000_000];
+
+enum Mode {
+    /// Not positioned yet.
+    Idle,
+    Scan {
+        iter: Scan,
+        window: Option<Window>,
+    },
+    Tail(Follower),
+}
+
+/// A scan limited to recent records, valid once `confirmed`: it saw a record of the origin
+/// below the wanted sequence received at least the reordering slack after the window start,
+/// so every wanted record was received inside the window.
+struct Window {
+    index: usize,
+    since: i64,
+    confirmed: bool,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as i64)
+}
+
+pub struct StoreSpool {
+    reader: StoreReader,
+    handle: StoreHandle,
+    origin: String,
+    next_seq: u64,
+    mode: Mode,
+    /// Records at or after `next_seq`, waiting for their turn.
+    pending: BTreeMap<u64, Record>,
+    /// Highest receive time seen since the last seek.
+    max_received: i64,
+    checkpoints: BTreeMap<u64, i64>,
+    recent: VecDeque<Record>,
+    num_corrupt: u64,
+    num_scans: u64,
+}
+
+impl StoreSpool {
+    /// Reads `origin`'s records from the store in `dir`, which `handle` (the same store, open in
+    /// this process) appends to.
+    pub fn new(dir: &Path, origin: &str, handle: StoreHandle) -> Result<StoreSpool, SpoolError> {
+        let reader = StoreReader::open(dir).map_err(|error| SpoolError::Read {
+            what: dir.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        Ok(StoreSpool {
+            reader,
+            handle,
+            origin: origin.to_string(),
+            next_seq: 1,
+            mode: Mode::Idle,
+            pending: BTreeMap::new(),
+            max_received: i64::MIN,
+            checkpoints: BTreeMap::new(),
+            recent: VecDeque::new(),
+            num_corrupt: 0,
+            num_scans: 0,
+        })
+    }
+
+    /// Corrupt frames skipped so far.
+    pub fn num_corrupt(&self) -> u64 {
+        self.num_corrupt
+    }
+
+    /// Scans started to find a position (a widened window counts again).
+    pub fn num_scans(&self) -> u64 {
+        self.num_scans
+    }
+
+    fn accept(&mut self, item: Result<StoredRecord, ReadError>) {
+        match item {
+            Ok(stored) => {
+                let record = stored.record;
+                if record.origin != self.origin {
+                    return;
+                }
+                if let Mode::Scan {
+                    window: Some(window),
+                    ..
+                } = &mut self.mode
+                {
+                    if record.origin_seq < self.next_seq
+                        && record.received_at_micros
+                            >= window.since.saturating_add(REORDER_SLACK_MICROS)
+                    {
+                        window.confirmed = true;
+                    }
+                }
+                if record.origin_seq >= self.next_seq {
+                    self.max_received = self.max_received.max(record.received_at_micros);
+                    self.pending.insert(record.origin_seq, record);
+                }
+            }
+            Err(error) => {
+                self.num_corrupt += 1;
+                warn!(%error, "skipping damaged spool frame");
+            }
+        }
+    }
+
+    /// Reads until `next_seq` is buffered or nothing more is available now. Returns `true`
+    /// when it stopped because everything in the spool has been read.
+    fn fill(&mut self) -> bool {
+        while !self.pending.contains_key(&self.next_seq) {
+            if self.pending.len() >= MAX_PENDING_RECORDS {
+                match &self.mode {
+                    // A window too narrow: read a wider one instead of buffering more.
+                    Mode::Scan {
+                        window: Some(window),
+                        ..
+                    } if !window.confirmed => {
+                        let wider = window.index + 1;
+                        self.pending.clear();
+                        self.widen(wider);
+                        continue;
+                    }
+                    // Tailing: the record may predate the tail's start; look it up by scanning.
+                    Mode::Tail(_) => {
+                        warn!(
+                            next_seq = self.next_seq,
+                            "spool sequence not seen while tailing; rescanning"
+                        );
+                        self.seek_to(self.next_seq);
+                        continue;
+                    }
+                    // A scan in sequence order went past it: it is not in the spool.
+                    _ => return true,
+                }
+            }
+            match &mut self.mode {
+                Mode::Idle => self.seek_to(self.next_seq),
+                Mode::Scan { iter, window } => match iter.next() {
+                    Some(item) => self.accept(item),
+                    None => match window {
+                        Some(window) if !window.confirmed => {
+                            let wider = window.index + 1;
+                            self.widen(wider);
+                        }
+                        _ => {
+                            let since = self.max_received.saturating_sub(REORDER_SLACK_MICROS);
+                            let options = ReadOptions {
+                                since_micros: Some(since),
+                                ..ReadOptions::default()
+                            };
+                            self.mode = Mode::Tail(self.reader.follow(&options));
+                        }
+                    },
+                },
+                Mode::Tail(follower) => {
+                    let items = follower.poll();
+                    if items.is_empty() {
+                        return true;
+                    }
+                    for item in items {
+                        self.accept(item);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Positions at `next_seq`: forward and short backward moves reuse what was read,
+    /// anything else scans again.
+    fn position(&mut self, next_seq: u64) {
+        let in_recent = self
+            .recent
+            .front()
+            .is_some_and(|record| record.origin_seq <= next_seq);
+        let near_ahead = next_seq >= self.next_seq
+            && next_seq - self.next_seq <= MAX_PENDING_RECORDS as u64
+            && !matches!(self.mode, Mode::Idle);
+        if near_ahead || in_recent {
+            while self
+                .recent
+                .back()
+                .is_some_and(|record| record.origin_seq >= next_seq)
+            {
+                if let Some(record) = self.recent.pop_back() {
+                    self.pending.insert(record.origin_seq, record);
+                }
+            }
+            self.next_seq = next_seq;
+            self.pending.retain(|seq, _| *seq >= next_seq);
+            return;
+        }
+        self.seek_to(next_seq);
+    }
+
+    fn seek_to(&mut self, next_seq: u64) {
+        self.recent.clear();
+        self.next_seq = next_seq;
+        self.pending.retain(|seq, _| *seq >= next_seq);
+        let checkpoint = self
+            .checkpoints
+            .range(..=next_seq)
+            .next_back()
+            .map(|(_, received)| *received);
+        match checkpoint {
+            Some(received) => {
+                self.start_scan(Some(received.saturating_sub(REORDER_SLACK_MICROS)), None)
+            }
+            None if next_seq <= 1 => self.start_scan(None, None),
+            None => self.start_window(0),
+        }
+    }
+
+    /// Scans window `index`, or the whole spool past the last window.
+    fn widen(&mut self, index: usize) {
+        if index < WINDOWS_MICROS.len() {
+            self.start_window(index);
+        } else {
+            self.start_scan(None, None);
+        }
+    }
+
+    fn start_window(&mut self, index: usize) {
+        let since = now_micros().saturating_sub(WINDOWS_MICROS[index]);
+        self.start_scan(
+            Some(since),
+            Some(Window {
+                index,
+                since,
+                confirmed: false,
+            }),
+        );
+    }
+
+    fn start_scan(&mut self, since: Option<i64>, window: Option<Window>) {
+        self.num_scans += 1;
+        self.max_received = since.unwrap_or(i64::MIN);
+        let options = ReadOptions {
+            since_micros: since,
+            ..ReadOptions::default()
+        };
+        let shards = self
+            .reader
+            .shards()
+            .into_iter()
+            .map(|shard| -> Scan {
+                let options = ReadOptions {
+                    source: Some(shard.source),
+                    ..options.clone()
+                };
+                Box::new(self.reader.read(&options))
+            })
+            .collect();
+        let iter = Box::new(SeqMerge::new(self.origin.clone(), shards));
+        self.mode = Mode::Scan { iter, window };
+    }
+}
+
+impl SpoolSource for StoreSpool {
+    fn seek(&mut self, after: u64) -> Result<(), SpoolError> {
+        self.position(after.saturating_add(1));
+        Ok(())
+    }
+
+    fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Record>, SpoolError> {
+        let durable = self
+            .handle
+            .high_water_marks()
+            .get(&self.origin)
+            .copied()
+            .unwrap_or(0);
+        if self.next_seq > durable {
+            return Ok(Vec::new());
+        }
+        if self.fill() && !self.pending.contains_key(&self.next_seq) {
+            // Durable, yet not in the spool any more (retention or damage): say so rather than
+            // wait forever.
+            let to = self
+                .pending
+                .keys()
+                .next()
+                .map_or(durable, |first| first - 1);
+            return Err(SpoolError::Missing {
+                from: self.next_seq,
+                to,
+            });
+        }
+        let mut batch = Vec::new();
+        let mut num_bytes = 0;
+        while batch.len() < limits.max_records && self.next_seq <= durable {
+            let Some(record) = self
+                .pending
+                .first_entry()
+                .filter(|entry| *entry.key() == self.next_seq)
+            else {
+                break;
+            };
+            let len = encoded_record_len(record.get());
+            if !batch.is_empty() && num_bytes + len > limits.max_bytes {
+                break;
+            }
+            let record = record.remove();
+            num_bytes += len;
+            if record.origin_seq % CHECKPOINT_EVERY == 0 {
+                self.checkpoints
+                    .insert(record.origin_seq, record.received_at_micros);
+                if self.checkpoints.len() > MAX_CHECKPOINTS {
+                    self.checkpoints.pop_first();
+                }
+            }
+            if self.recent.len() >= MAX_RECENT_RECORDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(record.clone());
+            batch.push(record);
+            self.next_seq += 1;
+            if !self.pending.contains_key(&self.next_seq) {
+                self.fill();
+            }
+        }
+        Ok(batch)
+    }
+}
