@@ -9,6 +9,8 @@ fn check_for(target: &str) -> Option<fn(&[u8])> {
     match target {
         "parse" => Some(starling::fuzzcheck::parse::check),
         "forward" => Some(starling::fuzzcheck::forward::check),
+        "framing" => Some(starling::fuzzcheck::framing::check),
+        "segment" => Some(starling::fuzzcheck::segment::segment),
         _ => None,
     }
 }
