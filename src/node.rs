@@ -97,8 +97,12 @@ impl Node {
         let (records_tx, records_rx) = mpsc::channel::<Vec<Record>>(PIPELINE_CAPACITY_BATCHES);
         let (tickets_tx, tickets_rx) =
             mpsc::channel::<(Transport, AppendTicket)>(DURABILITY_QUEUE_BATCHES);
-        let ingest_task =
-            tokio::spawn(ingest_loop(records_rx, store.handle(), tickets_tx, node_counters.clone()));
+        let ingest_task = tokio::spawn(ingest_loop(
+            records_rx,
+            store.handle(),
+            tickets_tx,
+            node_counters.clone(),
+        ));
         let durability_task = tokio::spawn(durability_loop(tickets_rx, metrics.clone()));
 
         let listeners_cancel = CancellationToken::new();
@@ -179,11 +183,12 @@ impl Node {
             let store_handle = store.handle();
             let counters = node_counters.clone();
             let journal_duplicates = upload.duplicates();
-            let state = crate::api::ApiState::new(metrics.clone()).with_external_metrics(move || {
-                let mut extra = store_metrics(&store_handle.stats());
-                extra.extend(counters.metrics(journal_duplicates.load(Ordering::Relaxed)));
-                extra
-            });
+            let state =
+                crate::api::ApiState::new(metrics.clone()).with_external_metrics(move || {
+                    let mut extra = store_metrics(&store_handle.stats());
+                    extra.extend(counters.metrics(journal_duplicates.load(Ordering::Relaxed)));
+                    extra
+                });
             let router = crate::api::router(state).merge(crate::journal_upload::router(upload));
             let cancel = api_cancel.clone();
             api_task = Some(tokio::spawn(async move {
@@ -211,7 +216,12 @@ impl Node {
     pub fn announce(&self) {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "starling: node {} storing in {}", self.node_id, self.data_dir.display());
+        let _ = writeln!(
+            out,
+            "starling: node {} storing in {}",
+            self.node_id,
+            self.data_dir.display()
+        );
         for address in &self.addresses.syslog_udp {
             let _ = writeln!(out, "starling: listening syslog-udp {address}");
         }
@@ -234,10 +244,16 @@ impl Node {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.listeners_cancel.cancel();
-        if tokio::time::timeout_at(deadline, self.listeners.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.listeners.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("listeners did not stop in time");
         }
-        if tokio::time::timeout_at(deadline, self.ingest_task).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.ingest_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("the pipeline did not drain in time");
         }
         let store = self.store;
@@ -275,7 +291,9 @@ async fn ingest_loop(
                 }
             }
             Err(error) => {
-                counters.store_refused.fetch_add(num_records, Ordering::Relaxed);
+                counters
+                    .store_refused
+                    .fetch_add(num_records, Ordering::Relaxed);
                 tracing::error!(%error, num_records, "the store refused a batch");
             }
         }
@@ -333,9 +351,21 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
         ExternalMetric::new(name, help, MetricKind::Gauge, value as f64)
     };
     let mut metrics = vec![
-        counter("starling_store_appended_records_total", "Records appended to segments.", stats.appended_records),
-        counter("starling_store_appended_bytes_total", "Bytes of records appended.", stats.appended_bytes),
-        counter("starling_store_commits_total", "Group commits (fdatasync) that succeeded.", stats.commits),
+        counter(
+            "starling_store_appended_records_total",
+            "Records appended to segments.",
+            stats.appended_records,
+        ),
+        counter(
+            "starling_store_appended_bytes_total",
+            "Bytes of records appended.",
+            stats.appended_bytes,
+        ),
+        counter(
+            "starling_store_commits_total",
+            "Group commits (fdatasync) that succeeded.",
+            stats.commits,
+        ),
         ExternalMetric::new(
             "starling_store_commit_latency_seconds_sum",
             "Total time spent in group commits.",
@@ -348,8 +378,16 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
             MetricKind::Gauge,
             stats.commit_latency_micros_max as f64 / 1e6,
         ),
-        counter("starling_store_duplicates_dropped_total", "Forwarded records at or below their origin's high-water mark.", stats.duplicates_dropped),
-        counter("starling_store_gaps_refused_total", "Forwarded batches refused for a sequence gap.", stats.gaps_refused),
+        counter(
+            "starling_store_duplicates_dropped_total",
+            "Forwarded records at or below their origin's high-water mark.",
+            stats.duplicates_dropped,
+        ),
+        counter(
+            "starling_store_gaps_refused_total",
+            "Forwarded batches refused for a sequence gap.",
+            stats.gaps_refused,
+        ),
     ];
     for (kind, value) in [
         ("write", stats.write_errors),
@@ -357,17 +395,50 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
         ("disk_full", stats.disk_full_errors),
     ] {
         metrics.push(
-            counter("starling_store_errors_total", "Store errors by kind.", value).with_label("kind", kind),
+            counter(
+                "starling_store_errors_total",
+                "Store errors by kind.",
+                value,
+            )
+            .with_label("kind", kind),
         );
     }
     metrics.extend([
-        counter("starling_store_segments_created_total", "Segments created.", stats.segments_created),
-        counter("starling_store_segments_sealed_total", "Segments sealed.", stats.segments_sealed),
-        counter("starling_store_segments_deleted_total", "Segments deleted by retention.", stats.segments_deleted),
-        gauge("starling_store_segments", "Segment files in the store.", stats.num_segments),
-        gauge("starling_store_shards", "Shards in the store.", stats.num_shards),
-        gauge("starling_store_bytes", "Bytes of segment files.", stats.bytes_on_disk),
-        gauge("starling_store_disk_full", "1 while the writer waits for disk space.", u64::from(stats.disk_full)),
+        counter(
+            "starling_store_segments_created_total",
+            "Segments created.",
+            stats.segments_created,
+        ),
+        counter(
+            "starling_store_segments_sealed_total",
+            "Segments sealed.",
+            stats.segments_sealed,
+        ),
+        counter(
+            "starling_store_segments_deleted_total",
+            "Segments deleted by retention.",
+            stats.segments_deleted,
+        ),
+        gauge(
+            "starling_store_segments",
+            "Segment files in the store.",
+            stats.num_segments,
+        ),
+        gauge(
+            "starling_store_shards",
+            "Shards in the store.",
+            stats.num_shards,
+        ),
+        gauge(
+            "starling_store_bytes",
+            "Bytes of segment files.",
+            stats.bytes_on_disk,
+        ),
+        gauge(
+            "starling_store_disk_full",
+            "1 while the writer waits for disk space.",
+            u64::from(stats.disk_full),
+        ),
     ]);
     metrics
 }
@@ -389,7 +460,11 @@ fn log_recovery(report: &crate::store::RecoveryReport) {
     }
 }
 
-fn ingest_config(node_id: &str, config: &Config, spec: &ListenerSpec) -> crate::ingest::IngestConfig {
+fn ingest_config(
+    node_id: &str,
+    config: &Config,
+    spec: &ListenerSpec,
+) -> crate::ingest::IngestConfig {
     // Validated with the configuration; local time is the documented default.
     let zone = spec
         .rfc3164_timezone

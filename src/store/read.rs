@@ -15,7 +15,7 @@ use super::codec;
 use super::error::ReadError;
 use super::index::load_or_rebuild;
 use super::recover::list_segments;
-use super::scan::{read_footer, read_header, Item, Scanner};
+use super::scan::{header_is_blank, read_footer, read_header, Item, Scanner};
 use super::segment::{index_file_name, segment_file_name};
 use super::shardname::read_meta;
 use crate::record::Record;
@@ -265,6 +265,13 @@ impl ShardIter {
             };
             let header = match read_header(&file) {
                 Ok(Ok(h)) => h,
+                // The newest segment, just created by a running writer: nothing in it yet.
+                Ok(Err(_))
+                    if self.next_segment == self.bases.len()
+                        && header_is_blank(&file).unwrap_or(false) =>
+                {
+                    continue;
+                }
                 Ok(Err(reason)) => {
                     self.corrupt(&path, 0, format!("bad segment header: {reason}"));
                     self.expected = None;

@@ -119,6 +119,15 @@ pub fn read_header<R: ReadAt + ?Sized>(src: &R) -> io::Result<Result<SegmentHead
     Ok(SegmentHeader::decode(&b))
 }
 
+/// Whether the header area is blank (all zero, or shorter than a header and zero so far):
+/// the state of a segment whose writer has created the file but not yet written its header,
+/// or that a crash left so. Such a newest segment holds nothing; recovery removes it.
+pub fn header_is_blank<R: ReadAt + ?Sized>(src: &R) -> io::Result<bool> {
+    let mut b = [0u8; SEGMENT_HEADER_BYTES];
+    let n = read_full(src, &mut b, 0)?;
+    Ok(b[..n].iter().all(|&x| x == 0))
+}
+
 /// Reads the footer through the trailer at the end of a sealed segment, without scanning.
 pub fn read_footer<R: ReadAt + ?Sized>(src: &R, nonce: u64) -> io::Result<Option<(u64, Footer)>> {
     let size = src.size()?;
