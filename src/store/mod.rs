@@ -30,7 +30,6 @@ mod verify;
 mod writer;
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -203,9 +202,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io("open lock file", &path, e))?;
-    // SAFETY: flock only reads its integer arguments; the fd is owned by `file`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if !mmap::try_lock_exclusive(&file) {
         return Err(StoreError::Locked {
             path: dir.to_path_buf(),
         });

@@ -289,3 +289,77 @@ fn retention_by_bytes_per_shard_and_total() {
         assert!(verify(dir.path()).unwrap().is_clean());
     }
 }
+
+#[test]
+fn follower_tails_across_rolls_and_new_shards_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        segment_max_bytes: 4096,
+        ..small_config()
+    };
+    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut follower = reader.follow(&ReadOptions::default());
+    assert!(follower.poll().is_empty());
+    let mut seen = Vec::new();
+    for round in 0..6i64 {
+        for i in 0..10 {
+            let source = if round < 3 { "first" } else { "second" };
+            let r = rec(source, "me", 0, round * 100 + i, &"f".repeat(200));
+            store
+                .handle()
+                .blocking_append(vec![r])
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        let got: Vec<_> = follower.poll().into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(got.len(), 10, "round {round}");
+        seen.extend(got.into_iter().map(|r| r.record.origin_seq));
+        // Reading a live store from the same directory works too.
+        let (all, errs) = read_all(dir.path());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(all.len() as i64, (round + 1) * 10);
+    }
+    assert!(
+        store.handle().stats().segments_sealed > 2,
+        "the follower crossed rolls"
+    );
+    store.close().unwrap();
+    assert!(follower.poll().is_empty(), "sealing adds no records");
+    seen.sort();
+    assert_eq!(seen, (1..=60).collect::<Vec<_>>());
+}
+
+#[test]
+fn verify_names_file_and_offset_of_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    for i in 0..3 {
+        store
+            .handle()
+            .blocking_append(vec![rec("v", "me", 0, i, "verify me")])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store.close().unwrap();
+    let clean = verify(dir.path()).unwrap();
+    assert!(clean.is_clean());
+    assert_eq!(clean.shards[0].num_records, 3);
+    assert!(
+        clean.to_string().contains("\"v\": 3 records in 1 segments"),
+        "{clean}"
+    );
+    let seg = dir.path().join("s-v").join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[64 + 100] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.num_problems(), 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("{} at offset 64: ", seg.display())),
+        "{text}"
+    );
+}
