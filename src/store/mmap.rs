@@ -12,14 +12,16 @@ use std::os::fd::AsRawFd;
 
 use memmap2::{MmapMut, MmapOptions};
 
-/// Maps the first `len` bytes of `file` read-write. The caller guarantees the file is at
-/// least `len` bytes long with all blocks allocated, and that nothing truncates it while the
-/// map lives (the writer holds the data directory lock).
+/// Maps `len` bytes of `file` read-write. The map may extend past the end of the file: the
+/// caller (`ActiveSegment`) only ever touches bytes below the size it reserved with
+/// `fallocate`, and nothing truncates the file while the map lives (the writer holds the data
+/// directory lock).
 pub fn map_segment(file: &File, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: the file is fully allocated to `len` bytes (fallocate, not set_len), so page
-    // faults never need new blocks (no SIGBUS on ENOSPC); only the writer thread, which owns
-    // this map, ever truncates segment files, and it drops the map first; the data directory
-    // lock keeps other Starling writers out. Readers use pread and never shrink files.
+    // SAFETY: the writer touches only bytes below the file's fallocate'd size (never beyond
+    // EOF, never a sparse hole), so page faults never need new blocks (no SIGBUS on ENOSPC);
+    // only the writer thread, which owns this map, ever truncates segment files, and it drops
+    // the map first; the data directory lock keeps other Starling writers out. Readers use
+    // pread and never shrink files.
     let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
     // No readahead: pages are only ever written, and reading ahead over unwritten extents
     // costs a zero-fill of memory that is then overwritten.

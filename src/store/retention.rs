@@ -92,7 +92,7 @@ pub fn apply(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, cou
             }
         }
     }
-    let active_bytes = |s: &Shard| s.active.as_ref().map_or(0, |a| a.header.preallocated);
+    let active_bytes = |s: &Shard| s.active.as_ref().map_or(0, |a| a.allocated());
     let mut total = 0u64;
     for shard in shards.iter_mut() {
         let mut bytes = active_bytes(shard);

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::active::{ActiveSegment, CreateError};
+use super::active::{ActiveSegment, Appended, CreateError};
 use super::codec::encoded_len;
 use super::error::StoreError;
 use super::fileops::FileOps;
@@ -392,14 +392,8 @@ impl Writer {
                         }
                     }
                     Err(CreateError::NoSpace(e)) => {
-                        let c = &self.shared.counters;
-                        if self.retry_at.is_none() {
-                            Counters::add(&c.disk_full_errors, 1);
-                            c.disk_full.store(1, Ordering::Relaxed);
-                            tracing::warn!(dir = %shard.dir.display(), error = %e, "disk full: cannot allocate a segment, appends wait");
-                            self.run_retention();
-                        }
-                        self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
+                        let dir = shard.dir.clone();
+                        self.disk_full(&dir, &e);
                         return Ok(false);
                     }
                     Err(CreateError::Io(e)) => {
@@ -410,14 +404,27 @@ impl Writer {
             }
             let shard = &mut self.shards[idx];
             let active = shard.active.as_mut().expect("active segment just ensured");
-            match active.append(record, enc) {
-                Some(seq) => {
+            match active.append(record, enc, self.ops.as_ref()) {
+                Appended::Stored(seq) => {
                     shard.next_seq = seq + 1;
                     shard.note_origin(&record.origin, record.origin_seq);
                     shard.dirty = true;
+                    if self.retry_at.take().is_some() {
+                        self.shared.counters.disk_full.store(0, Ordering::Relaxed);
+                    }
                     return Ok(true);
                 }
-                None => self.seal_active(idx)?,
+                Appended::Full => self.seal_active(idx)?,
+                Appended::NoSpace(e) => {
+                    let dir = shard.dir.clone();
+                    self.disk_full(&dir, &e);
+                    return Ok(false);
+                }
+                Appended::Failed(e) => {
+                    Counters::add(&self.shared.counters.write_errors, 1);
+                    let path = active.path.clone();
+                    return Err(self.poison(idx, path, e));
+                }
             }
         }
         Err(StoreError::io(
@@ -425,6 +432,18 @@ impl Writer {
             self.shards[idx].dir.clone(),
             std::io::Error::other("segment roll loop"),
         ))
+    }
+
+    /// Allocation failed with ENOSPC: count it once per episode, run retention, retry later.
+    fn disk_full(&mut self, dir: &std::path::Path, e: &std::io::Error) {
+        if self.retry_at.is_none() {
+            let c = &self.shared.counters;
+            Counters::add(&c.disk_full_errors, 1);
+            c.disk_full.store(1, Ordering::Relaxed);
+            tracing::warn!(dir = %dir.display(), error = %e, "disk full: cannot allocate segment space, appends wait");
+            self.run_retention();
+        }
+        self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
     }
 
     /// Seals the active segment of shard `idx` (or removes it if empty).
