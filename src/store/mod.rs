@@ -124,7 +124,7 @@ impl Store {
             let mut shard = Shard::new(source, shard_dir);
             shard.next_seq = state.next_seq;
             shard.set_hwm(state.hwm);
-            shard.segments = state.segments;
+            shard.set_segments(state.segments);
             shards.push(shard);
         }
         report.num_shards = shards.len();

@@ -164,6 +164,11 @@ fn forwarded_records_are_deduplicated_and_gaps_refused() {
     assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));
     let stats = store.handle().stats();
     assert_eq!((stats.duplicates_dropped, stats.gaps_refused), (6, 1));
+    assert_eq!((stats.num_shards, stats.num_segments), (1, 1));
+    assert!(
+        stats.bytes_on_disk > 0 && stats.appended_records == 15 && stats.commits > 0,
+        "{stats:?}"
+    );
     store.close().unwrap();
     let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
     assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));

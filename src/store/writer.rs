@@ -95,6 +95,7 @@ impl Writer {
         }
         *shared.durable_hwm.lock().unwrap_or_else(|p| p.into_inner()) = hwm.clone();
         Counters::add(&shared.counters.num_shards, shards.len() as u64);
+        retention::gauges(&shards, &shared.counters);
         Writer {
             dir,
             config,
@@ -465,6 +466,7 @@ impl Writer {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
+                shard.sealed_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
                 Counters::add(&c.segments_sealed, 1);
                 self.run_retention();
                 Ok(())
@@ -490,7 +492,7 @@ impl Writer {
             Ok(state) => {
                 shard.next_seq = state.next_seq;
                 shard.set_hwm(state.hwm);
-                shard.segments = state.segments;
+                shard.set_segments(state.segments);
             }
             Err(e) => {
                 tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed")
@@ -543,6 +545,7 @@ impl Writer {
         for p in self.pending.drain(..) {
             let _ = p.ticket.send(p.outcome);
         }
+        retention::gauges(&self.shards, &self.shared.counters);
         let c = &self.shared.counters;
         let micros = started.elapsed().as_micros() as u64;
         Counters::add(&c.commits, 1);
