@@ -95,8 +95,7 @@ impl ActiveSegment {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(io)?;
         let allocated = FIRST_STEP.min(capacity);

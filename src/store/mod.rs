@@ -119,12 +119,26 @@ impl Store {
         for (source, shard_dir) in
             read::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
         {
-            let state = recover::recover_shard(&shard_dir, ops.as_ref(), &mut report)
-                .map_err(|e| StoreError::io("recover shard", &shard_dir, e))?;
+            let recovered = recover::recover_shard(&shard_dir, ops.as_ref(), &mut report);
             let mut shard = Shard::new(source, shard_dir);
-            shard.next_seq = state.next_seq;
-            shard.set_hwm(state.hwm);
-            shard.set_segments(state.segments);
+            match recovered {
+                Ok(state) => {
+                    shard.next_seq = state.next_seq;
+                    shard.set_hwm(state.hwm);
+                    shard.set_segments(state.segments);
+                }
+                // One unreadable shard never stops the store: it is reported and fenced off.
+                Err(e) => {
+                    let reason = format!("cannot recover shard: {e}");
+                    report.problems.push(Problem {
+                        file: shard.dir.clone(),
+                        offset: 0,
+                        seqs: None,
+                        reason: reason.clone(),
+                    });
+                    shard.broken = Some(reason);
+                }
+            }
             shards.push(shard);
         }
         report.num_shards = shards.len();

@@ -23,6 +23,9 @@ pub struct Shard {
     pub sealed_info: HashMap<u64, (u64, i64)>,
     /// Bytes of the sealed segments on disk.
     pub sealed_bytes: u64,
+    /// Recovery of this shard failed (I/O error): appends to it fail instead of risking
+    /// its files.
+    pub broken: Option<String>,
     pub dirty: bool,
     /// Cache of the last origin noted and its highest seq, folded into `hwm` on change, so
     /// a run of records from one origin costs no hashing.
@@ -42,6 +45,7 @@ impl Shard {
             segments: Vec::new(),
             sealed_info: HashMap::new(),
             sealed_bytes: 0,
+            broken: None,
             dirty: false,
             last_origin: None,
         }

@@ -368,3 +368,49 @@ fn verify_names_file_and_offset_of_each_problem() {
         "{text}"
     );
 }
+
+#[test]
+fn an_unrecoverable_shard_is_reported_and_fenced_off_without_stopping_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    for source in ["good", "bad"] {
+        store
+            .handle()
+            .blocking_append(vec![rec(source, "me", 0, 1, "x")])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store.close().unwrap();
+    // A directory where a segment file should be: every open of it fails.
+    std::fs::create_dir(dir.path().join("s-bad").join("00000000000000000009.seg")).unwrap();
+    let (store, report) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].reason.contains("cannot recover shard"),
+        "{report:?}"
+    );
+    let h = store.handle();
+    assert!(h
+        .blocking_append(vec![rec("bad", "me", 0, 2, "y")])
+        .unwrap()
+        .wait_durable()
+        .is_err());
+    let o = h
+        .blocking_append(vec![rec("good", "me", 0, 3, "z")])
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(o.num_stored, 1);
+    store.close().unwrap();
+    let bad_files: Vec<_> = std::fs::read_dir(dir.path().join("s-bad"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        bad_files.len(),
+        4,
+        "nothing in the fenced shard was touched: {bad_files:?}"
+    );
+}

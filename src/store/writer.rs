@@ -352,6 +352,13 @@ impl Writer {
         record: &Record,
         enc: usize,
     ) -> Result<bool, StoreError> {
+        if let Some(reason) = &self.shards[idx].broken {
+            return Err(StoreError::io(
+                "append to",
+                self.shards[idx].dir.clone(),
+                std::io::Error::other(reason.clone()),
+            ));
+        }
         let run_starts = self.open_frame != Some(idx);
         if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
             if let Some(a) = self.shards[prev].active.as_mut() {
@@ -495,7 +502,8 @@ impl Writer {
                 shard.set_segments(state.segments);
             }
             Err(e) => {
-                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed")
+                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed");
+                shard.broken = Some(format!("cannot recover shard after a sync failure: {e}"));
             }
         }
         for p in &report.problems {
