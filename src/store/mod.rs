@@ -116,11 +116,32 @@ impl Store {
         let lock = lock_dir(dir)?;
         let mut report = RecoveryReport::default();
         let mut shards = Vec::new();
+        // Scan every shard's tail first, so holes across shards can be cut, then seal.
+        let mut scanned = Vec::new();
         for (source, shard_dir) in
             read::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
         {
-            let recovered = recover::recover_shard(&shard_dir, ops.as_ref(), &mut report);
-            let mut shard = Shard::new(source, shard_dir);
+            let scan = recover::scan_shard(&shard_dir, ops.as_ref(), &mut report);
+            scanned.push((Shard::new(source, shard_dir), scan));
+        }
+        let mut scans: Vec<recover::ShardScan> = Vec::new();
+        let mut slots = Vec::new();
+        for (shard, scan) in scanned {
+            match scan {
+                Ok(s) => {
+                    slots.push((shard, Ok(scans.len())));
+                    scans.push(s);
+                }
+                Err(e) => slots.push((shard, Err(e))),
+            }
+        }
+        recover::cut_holes(&mut scans);
+        let mut scans: Vec<Option<recover::ShardScan>> = scans.into_iter().map(Some).collect();
+        for (mut shard, slot) in slots {
+            let recovered = slot.and_then(|i| {
+                let scan = scans[i].take().expect("each scan is finished once");
+                recover::finish_shard(scan, ops.as_ref(), &mut report)
+            });
             match recovered {
                 Ok(state) => {
                     shard.next_seq = state.next_seq;

@@ -66,6 +66,9 @@ pub(crate) struct Writer {
     /// closed in the order their records were processed, so a crash of the process leaves on
     /// disk exactly a prefix of what was written (per origin: no holes).
     open_frame: Option<usize>,
+    /// Set by a sync failure: seal every active segment at the next loop turn, so that a
+    /// hole the failure may have left lies below every shard's sealed high-water mark.
+    seal_all: bool,
 }
 
 fn now_micros() -> i64 {
@@ -114,6 +117,7 @@ impl Writer {
             scratch: Vec::new(),
             keep: Vec::new(),
             open_frame: None,
+            seal_all: false,
         }
     }
 
@@ -157,6 +161,16 @@ impl Writer {
             }
             let dirty = !self.pending.is_empty() || self.unsynced_bytes > 0;
             if dirty && self.last_commit.elapsed() >= self.config.commit_max_delay {
+                self.commit();
+            }
+            if self.seal_all && self.current.is_none() {
+                self.seal_all = false;
+                self.open_frame = None;
+                for idx in 0..self.shards.len() {
+                    if let Err(e) = self.seal_active(idx) {
+                        tracing::error!(error = %e, "sealing after a sync failure failed");
+                    }
+                }
                 self.commit();
             }
             if Instant::now() >= self.next_retention {
@@ -456,6 +470,9 @@ impl Writer {
 
     /// Seals the active segment of shard `idx` (or removes it if empty).
     fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
+        // Everything written before the seal becomes durable first, so a sealed segment never
+        // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
+        self.sync_dirty(Some(idx));
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
             return Ok(());
@@ -487,6 +504,7 @@ impl Writer {
     fn poison(&mut self, idx: usize, path: PathBuf, err: std::io::Error) -> StoreError {
         Counters::add(&self.shared.counters.sync_errors, 1);
         tracing::error!(file = %path.display(), error = %err, "segment write or sync failed; poisoning and recovering the shard");
+        self.seal_all = true;
         let error = StoreError::SyncFailed {
             path,
             source: Arc::new(err),
@@ -526,10 +544,12 @@ impl Writer {
         error
     }
 
-    /// Group commit: make every dirty shard durable, then resolve tickets.
-    pub fn commit(&mut self) {
-        let started = Instant::now();
+    /// Makes every dirty shard but `except` durable (poisoning those that fail).
+    fn sync_dirty(&mut self, except: Option<usize>) {
         for idx in 0..self.shards.len() {
+            if Some(idx) == except {
+                continue;
+            }
             let shard = &mut self.shards[idx];
             if !shard.dirty {
                 continue;
@@ -543,6 +563,12 @@ impl Writer {
                 self.poison(idx, path, e);
             }
         }
+    }
+
+    /// Group commit: make every dirty shard durable, then resolve tickets.
+    pub fn commit(&mut self) {
+        let started = Instant::now();
+        self.sync_dirty(None);
         if self.current.is_none() {
             self.shared
                 .durable_hwm
