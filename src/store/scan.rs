@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
@@ -47,32 +46,7 @@ impl ReadAt for File {
         Ok(self.metadata()?.len())
     }
     fn data_region(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        let size = self.size()?;
-        if offset >= size {
-            return Ok(None);
-        }
-        let Ok(off) = i64::try_from(offset) else {
-            return Ok(None);
-        };
-        // SAFETY: lseek only reads its integer arguments; the fd is owned by `self`. The file
-        // position it moves is never used (all reads are positional).
-        let data = unsafe { libc::lseek(self.as_raw_fd(), off, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENXIO) => Ok(None),
-                Some(libc::EINVAL) => Ok(Some((offset, size))),
-                _ => Err(err),
-            };
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(self.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 {
-            size
-        } else {
-            (hole as u64).min(size)
-        };
-        Ok(Some((data as u64, end)))
+        super::mmap::data_region(self, offset, self.size()?)
     }
 }
 
@@ -117,15 +91,6 @@ pub fn read_header<R: ReadAt + ?Sized>(src: &R) -> io::Result<Result<SegmentHead
         )));
     }
     Ok(SegmentHeader::decode(&b))
-}
-
-/// Whether the header area is blank (all zero, or shorter than a header and zero so far):
-/// the state of a segment whose writer has created the file but not yet written its header,
-/// or that a crash left so. Such a newest segment holds nothing; recovery removes it.
-pub fn header_is_blank<R: ReadAt + ?Sized>(src: &R) -> io::Result<bool> {
-    let mut b = [0u8; SEGMENT_HEADER_BYTES];
-    let n = read_full(src, &mut b, 0)?;
-    Ok(b[..n].iter().all(|&x| x == 0))
 }
 
 /// Reads the footer through the trailer at the end of a sealed segment, without scanning.

@@ -12,7 +12,7 @@ use super::codec;
 use super::error::StoreError;
 use super::problem::Problem;
 use super::recover::list_segments;
-use super::scan::{header_is_blank, read_header, Item, Scanner};
+use super::scan::{read_header, Item, Scanner};
 use super::segment::segment_file_name;
 use super::shardname::read_meta;
 
@@ -155,11 +155,8 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
         };
         let header = match read_header(&file) {
             Ok(Ok(h)) => h,
-            // The newest segment, just created by a running writer (or left so by a crash,
-            // which recovery cleans up): nothing in it yet, no damage.
-            Ok(Err(_)) if i + 1 == bases.len() && header_is_blank(&file).unwrap_or(false) => {
-                continue;
-            }
+            // The newest segment of a live writer, header not written yet.
+            Ok(Err(_)) if last && super::read::is_blank(&file) => continue,
             Ok(Err(reason)) => {
                 out.problems.push(problem(
                     &path,
