@@ -155,7 +155,22 @@ fn decide_hostname(body: &str, has_timestamp: bool) -> HostDecision<'_> {
             return HostDecision::Absent(body);
         }
     }
-    HostDecision::Undecided
+    if token.is_empty() || token.chars().all(is_hostname_char) {
+        return HostDecision::Undecided;
+    }
+    // Not a host name (`%bzorp`, `#001`, `{"json"`): a program-like word is the TAG, anything
+    // else starts the MSG.
+    match token.chars().next() {
+        Some(first) if first.is_alphanumeric() || first == '%' || first == '#' => {
+            HostDecision::Absent(body)
+        }
+        _ => HostDecision::MessageOnly(body),
+    }
+}
+
+/// Letters and digits of any script, and `.-_:/` (IPv6, relayed `host1/host2`).
+fn is_hostname_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/')
 }
 
 /// The first word is a TAG by its form: `name:` or `name[pid]` (with or without the colon).
