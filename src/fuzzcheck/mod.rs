@@ -5,5 +5,6 @@
 
 pub mod forward;
 pub mod framing;
+pub mod journal;
 pub mod parse;
 pub mod segment;

@@ -10,6 +10,7 @@ fn check_for(target: &str) -> Option<fn(&[u8])> {
         "parse" => Some(starling::fuzzcheck::parse::check),
         "forward" => Some(starling::fuzzcheck::forward::check),
         "framing" => Some(starling::fuzzcheck::framing::check),
+        "journal_export" => Some(starling::fuzzcheck::journal::check),
         "segment" => Some(starling::fuzzcheck::segment::segment),
         _ => None,
     }

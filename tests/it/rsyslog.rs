@@ -231,3 +231,37 @@ fn rsyslog_guide_queued_snippet_survives_a_starling_restart() {
         "rfc5424",
     );
 }
+
+/// The guide's `imjournal` route: reading the journal needs a running journald, which the
+/// test machine (a container) does not have, so rsyslog checks the snippet's configuration
+/// (`rsyslogd -N1`: modules load, every parameter is known) instead of running it.
+#[test]
+fn rsyslog_guide_imjournal_snippet_is_a_valid_rsyslog_configuration() {
+    let name = "rsyslog-imjournal";
+    if !have_program("rsyslogd", name) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("rsyslog.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "global(workDirectory=\"{}\")\n{}",
+            work.path().display(),
+            with_port(&snippet(GUIDE, name), 5514)
+        ),
+    )
+    .unwrap();
+    let output = Command::new("rsyslogd")
+        .arg("-N1")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rsyslogd -N1 refused the snippet: {stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+}
