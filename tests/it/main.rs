@@ -6,6 +6,7 @@ mod collector;
 mod conformance_e2e;
 mod conformance_parse;
 mod fuzz_regressions;
+mod hostile;
 mod journald;
 mod rsyslog;
 mod sandbox;

@@ -184,6 +184,24 @@ impl Node {
         self.stderr_text.lock().unwrap().clone()
     }
 
+    /// Resident memory of the node process in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("node running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib * 1024)
+    }
+
     pub fn is_running(&mut self) -> bool {
         !self.exited()
     }
