@@ -58,6 +58,8 @@ pub struct Node {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    pub gossip: Option<SocketAddr>,
+    pub forward: Option<SocketAddr>,
     pub extra_args: Vec<String>,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_text: Arc<Mutex<String>>,
@@ -75,6 +77,8 @@ impl Node {
             udp: None,
             tcp: None,
             api: None,
+            gossip: None,
+            forward: None,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
             stdout_lines: Arc::default(),
             stderr_text: Arc::default(),
@@ -150,6 +154,8 @@ impl Node {
         self.udp = find("syslog-udp");
         self.tcp = find("syslog-tcp");
         self.api = find("api");
+        self.gossip = find("gossip");
+        self.forward = find("forward");
     }
 
     fn exited(&mut self) -> bool {
@@ -172,10 +178,21 @@ impl Node {
         !self.exited()
     }
 
+    /// The running process's id.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     /// SIGTERM, then waits (at most `timeout`) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        send_signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own; kills it past that.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("node running");
-        send_signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -184,7 +201,7 @@ impl Node {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("node did not exit within {timeout:?} of SIGTERM; stderr: {}", self.stderr());
+                panic!("node did not exit within {timeout:?}; stderr: {}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -206,6 +223,13 @@ impl Node {
     /// The body of `GET /metrics`.
     pub fn metrics(&self) -> String {
         http_get(self.api.expect("api address"), "/metrics")
+    }
+
+    /// The body of `GET /v1/status`, parsed.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn status(&self) -> Value {
+        let body = http_get(self.api.expect("api address"), "/v1/status");
+        serde_json::from_str(&body).unwrap_or_else(|error| panic!("status {body:?}: {error}"))
     }
 
     /// The value of one metric line (exact name including labels), 0 if absent.
