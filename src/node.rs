@@ -229,7 +229,11 @@ impl Node {
                     extra
                 })
                 .with_status(cluster.status_fn());
-            let router = crate::api::router(state).merge(crate::journal_upload::router(upload));
+            let mut router =
+                crate::api::router(state).merge(crate::journal_upload::router(upload));
+            if let Some(faults) = cluster.fault_router() {
+                router = router.merge(faults);
+            }
             let cancel = api_cancel.clone();
             api_task = Some(tokio::spawn(async move {
                 if let Err(error) = crate::api::serve_router(listener, router, cancel).await {

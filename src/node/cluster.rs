@@ -2,7 +2,8 @@
 //! server answers only while this node is master), ships this node's own records to the
 //! master (the forwarder idles while this node is master), publishes spool size and forward
 //! lag, closes the spool gate when the unforwarded backlog passes `spool-max-bytes`, and
-//! leaves the cluster cleanly on shutdown.
+//! leaves the cluster cleanly on shutdown. With `STARLING_FAULT_INJECTION=1` in the
+//! environment (tests only) it also serves `POST /debug/gossip-faults` to partition the node.
 //!
 //! One store per node: the listeners append with this node's origin and the store assigns the
 //! sequences; that store is the node's spool, and while the node is master it is also the
@@ -21,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::status::Status;
-use crate::cluster::{ClusterConfig, ClusterHandle, ClusterTiming, ClusterView};
+use crate::cluster::{ClusterConfig, ClusterHandle, ClusterTiming, ClusterView, GossipFaults};
 use crate::config::ClusterSection;
 use crate::forward::client::{ForwarderConfig, ForwarderStats};
 use crate::forward::server::{ServerConfig, ServerContext, ServerStats};
@@ -35,6 +36,10 @@ const MEASURE_INTERVAL: Duration = Duration::from_millis(250);
 const PUBLISH_EVERY: u32 = 4;
 /// The spool gate opens again once the backlog is below this fraction of the bound.
 const GATE_REOPEN_FRACTION: f64 = 0.9;
+
+/// Set to `1` to serve `POST /debug/gossip-faults` (body `isolate` or `heal`): lets tests
+/// partition a running node. Off by default; never set it in production.
+pub const FAULT_INJECTION_ENV: &str = "STARLING_FAULT_INJECTION";
 
 /// What the cluster side needs from the node.
 pub(super) struct ClusterStart<'a> {
@@ -73,6 +78,8 @@ pub(super) struct NodeCluster {
     forward_cancel: CancellationToken,
     server_task: JoinHandle<()>,
     forwarder_task: JoinHandle<()>,
+    /// Present when fault injection is enabled.
+    faults: Option<GossipFaults>,
 }
 
 impl NodeCluster {
@@ -105,23 +112,27 @@ impl NodeCluster {
                 addr
             }
         };
-        let handle = crate::cluster::start(ClusterConfig {
-            node_id: start.node_id.to_string(),
-            cluster_id: section.cluster_id.clone(),
-            gossip_listen,
-            gossip_advertise,
-            seeds: section.seeds.clone(),
-            priority: section.priority,
-            may_be_master: section.may_be_master,
-            forward_addr: advertised(forward_addr),
-            // Without an API the address is published as 0.0.0.0:0 (nothing to query).
-            api_addr: advertised(
-                start
-                    .api_addr
-                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
-            ),
-            timing: ClusterTiming::default(),
-        })
+        let faults = GossipFaults::new();
+        let handle = crate::cluster::start_with_faults(
+            ClusterConfig {
+                node_id: start.node_id.to_string(),
+                cluster_id: section.cluster_id.clone(),
+                gossip_listen,
+                gossip_advertise,
+                seeds: section.seeds.clone(),
+                priority: section.priority,
+                may_be_master: section.may_be_master,
+                forward_addr: advertised(forward_addr),
+                // Without an API the address is published as 0.0.0.0:0 (nothing to query).
+                api_addr: advertised(
+                    start
+                        .api_addr
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                ),
+                timing: ClusterTiming::default(),
+            },
+            faults.clone(),
+        )
         .await
         .context("cannot join the cluster")?;
         let handle = Arc::new(handle);
@@ -188,7 +199,34 @@ impl NodeCluster {
             forward_cancel,
             server_task,
             forwarder_task,
+            faults: (std::env::var(FAULT_INJECTION_ENV).as_deref() == Ok("1")).then_some(faults),
         })
+    }
+
+    /// `POST /debug/gossip-faults` when fault injection is enabled (see `FAULT_INJECTION_ENV`).
+    pub(super) fn fault_router(&self) -> Option<axum::Router> {
+        let faults = self.faults.clone()?;
+        tracing::warn!(
+            "fault injection enabled: POST /debug/gossip-faults can partition this node"
+        );
+        let handler = move |body: String| {
+            let faults = faults.clone();
+            async move {
+                match body.trim() {
+                    "isolate" => faults.isolate(),
+                    "heal" => faults.heal(),
+                    other => {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            format!("unknown fault {other:?}: use isolate or heal\n"),
+                        )
+                    }
+                }
+                tracing::warn!(fault = body.trim(), "gossip fault injected");
+                (axum::http::StatusCode::OK, "ok\n".to_string())
+            }
+        };
+        Some(axum::Router::new().route("/debug/gossip-faults", axum::routing::post(handler)))
     }
 
     /// `true` while the unforwarded backlog is over `spool-max-bytes`: ingest waits, so TCP

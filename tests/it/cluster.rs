@@ -49,6 +49,10 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with_env(&[])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> Cluster {
         let ports: Vec<u16> = (0..NUM_NODES).map(|_| free_udp_port()).collect();
         let nodes = (0..NUM_NODES)
             .map(|index| {
@@ -65,7 +69,7 @@ impl Cluster {
                     }
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Node::start(&args)
+                Node::start_with_env(&args, env)
             })
             .collect();
         Cluster { nodes }
@@ -327,16 +331,32 @@ fn three_nodes_elect_one_master_and_store_every_record_once() {
         )
     });
     println!("nodes started in {all_started:?}; one master ({master}) agreed after {elected:?}");
-    for node in &cluster.nodes {
+    // Every node sees every member alive, with its addresses.
+    let complete = |node: &Node| {
         let status = node.status();
-        let members = status["members"].as_array().expect("members");
-        assert_eq!(members.len(), NUM_NODES, "{status}");
-        for member in members {
-            assert_eq!(member["alive"], true, "{status}");
-            assert!(member["forward_addr"].is_string() && member["api_addr"].is_string());
-            assert!(member["generation"].as_u64().unwrap() > 0);
-        }
-    }
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        members.len() == NUM_NODES
+            && members.iter().all(|member| {
+                member["alive"] == true
+                    && member["forward_addr"].is_string()
+                    && member["api_addr"].is_string()
+                    && member["generation"]
+                        .as_u64()
+                        .is_some_and(|generation| generation > 0)
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || cluster
+            .nodes
+            .iter()
+            .all(complete)),
+        "members not all alive in every view: {:?}",
+        cluster.nodes.iter().map(Node::status).collect::<Vec<_>>()
+    );
+    println!(
+        "every node sees three live members after {:?}",
+        started.elapsed()
+    );
 
     let tag = "exactly-once";
     let mut expected = BTreeMap::new();
@@ -627,4 +647,82 @@ fn forwarder_restarted_mid_stream_resumes_without_loss_or_duplicates() {
         .metric("starling_forward_lag_records")
         == 0.0));
     assert!(forwarder_node.metric("starling_forward_sessions_total") >= 1.0);
+}
+
+/// Asks node `index` to drop all of its gossip (`isolate`) or none (`heal`).
+fn gossip_fault(node: &Node, fault: &str) {
+    let url = format!("http://{}/debug/gossip-faults", node.api.unwrap());
+    let response = ureq::post(&url)
+        .send(fault)
+        .unwrap_or_else(|error| panic!("POST {url}: {error}"));
+    assert_eq!(response.status(), 200);
+}
+
+#[test]
+fn partition_keeps_both_sides_storing_and_heals_into_one_union() {
+    let _serial = serial();
+    let cluster = Cluster::start_with_env(&[("STARLING_FAULT_INJECTION", "1")]);
+    let old_master = cluster
+        .wait_for_master(&cluster.all(), WAIT)
+        .unwrap_or_else(|| panic!("no master\n{}", cluster.stderr_dump()));
+    let alone = cluster.index_of(&old_master);
+    let others: Vec<usize> = (0..NUM_NODES).filter(|index| *index != alone).collect();
+
+    // {master} | {the two others}: the majority side elects its own master.
+    gossip_fault(&cluster.nodes[alone], "isolate");
+    let isolated = Instant::now();
+    let other_master = cluster
+        .wait_for_new_master(&others, &old_master)
+        .unwrap_or_else(|| panic!("the majority elected no master\n{}", cluster.stderr_dump()));
+    println!(
+        "partition: {other_master} elected on the majority side after {:?}",
+        isolated.elapsed()
+    );
+    assert_eq!(
+        master_of(&cluster.nodes[alone]).as_deref(),
+        Some(old_master.as_str())
+    );
+
+    // Senders on both sides; each side's master stores them.
+    let tag = "partition";
+    let follower = *others
+        .iter()
+        .find(|index| node_id(**index) != other_master)
+        .unwrap();
+    let mut expected = BTreeMap::new();
+    for index in [alone, follower] {
+        send_tcp(
+            cluster.nodes[index].tcp.unwrap(),
+            (0..2000).map(|i| message(tag, &host(index), i)),
+        );
+        expect_messages(&mut expected, tag, index, 0..2000);
+    }
+    let other_master_node = &cluster.nodes[cluster.index_of(&other_master)];
+    assert!(wait_until(WAIT, || count_tagged(
+        &cluster.nodes[alone],
+        tag
+    ) >= 2000));
+    assert!(
+        wait_until(WAIT, || count_tagged(other_master_node, tag) >= 2000),
+        "the majority side's master does not store\n{}",
+        cluster.stderr_dump()
+    );
+
+    gossip_fault(&cluster.nodes[alone], "heal");
+    let healed = Instant::now();
+    let mut master = None;
+    wait_until(WAIT, || {
+        master = cluster.agreed_master(&cluster.all());
+        master.is_some()
+    });
+    let master =
+        master.unwrap_or_else(|| panic!("no single master after heal\n{}", cluster.stderr_dump()));
+    println!("healed: one master ({master}) after {:?}", healed.elapsed());
+    let master_node = &cluster.nodes[cluster.index_of(&master)];
+    assert!(
+        wait_until(WAIT, || count_tagged(master_node, tag) >= expected.len()),
+        "the surviving master did not get the union\n{}",
+        cluster.stderr_dump()
+    );
+    assert_exactly_once(master_node, tag, &expected);
 }

@@ -61,6 +61,8 @@ pub struct Node {
     pub gossip: Option<SocketAddr>,
     pub forward: Option<SocketAddr>,
     pub extra_args: Vec<String>,
+    /// Environment variables set for the process.
+    pub extra_env: Vec<(String, String)>,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_text: Arc<Mutex<String>>,
 }
@@ -68,6 +70,11 @@ pub struct Node {
 impl Node {
     /// Starts a single node with UDP, TCP and the API on 127.0.0.1:0 plus `args`.
     pub fn start(args: &[&str]) -> Node {
+        Node::start_with_env(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         let work = tempfile::tempdir().expect("temp dir");
         let data_dir = work.path().join("data");
         let mut node = Node {
@@ -80,6 +87,7 @@ impl Node {
             gossip: None,
             forward: None,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
+            extra_env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
             stdout_lines: Arc::default(),
             stderr_text: Arc::default(),
         };
@@ -98,6 +106,7 @@ impl Node {
         let mut command = Command::new(starling_bin());
         command.current_dir(self.work.path()).arg("run").arg("--data-dir").arg(&self.data_dir);
         command.env("RUST_LOG", "info");
+        command.envs(self.extra_env.iter().map(|(key, value)| (key, value)));
         for (flag, default) in [
             ("--node-id", "test-node"),
             ("--syslog-udp", "127.0.0.1:0"),
