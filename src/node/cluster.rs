@@ -34,6 +34,8 @@ use crate::telemetry::{ExternalMetric, MetricKind};
 const MEASURE_INTERVAL: Duration = Duration::from_millis(250);
 /// Every this many measurements, they are published in gossip (every change is gossiped).
 const PUBLISH_EVERY: u32 = 4;
+/// Longest wait between two attempts to reach the master.
+const FORWARD_RETRY_MAX: Duration = Duration::from_millis(500);
 /// The spool gate opens again once the backlog is below this fraction of the bound.
 const GATE_REOPEN_FRACTION: f64 = 0.9;
 
@@ -159,7 +161,7 @@ impl NodeCluster {
         let forwarder = crate::forward::client::run(
             spool,
             handle.watch(),
-            ForwarderConfig::new(section.cluster_id.clone(), start.node_id),
+            forwarder_config(&section.cluster_id, start.node_id),
             forwarder_stats.clone(),
             forward_cancel.clone(),
         );
@@ -285,6 +287,15 @@ impl NodeCluster {
             tracing::warn!("the forwarder did not stop in time");
         }
     }
+}
+
+/// The forwarder's settings: the defaults, with retries capped at `FORWARD_RETRY_MAX` so a
+/// forwarder that reached a new master before it took over (peers detect a death at slightly
+/// different times and it answers "not master" meanwhile) connects soon after it does.
+fn forwarder_config(cluster_id: &str, node_id: &str) -> ForwarderConfig {
+    let mut config = ForwarderConfig::new(cluster_id, node_id);
+    config.retry_max = config.retry_max.min(FORWARD_RETRY_MAX);
+    config
 }
 
 /// Waits while the spool gate is closed, unless `drain` fired (shutdown stores what it read).
