@@ -9,6 +9,7 @@
 //! and no file format; it only wires the pieces below it.
 
 mod cluster;
+mod spool_gate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -322,15 +323,16 @@ async fn ingest_loop(
     store: StoreHandle,
     tickets_tx: mpsc::Sender<(Transport, AppendTicket)>,
     counters: Arc<NodeCounters>,
-    mut spool_gate: watch::Receiver<bool>,
+    spool_gate: Arc<spool_gate::SpoolGate>,
     drain: CancellationToken,
 ) {
     while let Some(batch) = records_rx.recv().await {
-        cluster::wait_for_spool_room(&mut spool_gate, &drain).await;
+        spool_gate.wait_for_room(&drain).await;
         let Some(transport) = batch.first().map(|record| record.transport) else {
             continue;
         };
         let num_records = batch.len() as u64;
+        spool_gate.appended(batch.iter().map(spool_gate::estimated_bytes).sum());
         match store.append(batch).await {
             Ok(ticket) => {
                 if tickets_tx.send((transport, ticket)).await.is_err() {

@@ -30,14 +30,14 @@ use crate::forward::spool::StoreSpool;
 use crate::store::StoreHandle;
 use crate::telemetry::{ExternalMetric, MetricKind};
 
+use super::spool_gate::SpoolGate;
+
 /// How often spool size and forward lag are measured (and the spool gate re-evaluated).
 const MEASURE_INTERVAL: Duration = Duration::from_millis(250);
 /// Every this many measurements, they are published in gossip (every change is gossiped).
 const PUBLISH_EVERY: u32 = 4;
 /// Longest wait between two attempts to reach the master.
 const FORWARD_RETRY_MAX: Duration = Duration::from_millis(500);
-/// The spool gate opens again once the backlog is below this fraction of the bound.
-const GATE_REOPEN_FRACTION: f64 = 0.9;
 
 /// Set to `1` to serve `POST /debug/gossip-faults` (body `isolate` or `heal`): lets tests
 /// partition a running node. Off by default; never set it in production.
@@ -59,9 +59,6 @@ pub(super) struct Measured {
     spool_bytes: AtomicU64,
     forward_lag: AtomicU64,
     master_changes: AtomicU64,
-    /// 1 while ingest waits for the spool backlog to shrink.
-    spool_full: AtomicU64,
-    spool_full_events: AtomicU64,
 }
 
 /// The running cluster side of a node.
@@ -74,7 +71,7 @@ pub(super) struct NodeCluster {
     measured: Arc<Measured>,
     forwarder_stats: Arc<ForwarderStats>,
     server_stats: Arc<ServerStats>,
-    spool_gate: watch::Receiver<bool>,
+    spool_gate: Arc<SpoolGate>,
     measure_cancel: CancellationToken,
     measure_task: JoinHandle<()>,
     forward_cancel: CancellationToken,
@@ -172,7 +169,7 @@ impl NodeCluster {
         });
 
         let measured = Arc::new(Measured::default());
-        let (gate_tx, spool_gate) = watch::channel(false);
+        let spool_gate = Arc::new(SpoolGate::new(section.spool_max_bytes));
         let measure_cancel = CancellationToken::new();
         let measure_task = tokio::spawn(
             Measurer {
@@ -181,8 +178,7 @@ impl NodeCluster {
                 origin: start.node_id.to_string(),
                 forwarder_stats: forwarder_stats.clone(),
                 measured: measured.clone(),
-                gate_tx,
-                spool_max_bytes: section.spool_max_bytes,
+                spool_gate: spool_gate.clone(),
             }
             .run(measure_cancel.clone()),
         );
@@ -231,9 +227,9 @@ impl NodeCluster {
         Some(axum::Router::new().route("/debug/gossip-faults", axum::routing::post(handler)))
     }
 
-    /// `true` while the unforwarded backlog is over `spool-max-bytes`: ingest waits, so TCP
+    /// Closed while the unforwarded backlog is over `spool-max-bytes`: ingest waits, so TCP
     /// senders are pushed back and UDP datagrams are dropped (and counted) by the listeners.
-    pub(super) fn spool_gate(&self) -> watch::Receiver<bool> {
+    pub(super) fn spool_gate(&self) -> Arc<SpoolGate> {
         self.spool_gate.clone()
     }
 
@@ -250,7 +246,8 @@ impl NodeCluster {
         let measured = self.measured.clone();
         let forwarder = self.forwarder_stats.clone();
         let server = self.server_stats.clone();
-        move || cluster_metrics(&view.borrow(), &measured, &forwarder, &server)
+        let gate = self.spool_gate.clone();
+        move || cluster_metrics(&view.borrow(), &measured, &gate, &forwarder, &server)
     }
 
     /// Leaves the cluster (peers elect a new master at once if this was it), then stops the
@@ -298,19 +295,6 @@ fn forwarder_config(cluster_id: &str, node_id: &str) -> ForwarderConfig {
     config
 }
 
-/// Waits while the spool gate is closed, unless `drain` fired (shutdown stores what it read).
-pub(super) async fn wait_for_spool_room(
-    gate: &mut watch::Receiver<bool>,
-    drain: &CancellationToken,
-) {
-    while *gate.borrow_and_update() && !drain.is_cancelled() {
-        tokio::select! {
-            _ = drain.cancelled() => return,
-            changed = gate.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 /// Measures spool size and forward lag, publishes them, and drives the spool gate.
 struct Measurer {
     handle: Arc<ClusterHandle>,
@@ -318,8 +302,7 @@ struct Measurer {
     origin: String,
     forwarder_stats: Arc<ForwarderStats>,
     measured: Arc<Measured>,
-    gate_tx: watch::Sender<bool>,
-    spool_max_bytes: u64,
+    spool_gate: Arc<SpoolGate>,
 }
 
 impl Measurer {
@@ -348,30 +331,7 @@ impl Measurer {
             };
             let backlog_bytes =
                 backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);
-            let was_full = *self.gate_tx.borrow();
-            let full = if was_full {
-                backlog_bytes as f64 >= self.spool_max_bytes as f64 * GATE_REOPEN_FRACTION
-            } else {
-                backlog_bytes >= self.spool_max_bytes
-            };
-            if full != was_full {
-                if full {
-                    self.measured
-                        .spool_full_events
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        backlog_bytes,
-                        spool_max_bytes = self.spool_max_bytes,
-                        "spool full: pushing back on senders until the master catches up"
-                    );
-                } else {
-                    tracing::info!(backlog_bytes, "spool has room again");
-                }
-                self.gate_tx.send_replace(full);
-            }
-            self.measured
-                .spool_full
-                .store(u64::from(full), Ordering::Relaxed);
+            self.spool_gate.measured(backlog_bytes, !is_master);
             self.measured
                 .spool_bytes
                 .store(stats.bytes_on_disk, Ordering::Relaxed);
@@ -389,7 +349,7 @@ impl Measurer {
             round = round.wrapping_add(1);
         }
         // Nobody waits on a closed gate after shutdown.
-        self.gate_tx.send_replace(false);
+        self.spool_gate.open();
     }
 }
 
@@ -405,6 +365,7 @@ fn backlog_bytes(forward_lag: u64, appended_bytes: u64, appended_records: u64) -
 fn cluster_metrics(
     view: &ClusterView,
     measured: &Measured,
+    gate: &SpoolGate,
     forwarder: &ForwarderStats,
     server: &ServerStats,
 ) -> Vec<ExternalMetric> {
@@ -457,12 +418,12 @@ fn cluster_metrics(
         gauge(
             "starling_spool_full",
             "1 while ingest waits because the unforwarded backlog passed spool-max-bytes.",
-            load(&measured.spool_full),
+            f64::from(u8::from(gate.is_closed())),
         ),
         counter(
             "starling_spool_full_total",
             "Times the unforwarded backlog passed spool-max-bytes.",
-            load(&measured.spool_full_events),
+            gate.closed_events() as f64,
         ),
     ];
     for (name, help, value) in [
@@ -546,31 +507,5 @@ mod tests {
         assert_eq!(backlog_bytes(0, 1000, 10), 0);
         assert_eq!(backlog_bytes(5, 0, 0), 0);
         assert_eq!(backlog_bytes(5, 1000, 10), 500);
-    }
-
-    #[tokio::test]
-    async fn spool_room_waits_for_the_gate_or_the_drain() {
-        let (gate_tx, mut gate) = watch::channel(true);
-        let drain = CancellationToken::new();
-        let waiter = {
-            let drain = drain.clone();
-            tokio::spawn(async move { wait_for_spool_room(&mut gate, &drain).await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        gate_tx.send_replace(false);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
-
-        let (_gate_tx, mut gate) = watch::channel(true);
-        drain.cancel();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            wait_for_spool_room(&mut gate, &drain),
-        )
-        .await
-        .unwrap();
     }
 }

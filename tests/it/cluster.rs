@@ -726,3 +726,60 @@ fn partition_keeps_both_sides_storing_and_heals_into_one_union() {
     );
     assert_exactly_once(master_node, tag, &expected);
 }
+
+#[test]
+fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
+    let _serial = serial();
+    // A node that may not be master and has none: nothing leaves its spool.
+    let spooler_id = node_id(1);
+    let spooler = Node::start(&[
+        "--node-id",
+        &spooler_id,
+        "--may-be-master",
+        "false",
+        "--spool-max-bytes",
+        "1000000",
+    ]);
+    assert_eq!(spooler.status()["role"], "electing");
+    let tag = "spool-full";
+    let total = 100_000;
+    let sender = Sender::start(spooler.tcp.unwrap(), tag.into(), host(1), total, 0);
+    assert!(
+        wait_until(WAIT, || spooler.metric("starling_spool_full") == 1.0),
+        "the spool gate never closed\n{}",
+        spooler.stderr()
+    );
+    let held_back = count_tagged(&spooler, tag);
+    assert!(held_back < total, "everything was stored despite the bound");
+    assert!(wait_until(WAIT, || spooler.metric("starling_forward_lag_records") > 0.0));
+
+    // A master appears: the backlog drains, the gate opens, and every record arrives once.
+    let gossip = spooler.gossip.unwrap().to_string();
+    let master = Node::start(&["--node-id", &node_id(0), "--seed", &gossip]);
+    let master_id = node_id(0);
+    assert!(
+        wait_until(WAIT, || {
+            master_of(&spooler).as_deref() == Some(&master_id)
+                && master_of(&master).as_deref() == Some(&master_id)
+        }),
+        "no master\n{}\n{}",
+        spooler.stderr(),
+        master.stderr()
+    );
+    assert_eq!(
+        sender.finish() as usize,
+        total,
+        "the sender could not write everything"
+    );
+    assert!(
+        wait_until(WAIT, || count_tagged(&master, tag) >= total),
+        "the master did not get the spool\n{}",
+        spooler.stderr()
+    );
+    println!("spool gate closed with {held_back} of {total} records stored; all arrived after");
+    let mut expected = BTreeMap::new();
+    expect_messages(&mut expected, tag, 1, 0..total);
+    assert_exactly_once(&master, tag, &expected);
+    assert!(wait_until(WAIT, || spooler.metric("starling_spool_full") == 0.0));
+    assert!(spooler.metric("starling_spool_full_total") >= 1.0);
+}
