@@ -751,7 +751,9 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
     );
     let held_back = count_tagged(&spooler, tag);
     assert!(held_back < total, "everything was stored despite the bound");
-    assert!(wait_until(WAIT, || spooler.metric("starling_forward_lag_records") > 0.0));
+    assert!(wait_until(WAIT, || spooler
+        .metric("starling_forward_lag_records")
+        > 0.0));
 
     // A master appears: the backlog drains, the gate opens, and every record arrives once.
     let gossip = spooler.gossip.unwrap().to_string();
