@@ -65,9 +65,9 @@ $starling run --data-dir "$work/starling-data" --node-id bench --syslog-tcp "127
     --syslog-udp "127.0.0.1:$port" --api "127.0.0.1:$api" --gossip "127.0.0.1:$(free_port)" \
     --forward "127.0.0.1:$(free_port)" --log-level warn >"$work/starling.out" 2>&1 &
 spid=$!; pids+=("$spid")
-until grep -q 'starling: ready' "$work/starling.out"; do sleep 0.05; kill -0 "$spid"; done
+until grep -qs 'starling: ready' "$work/starling.out"; do sleep 0.05; kill -0 "$spid"; done
 starling_stored() {
-    curl -s "http://127.0.0.1:$api/metrics" | awk '$1 == "starling_stored_records_total" { s += $2 } END { printf "%d\n", s }'
+    curl -s "http://127.0.0.1:$api/metrics" | awk '$1 ~ /^starling_stored_messages_total[{ ]?/ { s += $2 } END { printf "%d\n", s }'
 }
 cpu0=$(cpu_seconds "$spid"); start=$(date +%s%N)
 $loadgen --target "127.0.0.1:$port" --transport "$transport" --connections "$connections" --count "$count" >"$work/lg.json"
@@ -91,7 +91,7 @@ CONF
 rsyslogd -n -f "$work/rsyslog.conf" -i "$work/rsyslog/pid" &
 rpid=$!; pids+=("$rpid")
 until ss -ltn | grep -q ":$rport "; do sleep 0.05; done
-rsyslog_stored() { grep -c ' loadgen ' "$work/rsyslog/out.log" 2>/dev/null || echo 0; }
+rsyslog_stored() { local n; n=$(grep -c ' conn [0-9]* seq ' "$work/rsyslog/out.log" 2>/dev/null) || true; echo "${n:-0}"; }
 cpu0=$(cpu_seconds "$rpid"); start=$(date +%s%N)
 $loadgen --target "127.0.0.1:$rport" --transport "$transport" --connections "$connections" --count "$count" >"$work/lg.json"
 read -r stored end < <(wait_stored rsyslog_stored)

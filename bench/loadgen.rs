@@ -68,11 +68,17 @@ fn main() -> anyhow::Result<()> {
     let threads: Vec<_> = (0..args.connections)
         .map(|connection| {
             let count = per_connection + u64::from(connection < remainder);
-            let rate = if args.rate == 0 { 0 } else { (args.rate / args.connections).max(1) };
+            let rate = if args.rate == 0 {
+                0
+            } else {
+                (args.rate / args.connections).max(1)
+            };
             let hostname = args.hostname.clone();
             let (target, transport, framing) = (args.target, args.transport, args.framing);
             std::thread::spawn(move || -> anyhow::Result<u64> {
-                send(target, transport, framing, &hostname, connection, count, rate)
+                send(
+                    target, transport, framing, &hostname, connection, count, rate,
+                )
             })
         })
         .collect();
@@ -130,7 +136,11 @@ fn send(
             stream.shutdown(std::net::Shutdown::Write)?;
         }
         Transport::Udp => {
-            let socket = UdpSocket::bind(if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })?;
+            let socket = UdpSocket::bind(if target.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            })?;
             socket.connect(target)?;
             for seq in 0..count {
                 line.clear();

@@ -105,6 +105,13 @@ fn append_throughput(c: &mut Criterion) {
             total
         })
     });
+    let appended = handle.stats().appended_records;
+    if let Some(cpu) = writer_cpu_seconds() {
+        eprintln!(
+            "writer thread: {appended} records in {cpu:.2} CPU s = {:.0} records per writer CPU second",
+            appended as f64 / cpu
+        );
+    }
     store.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -142,6 +149,22 @@ fn append_throughput(c: &mut Criterion) {
     store.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     group.finish();
+}
+
+/// CPU time (user + system) of the live `store-writer` thread, from /proc.
+fn writer_cpu_seconds() -> Option<f64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "store-writer" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        return Some(ticks / 100.0);
+    }
+    None
 }
 
 /// Turns the sealed tail back into an unsealed one: cut footer and trailer, re-extend.

@@ -13,7 +13,7 @@ for tool in cargo-deb cargo-generate-rpm; do
 done
 
 cargo build --release --locked --bin starling
-strip --strip-debug -o target/release/starling.stripped target/release/starling
+strip --strip-all -o target/release/starling.stripped target/release/starling
 
 rm -rf target/assets
 cargo run --release --locked --quiet --example gen-docs -- target/assets

@@ -10,7 +10,11 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 fn main() -> std::io::Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/assets".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/assets".into()),
+    );
     let man_dir = out.join("man");
     let completions_dir = out.join("completions");
     std::fs::create_dir_all(&man_dir)?;
@@ -21,6 +25,10 @@ fn main() -> std::io::Result<()> {
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut command.clone(), "starling", &completions_dir)?;
     }
-    println!("wrote {} and {}", man_dir.display(), completions_dir.display());
+    println!(
+        "wrote {} and {}",
+        man_dir.display(),
+        completions_dir.display()
+    );
     Ok(())
 }

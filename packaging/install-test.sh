@@ -59,7 +59,9 @@ step "run the installed binary as the starling user with the packaged config"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 log=$(mktemp)
-runuser -u starling -- /usr/bin/starling run --config /etc/starling/starling.toml \
+# setpriv execs the binary itself (runuser would stay in between and turn the node's clean
+# exit on SIGTERM into its own "killed by SIGTERM" status).
+setpriv --reuid=starling --regid=starling --init-groups -- /usr/bin/starling run --config /etc/starling/starling.toml \
     --syslog-udp "127.0.0.1:$port" --syslog-tcp "127.0.0.1:$port" --api "127.0.0.1:$(free_port)" \
     --gossip "127.0.0.1:$(free_port)" --forward "127.0.0.1:$(free_port)" >"$log" 2>&1 &
 node_pid=$!

@@ -110,7 +110,11 @@ async fn healthz() -> &'static str {
 async fn status(State(state): State<ApiState>) -> axum::response::Response {
     match &state.status {
         Some(produce) => Json(produce()).into_response(),
-        None => (axum::http::StatusCode::NOT_FOUND, "this node runs no cluster").into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "this node runs no cluster",
+        )
+            .into_response(),
     }
 }
 
@@ -138,22 +142,23 @@ mod tests {
         metrics
             .listener("tcp:test", Transport::Tcp)
             .messages_received(5, 500);
-        let state = ApiState::new(Arc::clone(&metrics)).with_external_metrics(|| {
-            vec![ExternalMetric::new(
-                "starling_store_commits_total",
-                "Group commits.",
-                MetricKind::Counter,
-                9.0,
-            )]
-        })
-        .with_status(|| {
-            let view = crate::cluster::ClusterView {
-                self_id: "a".into(),
-                members: Vec::new(),
-                master: Some("a".into()),
-            };
-            Status::from_view(&view, 7)
-        });
+        let state = ApiState::new(Arc::clone(&metrics))
+            .with_external_metrics(|| {
+                vec![ExternalMetric::new(
+                    "starling_store_commits_total",
+                    "Group commits.",
+                    MetricKind::Counter,
+                    9.0,
+                )]
+            })
+            .with_status(|| {
+                let view = crate::cluster::ClusterView {
+                    self_id: "a".into(),
+                    members: Vec::new(),
+                    master: Some("a".into()),
+                };
+                Status::from_view(&view, 7)
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();

@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{self, Config, ListenerEntry, ShardBy};
 
 #[derive(Debug, Parser)]
-#[command(name = "starling", version, about = "A highly available syslog collector")]
+#[command(
+    name = "starling",
+    version,
+    about = "A highly available syslog collector"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -205,7 +209,10 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn usage(error: impl Into<anyhow::Error>) -> Failure {
-    Failure { code: 2, error: error.into() }
+    Failure {
+        code: 2,
+        error: error.into(),
+    }
 }
 
 /// Entry point of the binary.
@@ -214,7 +221,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             use clap::error::ErrorKind;
-            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
@@ -272,10 +282,20 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
         config.node_id = Some(node_id.clone());
     }
     if !args.syslog_udp.is_empty() {
-        config.syslog.udp = args.syslog_udp.iter().cloned().map(ListenerEntry::Address).collect();
+        config.syslog.udp = args
+            .syslog_udp
+            .iter()
+            .cloned()
+            .map(ListenerEntry::Address)
+            .collect();
     }
     if !args.syslog_tcp.is_empty() {
-        config.syslog.tcp = args.syslog_tcp.iter().cloned().map(ListenerEntry::Address).collect();
+        config.syslog.tcp = args
+            .syslog_tcp
+            .iter()
+            .cloned()
+            .map(ListenerEntry::Address)
+            .collect();
     }
     let cluster = &mut config.cluster;
     set(&mut cluster.gossip, &args.gossip);
@@ -297,7 +317,10 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     set(&mut syslog.max_connections, &args.max_connections);
     duration(&mut syslog.idle_timeout, &args.idle_timeout)?;
     set(&mut syslog.udp_sockets, &args.udp_sockets);
-    set(&mut syslog.udp_recv_buffer_bytes, &args.udp_recv_buffer_bytes);
+    set(
+        &mut syslog.udp_recv_buffer_bytes,
+        &args.udp_recv_buffer_bytes,
+    );
     set(&mut syslog.rfc3164_timezone, &args.rfc3164_timezone);
     if let Some(shard_by) = args.shard_by {
         syslog.shard_by = match shard_by {
@@ -372,7 +395,10 @@ fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
         .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
     if let Some(source) = &args.source {
         if !args.follow && !reader.shards().iter().any(|shard| &shard.source == source) {
-            return Err(usage(anyhow::anyhow!("no source named {source:?} in {}", args.data_dir.display())));
+            return Err(usage(anyhow::anyhow!(
+                "no source named {source:?} in {}",
+                args.data_dir.display()
+            )));
         }
     }
     let stdout = io::stdout();
@@ -402,7 +428,11 @@ fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
         Ok(()) => {}
         // A closed pipe (`starling read | head`) is a normal way to stop reading.
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(error) => return Err(anyhow::Error::new(error).context("cannot write to stdout").into()),
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context("cannot write to stdout")
+                .into())
+        }
     }
     if num_corrupt > 0 {
         eprintln!("starling: {num_corrupt} corrupt frame(s) skipped; run `starling verify`");
@@ -448,7 +478,11 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, Failure> {
     let report = crate::store::verify(&args.data_dir)
         .with_context(|| format!("cannot verify {}", args.data_dir.display()))?;
     print!("{report}");
-    Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
@@ -473,9 +507,11 @@ fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
     if record.parse == crate::record::ParseStatus::Journal {
         return crate::journal::to_parsed(&record.raw);
     }
-    let received_at = chrono::DateTime::from_timestamp_micros(record.received_at_micros)
-        .unwrap_or_default();
-    let context =
-        crate::parse::ParseContext { received_at, rfc3164_zone: crate::parse::Zone::Utc };
+    let received_at =
+        chrono::DateTime::from_timestamp_micros(record.received_at_micros).unwrap_or_default();
+    let context = crate::parse::ParseContext {
+        received_at,
+        rfc3164_zone: crate::parse::Zone::Utc,
+    };
     crate::parse::parse(&record.raw, &context)
 }

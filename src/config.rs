@@ -187,7 +187,9 @@ pub struct ApiSection {
 
 impl Default for ApiSection {
     fn default() -> Self {
-        ApiSection { listen: "127.0.0.1:5517".into() }
+        ApiSection {
+            listen: "127.0.0.1:5517".into(),
+        }
     }
 }
 
@@ -200,7 +202,9 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        LogSection { level: "info".into() }
+        LogSection {
+            level: "info".into(),
+        }
     }
 }
 
@@ -208,7 +212,10 @@ impl Default for LogSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{key}`: {message}")]
@@ -221,8 +228,10 @@ pub const MAX_MESSAGE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 impl Config {
     /// Reads and parses a TOML file (not yet validated).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
@@ -266,10 +275,16 @@ impl Config {
             ));
         }
         if syslog.max_connections == 0 {
-            return Err(invalid("syslog.max-connections", "must be at least 1".into()));
+            return Err(invalid(
+                "syslog.max-connections",
+                "must be at least 1".into(),
+            ));
         }
         if syslog.idle_timeout.is_zero() {
-            return Err(invalid("syslog.idle-timeout", "must be greater than zero".into()));
+            return Err(invalid(
+                "syslog.idle-timeout",
+                "must be greater than zero".into(),
+            ));
         }
         validate_timezone(&syslog.rfc3164_timezone)
             .map_err(|message| invalid("syslog.rfc3164-timezone", message))?;
@@ -281,7 +296,10 @@ impl Config {
             ));
         }
         if store.segment_max_age.is_zero() {
-            return Err(invalid("store.segment-max-age", "must be greater than zero".into()));
+            return Err(invalid(
+                "store.segment-max-age",
+                "must be greater than zero".into(),
+            ));
         }
         if store.commit_max_delay > Duration::from_secs(10) {
             return Err(invalid(
@@ -310,11 +328,19 @@ impl Config {
     }
 
     pub fn udp_listeners(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
-        listener_specs(&self.syslog.udp, &self.syslog.rfc3164_timezone, "syslog.udp")
+        listener_specs(
+            &self.syslog.udp,
+            &self.syslog.rfc3164_timezone,
+            "syslog.udp",
+        )
     }
 
     pub fn tcp_listeners(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
-        listener_specs(&self.syslog.tcp, &self.syslog.rfc3164_timezone, "syslog.tcp")
+        listener_specs(
+            &self.syslog.tcp,
+            &self.syslog.rfc3164_timezone,
+            "syslog.tcp",
+        )
     }
 
     /// The API address, or `None` when turned off.
@@ -322,7 +348,9 @@ impl Config {
         if self.api.listen == "none" {
             return Ok(None);
         }
-        parse_address(&self.api.listen).map(Some).map_err(|message| invalid("api.listen", message))
+        parse_address(&self.api.listen)
+            .map(Some)
+            .map_err(|message| invalid("api.listen", message))
     }
 }
 
@@ -346,16 +374,25 @@ fn listener_specs(
         };
         if address == "none" {
             if entries.len() > 1 {
-                return Err(invalid(key, "`none` cannot be combined with addresses".into()));
+                return Err(invalid(
+                    key,
+                    "`none` cannot be combined with addresses".into(),
+                ));
             }
             continue;
         }
         let address = parse_address(address).map_err(|message| invalid(key, message))?;
         validate_timezone(zone).map_err(|message| invalid(key, message))?;
-        if specs.iter().any(|spec: &ListenerSpec| spec.address == address) {
+        if specs
+            .iter()
+            .any(|spec: &ListenerSpec| spec.address == address)
+        {
             return Err(invalid(key, format!("address {address} is listed twice")));
         }
-        specs.push(ListenerSpec { address, rfc3164_timezone: zone.to_string() });
+        specs.push(ListenerSpec {
+            address,
+            rfc3164_timezone: zone.to_string(),
+        });
     }
     Ok(specs)
 }
@@ -375,7 +412,9 @@ fn validate_host_port(text: &str) -> Result<(), String> {
 
 /// `local`, `UTC`, an IANA zone name such as `Europe/Berlin`, or an offset like `+02:00`.
 pub fn validate_timezone(zone: &str) -> Result<(), String> {
-    zone.parse::<crate::parse::Zone>().map(|_| ()).map_err(|error| error.to_string())
+    zone.parse::<crate::parse::Zone>()
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 /// Node ids travel in gossip and in every record: printable, no spaces, at most 128 bytes.
@@ -383,7 +422,10 @@ pub fn validate_node_id(node_id: &str) -> Result<(), String> {
     if node_id.is_empty() || node_id.len() > 128 {
         return Err(format!("{node_id:?} must be 1 to 128 bytes long"));
     }
-    if let Some(bad) = node_id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+    if let Some(bad) = node_id
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("{node_id:?} contains the character {bad:?}"));
     }
     Ok(())
@@ -403,7 +445,9 @@ fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -418,7 +462,10 @@ mod tests {
                 Ok(()) => panic!("{toml_text:?} was accepted"),
             },
         };
-        assert!(error.contains(expected), "{toml_text:?}: {error:?} lacks {expected:?}");
+        assert!(
+            error.contains(expected),
+            "{toml_text:?}: {error:?} lacks {expected:?}"
+        );
     }
 
     #[test]
@@ -464,22 +511,46 @@ mod tests {
         assert_eq!(udp[1].rfc3164_timezone, "UTC");
         assert!(config.tcp_listeners().unwrap().is_empty());
         assert_eq!(config.syslog.shard_by, ShardBy::AppName);
-        assert_eq!(config.store.retention.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            config.store.retention.max_age,
+            Some(Duration::from_secs(30 * 86400))
+        );
         assert_eq!(config.api_address().unwrap(), None);
     }
 
     #[test]
     fn errors_name_the_key_and_line() {
-        check_error("node-id = \"a\"\nbogus = 1\n", "line 2: unknown field `bogus`");
-        check_error("[syslog]\nmax-mesage-bytes = 5\n", "unknown field `max-mesage-bytes`");
-        check_error("[syslog]\nmax-message-bytes = 5\n", "syslog.max-message-bytes");
+        check_error(
+            "node-id = \"a\"\nbogus = 1\n",
+            "line 2: unknown field `bogus`",
+        );
+        check_error(
+            "[syslog]\nmax-mesage-bytes = 5\n",
+            "unknown field `max-mesage-bytes`",
+        );
+        check_error(
+            "[syslog]\nmax-message-bytes = 5\n",
+            "syslog.max-message-bytes",
+        );
         check_error("[syslog]\nudp = [\"nowhere\"]\n", "syslog.udp");
-        check_error("[syslog]\ntcp = [\"none\", \"127.0.0.1:1\"]\n", "cannot be combined");
-        check_error("[syslog]\nrfc3164-timezone = \"Mars/Olympus\"\n", "unknown time zone");
+        check_error(
+            "[syslog]\ntcp = [\"none\", \"127.0.0.1:1\"]\n",
+            "cannot be combined",
+        );
+        check_error(
+            "[syslog]\nrfc3164-timezone = \"Mars/Olympus\"\n",
+            "unknown time zone",
+        );
         check_error("[syslog]\nidle-timeout = \"soon\"\n", "not a duration");
-        check_error("[syslog]\nshard-by = \"color\"\n", "unknown variant `color`");
+        check_error(
+            "[syslog]\nshard-by = \"color\"\n",
+            "unknown variant `color`",
+        );
         check_error("node-id = \"has space\"\n", "node-id");
         check_error("[cluster]\nseeds = [\"no-port\"]\n", "cluster.seeds");
-        check_error("[store]\nsegment-max-bytes = 10\n", "store.segment-max-bytes");
+        check_error(
+            "[store]\nsegment-max-bytes = 10\n",
+            "store.segment-max-bytes",
+        );
     }
 }

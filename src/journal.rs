@@ -79,7 +79,8 @@ impl ExportDecoder {
 
     fn keep(&mut self, bytes: &[u8]) {
         let room = self.max_entry_bytes.saturating_sub(self.entry.len());
-        self.entry.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.entry
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
         self.entry_len += bytes.len() as u64;
     }
 
@@ -109,7 +110,9 @@ impl ExportDecoder {
                     self.state = State::Name { name_len: 0 };
                 }
                 State::Name { name_len } => {
-                    let end = buffer.iter().position(|byte| *byte == b'=' || *byte == b'\n');
+                    let end = buffer
+                        .iter()
+                        .position(|byte| *byte == b'=' || *byte == b'\n');
                     let take = end.unwrap_or(buffer.len());
                     let name_len = name_len + take;
                     if name_len > MAX_FIELD_NAME_BYTES {
@@ -167,13 +170,18 @@ impl ExportDecoder {
                     };
                 }
                 State::BinaryData { remaining } => {
-                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(buffer.len());
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buffer.len());
                     let chunk = buffer.split_to(take);
                     self.keep(&chunk);
                     self.offset += take as u64;
                     let remaining = remaining - take as u64;
-                    self.state =
-                        if remaining == 0 { State::BinaryEnd } else { State::BinaryData { remaining } };
+                    self.state = if remaining == 0 {
+                        State::BinaryEnd
+                    } else {
+                        State::BinaryData { remaining }
+                    };
                 }
                 State::BinaryEnd => {
                     if buffer[0] != b'\n' {
@@ -198,7 +206,9 @@ impl ExportDecoder {
         match self.state {
             State::FieldStart if self.num_fields > 0 => Ok(Some(self.finish_entry())),
             State::FieldStart => Ok(None),
-            _ => Err(JournalError::UnterminatedEntry { num_bytes: self.entry.len() }),
+            _ => Err(JournalError::UnterminatedEntry {
+                num_bytes: self.entry.len(),
+            }),
         }
     }
 
@@ -212,7 +222,9 @@ impl ExportDecoder {
 
 fn valid_name(name: &[u8]) -> bool {
     !name.is_empty()
-        && name.iter().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || *byte == b'_')
+        && name
+            .iter()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || *byte == b'_')
 }
 
 /// The fields of one entry's export bytes, in order. A field cut off by truncation is kept
@@ -227,7 +239,10 @@ pub fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
         let name = String::from_utf8_lossy(&rest[..end]).into_owned();
         if rest[end] == b'=' {
             let value = &rest[end + 1..];
-            let value_end = value.iter().position(|byte| *byte == b'\n').unwrap_or(value.len());
+            let value_end = value
+                .iter()
+                .position(|byte| *byte == b'\n')
+                .unwrap_or(value.len());
             fields.push((name, value[..value_end].to_vec()));
             rest = &value[(value_end + 1).min(value.len())..];
         } else {
@@ -237,7 +252,9 @@ pub fn fields(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
             }
             let length = u64::from_le_bytes(after[..8].try_into().expect("8 bytes"));
             let data = &after[8..];
-            let take = usize::try_from(length).unwrap_or(usize::MAX).min(data.len());
+            let take = usize::try_from(length)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             fields.push((name, data[..take].to_vec()));
             rest = &data[(take + 1).min(data.len())..];
         }
@@ -278,8 +295,10 @@ pub fn to_parsed(raw: &[u8]) -> crate::parse::Parsed {
         let facility = *parsed.facility.get_or_insert(1);
         parsed.pri = Some(facility * 8 + severity);
     }
-    parsed.structured_data =
-        Some(vec![crate::parse::SdElement { id: "journal".to_string(), params }]);
+    parsed.structured_data = Some(vec![crate::parse::SdElement {
+        id: "journal".to_string(),
+        params,
+    }]);
     parsed
 }
 
@@ -289,7 +308,10 @@ pub fn event_time(raw: &[u8]) -> Option<crate::record::EventTime> {
         .into_iter()
         .find(|(name, _)| name == "__REALTIME_TIMESTAMP")
         .and_then(|(_, value)| std::str::from_utf8(&value).ok()?.parse::<i64>().ok())?;
-    Some(crate::record::EventTime { unix_micros: micros, utc_offset_secs: 0 })
+    Some(crate::record::EventTime {
+        unix_micros: micros,
+        utc_offset_secs: 0,
+    })
 }
 
 /// The entry's `_HOSTNAME`, the shard key of journal records (else the uploader's address).
@@ -314,7 +336,8 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        let mut body = b"__CURSOR=s=1;i=1\n__REALTIME_TIMESTAMP=1700000000000000\nMESSAGE=hello\n\n".to_vec();
+        let mut body =
+            b"__CURSOR=s=1;i=1\n__REALTIME_TIMESTAMP=1700000000000000\nMESSAGE=hello\n\n".to_vec();
         body.extend_from_slice(b"__REALTIME_TIMESTAMP=1700000001000000\n");
         body.extend_from_slice(&binary_field("MESSAGE", b"line1\nline2\x00\xff"));
         body.extend_from_slice(b"PRIORITY=3\n\n");
@@ -322,7 +345,11 @@ mod tests {
     }
 
     /// Decodes `body` delivered in chunks of `chunk` bytes.
-    fn decode_all(body: &[u8], chunk: usize, max: usize) -> Result<Vec<JournalEntry>, JournalError> {
+    fn decode_all(
+        body: &[u8],
+        chunk: usize,
+        max: usize,
+    ) -> Result<Vec<JournalEntry>, JournalError> {
         let mut decoder = ExportDecoder::new(max);
         let mut buffer = BytesMut::new();
         let mut entries = Vec::new();
@@ -347,12 +374,18 @@ mod tests {
                 fields(&entries[0].raw),
                 vec![
                     ("__CURSOR".to_string(), b"s=1;i=1".to_vec()),
-                    ("__REALTIME_TIMESTAMP".to_string(), b"1700000000000000".to_vec()),
+                    (
+                        "__REALTIME_TIMESTAMP".to_string(),
+                        b"1700000000000000".to_vec()
+                    ),
                     ("MESSAGE".to_string(), b"hello".to_vec()),
                 ]
             );
             let second = fields(&entries[1].raw);
-            assert_eq!(second[1], ("MESSAGE".to_string(), b"line1\nline2\x00\xff".to_vec()));
+            assert_eq!(
+                second[1],
+                ("MESSAGE".to_string(), b"line1\nline2\x00\xff".to_vec())
+            );
             assert_eq!(second[2], ("PRIORITY".to_string(), b"3".to_vec()));
         }
     }
@@ -361,7 +394,10 @@ mod tests {
     fn last_entry_without_blank_line_and_extra_blank_lines() {
         let entries = decode_all(b"\n\nA=1\n\n\n\nB=2\n", 5, 1024).unwrap();
         assert_eq!(entries.len(), 2);
-        assert_eq!(fields(&entries[1].raw), vec![("B".to_string(), b"2".to_vec())]);
+        assert_eq!(
+            fields(&entries[1].raw),
+            vec![("B".to_string(), b"2".to_vec())]
+        );
     }
 
     #[test]
@@ -373,7 +409,10 @@ mod tests {
         assert!(entries[0].truncated);
         assert_eq!(entries[0].raw.len(), 1000);
         assert_eq!(fields(&entries[0].raw)[0].1.len(), 1000 - 8 - 8);
-        assert_eq!(fields(&entries[1].raw), vec![("NEXT".to_string(), b"ok".to_vec())]);
+        assert_eq!(
+            fields(&entries[1].raw),
+            vec![("NEXT".to_string(), b"ok".to_vec())]
+        );
     }
 
     #[test]
@@ -381,7 +420,9 @@ mod tests {
         let bogus_length = [b"MESSAGE\n".as_slice(), &u64::MAX.to_le_bytes(), b"tiny"].concat();
         assert_eq!(
             decode_all(&bogus_length, 3, 1024),
-            Err(JournalError::UnterminatedEntry { num_bytes: 8 + 8 + 4 })
+            Err(JournalError::UnterminatedEntry {
+                num_bytes: 8 + 8 + 4
+            })
         );
         assert!(matches!(
             decode_all(b"lower=case\n\n", 4, 1024),

@@ -75,18 +75,26 @@ impl UploadState {
 /// `ConnectInfo<SocketAddr>` (the uploader's address is the shard key of entries without
 /// `_HOSTNAME`).
 pub fn router(state: UploadState) -> axum::Router {
-    axum::Router::new().route("/upload", axum::routing::post(upload)).with_state(state)
+    axum::Router::new()
+        .route("/upload", axum::routing::post(upload))
+        .with_state(state)
 }
 
 fn bad_request(reason: String) -> Response {
     tracing::warn!(%reason, "journal upload refused");
-    (StatusCode::BAD_REQUEST, [(header::CONNECTION, "close")], format!("{reason}\n")).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONNECTION, "close")],
+        format!("{reason}\n"),
+    )
+        .into_response()
 }
 
 /// `(journal id, sequence number)` from an entry's `__CURSOR`, if it has one.
 fn cursor_position(raw: &[u8]) -> Option<(String, u64)> {
-    let (_, cursor) =
-        crate::journal::fields(raw).into_iter().find(|(name, _)| name == "__CURSOR")?;
+    let (_, cursor) = crate::journal::fields(raw)
+        .into_iter()
+        .find(|(name, _)| name == "__CURSOR")?;
     let cursor = String::from_utf8(cursor).ok()?;
     let mut journal = None;
     let mut sequence = None;
@@ -106,7 +114,9 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
     if content_type.map(|value| value.split(';').next().unwrap_or("").trim()) != Some(CONTENT_TYPE)
     {
         return (
@@ -170,7 +180,9 @@ pub async fn upload(
             Err(error) => return unavailable(error),
         }
     }
-    state.metrics.records_stored(Transport::Journal, num_stored as u64);
+    state
+        .metrics
+        .records_stored(Transport::Journal, num_stored as u64);
     {
         let mut stored = state.stored_cursors.lock().expect("cursor map poisoned");
         for (journal, sequence) in positions {
@@ -184,7 +196,11 @@ pub async fn upload(
 
 fn unavailable(error: impl std::fmt::Display) -> Response {
     tracing::error!(%error, "journal upload could not be stored");
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONNECTION, "close")], format!("{error}\n"))
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONNECTION, "close")],
+        format!("{error}\n"),
+    )
         .into_response()
 }
 
@@ -198,17 +214,23 @@ impl UploadState {
     ) -> Option<Record> {
         if let Some((journal, sequence)) = cursor_position(&entry.raw) {
             let stored = self.stored_cursors.lock().expect("cursor map poisoned");
-            if stored.get(&journal).is_some_and(|highest| sequence <= *highest) {
-                self.duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if stored
+                .get(&journal)
+                .is_some_and(|highest| sequence <= *highest)
+            {
+                self.duplicates
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return None;
             }
             drop(stored);
             let highest = positions.entry(journal).or_insert(0);
             *highest = (*highest).max(sequence);
         }
-        self.listener_metrics.messages_received(1, entry.raw.len() as u64);
+        self.listener_metrics
+            .messages_received(1, entry.raw.len() as u64);
         if entry.truncated {
-            self.listener_metrics.message_truncated(Some(peer), self.max_entry_bytes);
+            self.listener_metrics
+                .message_truncated(Some(peer), self.max_entry_bytes);
         }
         Some(Record {
             received_at_micros: chrono::Utc::now().timestamp_micros(),

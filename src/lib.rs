@@ -2,17 +2,20 @@
 //!
 //! Code map, top to bottom (a module imports only modules below it):
 //!
-//! - `cli`       — clap definitions and the subcommands (`run`, `read`, `verify`, `validate`,
+//! - `cli`: clap definitions and the subcommands (`run`, `read`, `verify`, `validate`,
 //!   `status`); the binary's `main` only calls `cli::main`.
-//! - `node`      — wires a running node: binds sockets, opens the store, starts listeners, the
-//!   ingest pipeline and the API, and drives shutdown.
-//! - `api`       — HTTP: `/metrics`, `/healthz`, `/v1/status`.
-//! - `listener`  — syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
-//! - `ingest`    — the pipeline stage between listeners and the store: parse, shard, append.
-//! - `store`     — memory-mapped, CRC-checked segment files sharded by source.
-//! - `parse`     — syslog parsing (RFC 5424, RFC 3164) on top of `syslog_loose`; no I/O.
-//! - `framing`   — RFC 6587 TCP framing (octet counting and non-transparent); no I/O.
-//! - `config`, `record`, `telemetry`, `timespec` — leaves that import nothing of ours above.
+//! - `node`: wires a running node: opens the store, binds every socket, starts listeners,
+//!   the ingest pipeline, the cluster and the API, and drives shutdown.
+//! - `api`, `journal_upload`: HTTP (`/metrics`, `/healthz`, `/v1/status`, `POST /upload`).
+//! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
+//! - `forward`: node-to-node forwarding (protocol, master server, forwarder client).
+//! - `cluster`: chitchat membership and master election; the only user of chitchat.
+//! - `store`: memory-mapped, CRC-checked segment files sharded by source.
+//! - `ingest`: one received message to a `Record` (parse, event time, shard key).
+//! - `parse`, `journal`, `framing`, `render`: syslog parsing, the journal export format,
+//!   RFC 6587 framing, the JSON record shape; none does I/O.
+//! - `config`, `record`, `telemetry`, `timespec`, `logging`: leaves.
+//! - `fuzzcheck`: the properties the fuzz targets check, shared with the regression tests.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
 

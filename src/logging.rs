@@ -16,10 +16,18 @@ pub fn init() -> LogControl {
     let from_environment = std::env::var_os("RUST_LOG").is_some();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
     // A second init (e.g. in tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
-    LogControl { handle, from_environment }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
+    LogControl {
+        handle,
+        from_environment,
+    }
 }
 
 impl LogControl {

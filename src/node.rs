@@ -230,8 +230,7 @@ impl Node {
                     extra
                 })
                 .with_status(cluster.status_fn());
-            let mut router =
-                crate::api::router(state).merge(crate::journal_upload::router(upload));
+            let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));
             if let Some(faults) = cluster.fault_router() {
                 router = router.merge(faults);
             }
@@ -262,7 +261,12 @@ impl Node {
     pub fn announce(&self) {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "starling: node {} storing in {}", self.node_id, self.data_dir.display());
+        let _ = writeln!(
+            out,
+            "starling: node {} storing in {}",
+            self.node_id,
+            self.data_dir.display()
+        );
         for address in &self.addresses.syslog_udp {
             let _ = writeln!(out, "starling: listening syslog-udp {address}");
         }
@@ -292,10 +296,16 @@ impl Node {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.listeners_cancel.cancel();
-        if tokio::time::timeout_at(deadline, self.listeners.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.listeners.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("listeners did not stop in time");
         }
-        if tokio::time::timeout_at(deadline, self.ingest_task).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.ingest_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("the pipeline did not drain in time");
         }
         self.cluster.shutdown(deadline).await;
@@ -340,7 +350,9 @@ async fn ingest_loop(
                 }
             }
             Err(error) => {
-                counters.store_refused.fetch_add(num_records, Ordering::Relaxed);
+                counters
+                    .store_refused
+                    .fetch_add(num_records, Ordering::Relaxed);
                 tracing::error!(%error, num_records, "the store refused a batch");
             }
         }
@@ -398,9 +410,21 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
         ExternalMetric::new(name, help, MetricKind::Gauge, value as f64)
     };
     let mut metrics = vec![
-        counter("starling_store_appended_records_total", "Records appended to segments.", stats.appended_records),
-        counter("starling_store_appended_bytes_total", "Bytes of records appended.", stats.appended_bytes),
-        counter("starling_store_commits_total", "Group commits (fdatasync) that succeeded.", stats.commits),
+        counter(
+            "starling_store_appended_records_total",
+            "Records appended to segments.",
+            stats.appended_records,
+        ),
+        counter(
+            "starling_store_appended_bytes_total",
+            "Bytes of records appended.",
+            stats.appended_bytes,
+        ),
+        counter(
+            "starling_store_commits_total",
+            "Group commits (fdatasync) that succeeded.",
+            stats.commits,
+        ),
         ExternalMetric::new(
             "starling_store_commit_latency_seconds_sum",
             "Total time spent in group commits.",
@@ -413,8 +437,16 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
             MetricKind::Gauge,
             stats.commit_latency_micros_max as f64 / 1e6,
         ),
-        counter("starling_store_duplicates_dropped_total", "Forwarded records at or below their origin's high-water mark.", stats.duplicates_dropped),
-        counter("starling_store_gaps_refused_total", "Forwarded batches refused for a sequence gap.", stats.gaps_refused),
+        counter(
+            "starling_store_duplicates_dropped_total",
+            "Forwarded records at or below their origin's high-water mark.",
+            stats.duplicates_dropped,
+        ),
+        counter(
+            "starling_store_gaps_refused_total",
+            "Forwarded batches refused for a sequence gap.",
+            stats.gaps_refused,
+        ),
     ];
     for (kind, value) in [
         ("write", stats.write_errors),
@@ -422,17 +454,50 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
         ("disk_full", stats.disk_full_errors),
     ] {
         metrics.push(
-            counter("starling_store_errors_total", "Store errors by kind.", value).with_label("kind", kind),
+            counter(
+                "starling_store_errors_total",
+                "Store errors by kind.",
+                value,
+            )
+            .with_label("kind", kind),
         );
     }
     metrics.extend([
-        counter("starling_store_segments_created_total", "Segments created.", stats.segments_created),
-        counter("starling_store_segments_sealed_total", "Segments sealed.", stats.segments_sealed),
-        counter("starling_store_segments_deleted_total", "Segments deleted by retention.", stats.segments_deleted),
-        gauge("starling_store_segments", "Segment files in the store.", stats.num_segments),
-        gauge("starling_store_shards", "Shards in the store.", stats.num_shards),
-        gauge("starling_store_bytes", "Bytes of segment files.", stats.bytes_on_disk),
-        gauge("starling_store_disk_full", "1 while the writer waits for disk space.", u64::from(stats.disk_full)),
+        counter(
+            "starling_store_segments_created_total",
+            "Segments created.",
+            stats.segments_created,
+        ),
+        counter(
+            "starling_store_segments_sealed_total",
+            "Segments sealed.",
+            stats.segments_sealed,
+        ),
+        counter(
+            "starling_store_segments_deleted_total",
+            "Segments deleted by retention.",
+            stats.segments_deleted,
+        ),
+        gauge(
+            "starling_store_segments",
+            "Segment files in the store.",
+            stats.num_segments,
+        ),
+        gauge(
+            "starling_store_shards",
+            "Shards in the store.",
+            stats.num_shards,
+        ),
+        gauge(
+            "starling_store_bytes",
+            "Bytes of segment files.",
+            stats.bytes_on_disk,
+        ),
+        gauge(
+            "starling_store_disk_full",
+            "1 while the writer waits for disk space.",
+            u64::from(stats.disk_full),
+        ),
     ]);
     metrics
 }
@@ -454,7 +519,11 @@ fn log_recovery(report: &crate::store::RecoveryReport) {
     }
 }
 
-fn ingest_config(node_id: &str, config: &Config, spec: &ListenerSpec) -> crate::ingest::IngestConfig {
+fn ingest_config(
+    node_id: &str,
+    config: &Config,
+    spec: &ListenerSpec,
+) -> crate::ingest::IngestConfig {
     // Validated with the configuration; local time is the documented default.
     let zone = spec
         .rfc3164_timezone

@@ -29,11 +29,15 @@ mod tests {
     use super::*;
 
     fn check(text: &str, expected: Result<&str, &str>) {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let got = parse_time(text, now);
         match expected {
             Ok(instant) => {
-                let want = DateTime::parse_from_rfc3339(instant).unwrap().timestamp_micros();
+                let want = DateTime::parse_from_rfc3339(instant)
+                    .unwrap()
+                    .timestamp_micros();
                 assert_eq!(got, Ok(want), "{text:?}");
             }
             Err(fragment) => {

@@ -71,6 +71,69 @@ fn check_read(dir: &Path, data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    /// A valid unsealed segment of shard "fuzz" with a few frames.
+    fn valid_segment() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::store::StoreConfig {
+            segment_max_bytes: 8192,
+            ..Default::default()
+        };
+        let (store, _) = crate::store::Store::open(dir.path(), "n", config).unwrap();
+        for i in 0..4i64 {
+            let batch = (0..3)
+                .map(|k| crate::record::Record {
+                    received_at_micros: i * 10 + k,
+                    event_time: None,
+                    origin: "n".to_string(),
+                    origin_seq: 0,
+                    peer: None,
+                    transport: crate::record::Transport::Udp,
+                    parse: crate::record::ParseStatus::Unparsed,
+                    truncated: false,
+                    source: "fuzz".to_string(),
+                    raw: bytes::Bytes::from(format!("record {i} {k}")),
+                })
+                .collect();
+            store
+                .handle()
+                .blocking_append(batch)
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        store.abandon();
+        let seg = dir
+            .path()
+            .join(crate::store::shardname::encode(b"fuzz"))
+            .join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(seg).unwrap();
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        bytes.truncate(end.next_multiple_of(8) + 64);
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_segments_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            static VALID: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let mut bytes = VALID.get_or_init(valid_segment).clone();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let keep = cut.index(bytes.len() + 1).max(bytes.len() / 2);
+            bytes.truncate(keep);
+            super::segment(&bytes);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), vec![0; 100], vec![0xff; 4096]];

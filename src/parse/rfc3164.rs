@@ -3,11 +3,12 @@
 //! This layer reads what `syslog_loose` gets wrong or rejects: the PRI (missing → 13, as
 //! RFC 3164 section 4.3.3 tells a relay to assume), Cisco sequence numbers (`91: *Oct 07 …`),
 //! every timestamp shape of `timestamp` (resolved in the configured zone, DST gaps included,
-//! with the year nearest the receive time), the "Message forwarded from HOST:" relay prefix,
-//! a first word followed by `:` (a TAG, not a HOSTNAME: `%ASA-6-302014:`, `haproxy[7]:`) and
-//! IPv6 host names (`fe80::`). It then hands `syslog_loose` a normalised header (a fixed
-//! RFC 3339 timestamp, and `-` for a HOSTNAME already decided) to split HOSTNAME, TAG,
-//! optional SD and MSG.
+//! with the year nearest the receive time), and whether the first word is the HOSTNAME: the
+//! "Message forwarded from HOST:" relay prefix, IPv6 addresses (`fe80::`), a word followed
+//! by `:` (a TAG: `%ASA-6-302014:`, `haproxy[7]:`), a word no host name can be (`%bzorp`,
+//! `#001`, JSON), no timestamp (then no HOSTNAME either, RFC 3164 section 4.3.3). It then
+//! hands `syslog_loose` a normalised header (a fixed RFC 3339 timestamp, `-` for a HOSTNAME
+//! already decided, `- :` for "no TAG") to split TAG, optional SD and MSG.
 //!
 //! No I/O. Returns `None` when the line has neither a PRI nor a timestamp: the caller stores
 //! it as unparsed.
@@ -155,7 +156,22 @@ fn decide_hostname(body: &str, has_timestamp: bool) -> HostDecision<'_> {
             return HostDecision::Absent(body);
         }
     }
-    HostDecision::Undecided
+    if token.is_empty() || token.chars().all(is_hostname_char) {
+        return HostDecision::Undecided;
+    }
+    // Not a host name (`%bzorp`, `#001`, `{"json"`): a program-like word is the TAG, anything
+    // else starts the MSG.
+    match token.chars().next() {
+        Some(first) if first.is_alphanumeric() || first == '%' || first == '#' => {
+            HostDecision::Absent(body)
+        }
+        _ => HostDecision::MessageOnly(body),
+    }
+}
+
+/// Letters and digits of any script, and `.-_:/` (IPv6, relayed `host1/host2`).
+fn is_hostname_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/')
 }
 
 /// The first word is a TAG by its form: `name:` or `name[pid]` (with or without the colon).

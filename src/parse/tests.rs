@@ -220,6 +220,15 @@ fn device_formats() {
         "<38>Sep 22 10:11:56 Message forwarded from cdaix66: sshd[679960]: Accepted publickey",
         "rfc3164 pri=38 fac=4 sev=6 ver=- ts=2024-09-22T10:11:56+00:00 host=\"cdaix66\" app=\"sshd\" procid=\"679960\" msgid=- sd=- msg=\"Accepted publickey\"",
     );
+    // A first word that cannot be a host name: the TAG (Snare), or the start of MSG (JSON).
+    check(
+        "<175>Oct 16 23:47:31 #001 MSWinEventLog 0#011Security",
+        "rfc3164 pri=175 fac=21 sev=7 ver=- ts=2024-10-16T23:47:31+00:00 host=- app=\"#001\" procid=- msgid=- sd=- msg=\"MSWinEventLog 0#011Security\"",
+    );
+    check(
+        "<13>Oct 16 23:47:31 {\"user\":\"x\",\"ok\":true}",
+        "rfc3164 pri=13 fac=1 sev=5 ver=- ts=2024-10-16T23:47:31+00:00 host=- app=- procid=- msgid=- sd=- msg=\"{\\\"user\\\":\\\"x\\\",\\\"ok\\\":true}\"",
+    );
     // PRI and timestamp only.
     check(
         "<14>Aug 30 23:00:05",

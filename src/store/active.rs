@@ -43,12 +43,33 @@ pub enum CreateError {
     Io(io::Error),
 }
 
+/// What happened to one record.
+pub enum Appended {
+    /// Stored with this shard sequence.
+    Stored(u64),
+    /// The segment is full: seal it and start a new one.
+    Full,
+    /// Growing the allocation failed with ENOSPC: retry later (nothing was written).
+    NoSpace(io::Error),
+    /// Growing the allocation failed otherwise: the segment is poisoned.
+    Failed(io::Error),
+}
+
+/// First allocation of a segment; later steps double up to `MAX_STEP`. Quiet shards thus
+/// reserve little disk while a busy shard grows its segment in large steps.
+const FIRST_STEP: usize = 1 << 20;
+const MAX_STEP: usize = 16 << 20;
+
 pub struct ActiveSegment {
     pub path: PathBuf,
     file: File,
     map: MmapMut,
     pub header: SegmentHeader,
     capacity: usize,
+    /// Bytes reserved by fallocate (the file size); writes never touch the map beyond it.
+    allocated: usize,
+    /// The file grew since the last sync: the next sync also syncs the file's size.
+    size_dirty: bool,
     data_end: usize,
     synced_end: usize,
     pub opened_at: Instant,
@@ -58,8 +79,9 @@ pub struct ActiveSegment {
 }
 
 impl ActiveSegment {
-    /// Creates `<base_seq>.seg` with `capacity` bytes reserved by fallocate, writes and syncs
-    /// its header and the directory entry, then maps it.
+    /// Creates `<base_seq>.seg` with its first allocation step reserved by fallocate (at most
+    /// `capacity`, the segment's size limit), writes and syncs its header and the directory
+    /// entry, then maps `capacity` bytes.
     pub fn create(
         dir: &Path,
         shard_id: u64,
@@ -73,11 +95,11 @@ impl ActiveSegment {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(io)?;
-        if let Err(e) = ops.allocate(&file, capacity as u64) {
+        let allocated = FIRST_STEP.min(capacity);
+        if let Err(e) = ops.allocate(&file, allocated as u64) {
             drop(file);
             let _ = std::fs::remove_file(&path);
             return Err(if is_no_space(&e) {
@@ -91,7 +113,7 @@ impl ActiveSegment {
             base_seq,
             nonce: rand::random(),
             created_micros: now_micros,
-            preallocated: capacity as u64,
+            preallocated: allocated as u64,
         };
         let setup = (|| {
             file.write_all_at(&header.encode(), 0)?;
@@ -113,6 +135,8 @@ impl ActiveSegment {
             map,
             header,
             capacity,
+            allocated,
+            size_dirty: false,
             data_end: SEGMENT_HEADER_BYTES,
             synced_end: SEGMENT_HEADER_BYTES,
             opened_at: Instant::now(),
@@ -144,9 +168,13 @@ impl ActiveSegment {
         self.next_seq() == self.header.base_seq
     }
 
-    /// Appends one record; returns its shard seq, or `None` if the segment has no room (the
-    /// caller seals it and starts a new one).
-    pub fn append(&mut self, record: &Record, encoded_len: usize) -> Option<u64> {
+    /// Reserved bytes of the file.
+    pub fn allocated(&self) -> u64 {
+        self.allocated as u64
+    }
+
+    /// Appends one record.
+    pub fn append(&mut self, record: &Record, encoded_len: usize, ops: &dyn FileOps) -> Appended {
         if let Some(f) = &self.frame {
             if f.len + encoded_len > FRAME_TARGET_BYTES {
                 self.close_frame();
@@ -154,9 +182,24 @@ impl ActiveSegment {
         }
         let start = self.frame.as_ref().map_or(self.data_end, |f| f.start);
         let len = self.frame.as_ref().map_or(0, |f| f.len);
-        if start + FRAME_HEADER_BYTES + pad8(len + encoded_len) > self.capacity {
+        let need = start + FRAME_HEADER_BYTES + pad8(len + encoded_len);
+        if need > self.capacity {
             self.close_frame();
-            return None;
+            return Appended::Full;
+        }
+        if need > self.allocated {
+            let grown = (self.allocated + self.allocated.min(MAX_STEP))
+                .max(need)
+                .min(self.capacity);
+            if let Err(e) = ops.allocate(&self.file, grown as u64) {
+                return if is_no_space(&e) {
+                    Appended::NoSpace(e)
+                } else {
+                    Appended::Failed(e)
+                };
+            }
+            self.allocated = grown;
+            self.size_dirty = true;
         }
         let next_seq = self.next_seq();
         let frame = self.frame.get_or_insert(OpenFrame {
@@ -180,7 +223,7 @@ impl ActiveSegment {
             frame.min_event = frame.min_event.min(ev.unix_micros);
             frame.max_event = frame.max_event.max(ev.unix_micros);
         }
-        Some(next_seq)
+        Appended::Stored(next_seq)
     }
 
     /// Finishes the open frame: zero padding, then the header (written last, after a fence,

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use memmap2::MmapMut;
@@ -27,29 +26,7 @@ pub struct RealFileOps;
 
 impl FileOps for RealFileOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
-        let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        loop {
-            // SAFETY: fallocate only reads its integer arguments; the fd is owned by `file`.
-            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-            if rc == 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                // Filesystems without fallocate: posix_fallocate writes zeros instead.
-                // SAFETY: as above.
-                let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-                return if rc == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::from_raw_os_error(rc))
-                };
-            }
-            return Err(err);
-        }
+        super::mmap::fallocate(file, len)
     }
 
     fn flush_map(&self, _file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {

@@ -30,7 +30,6 @@ mod verify;
 mod writer;
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -117,15 +116,50 @@ impl Store {
         let lock = lock_dir(dir)?;
         let mut report = RecoveryReport::default();
         let mut shards = Vec::new();
+        // Scan every shard's tail first, so holes across shards can be cut, then seal.
+        let mut scanned = Vec::new();
         for (source, shard_dir) in
             read::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
         {
-            let state = recover::recover_shard(&shard_dir, ops.as_ref(), &mut report)
-                .map_err(|e| StoreError::io("recover shard", &shard_dir, e))?;
-            let mut shard = Shard::new(source, shard_dir);
-            shard.next_seq = state.next_seq;
-            shard.set_hwm(state.hwm);
-            shard.segments = state.segments;
+            let scan = recover::scan_shard(&shard_dir, ops.as_ref(), &mut report);
+            scanned.push((Shard::new(source, shard_dir), scan));
+        }
+        let mut scans: Vec<recover::ShardScan> = Vec::new();
+        let mut slots = Vec::new();
+        for (shard, scan) in scanned {
+            match scan {
+                Ok(s) => {
+                    slots.push((shard, Ok(scans.len())));
+                    scans.push(s);
+                }
+                Err(e) => slots.push((shard, Err(e))),
+            }
+        }
+        recover::cut_holes(&mut scans);
+        let mut scans: Vec<Option<recover::ShardScan>> = scans.into_iter().map(Some).collect();
+        for (mut shard, slot) in slots {
+            let recovered = slot.and_then(|i| {
+                let scan = scans[i].take().expect("each scan is finished once");
+                recover::finish_shard(scan, ops.as_ref(), &mut report)
+            });
+            match recovered {
+                Ok(state) => {
+                    shard.next_seq = state.next_seq;
+                    shard.set_hwm(state.hwm);
+                    shard.set_segments(state.segments);
+                }
+                // One unreadable shard never stops the store: it is reported and fenced off.
+                Err(e) => {
+                    let reason = format!("cannot recover shard: {e}");
+                    report.problems.push(Problem {
+                        file: shard.dir.clone(),
+                        offset: 0,
+                        seqs: None,
+                        reason: reason.clone(),
+                    });
+                    shard.broken = Some(reason);
+                }
+            }
             shards.push(shard);
         }
         report.num_shards = shards.len();
@@ -203,9 +237,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io("open lock file", &path, e))?;
-    // SAFETY: flock only reads its integer arguments; the fd is owned by `file`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if !mmap::try_lock_exclusive(&file) {
         return Err(StoreError::Locked {
             path: dir.to_path_buf(),
         });

@@ -206,6 +206,7 @@ pub(crate) struct ShardIter {
     next_segment: usize,
     current: Option<(PathBuf, Scanner<File>)>,
     expected: Option<u64>,
+    opened: usize,
     out: VecDeque<Result<StoredRecord, ReadError>>,
 }
 
@@ -231,6 +232,7 @@ impl ShardIter {
             next_segment: 0,
             current: None,
             expected: None,
+            opened: 0,
             out,
         }
     }
@@ -247,7 +249,9 @@ impl ShardIter {
     fn open_next(&mut self) -> bool {
         while self.next_segment < self.bases.len() {
             let base = self.bases[self.next_segment];
-            let is_first = self.next_segment == 0;
+            // Nothing opened yet: a missing file was deleted by retention after the listing.
+            let is_first = self.expected.is_none() && self.opened == 0;
+            let is_last = self.next_segment + 1 == self.bases.len();
             self.next_segment += 1;
             let path = self.dir.join(segment_file_name(base));
             let file = match File::open(&path) {
@@ -265,6 +269,8 @@ impl ShardIter {
             };
             let header = match read_header(&file) {
                 Ok(Ok(h)) => h,
+                // The newest segment is being created by a live writer: not written yet.
+                Ok(Err(_)) if is_last && is_blank(&file) => continue,
                 Ok(Err(reason)) => {
                     self.corrupt(&path, 0, format!("bad segment header: {reason}"));
                     self.expected = None;
@@ -319,6 +325,7 @@ impl ShardIter {
                     }
                 }
             }
+            self.opened += 1;
             self.current = Some((path, scanner));
             return true;
         }
@@ -381,6 +388,15 @@ impl ShardIter {
                 self.current = None;
             }
         }
+    }
+}
+
+/// A file whose first 64 bytes are zero or missing: a segment whose header is not written yet.
+pub(crate) fn is_blank(file: &File) -> bool {
+    let mut b = [0u8; 64];
+    match super::scan::read_full(file, &mut b, 0) {
+        Ok(n) => b[..n].iter().all(|&x| x == 0),
+        Err(_) => false,
     }
 }
 

@@ -50,7 +50,25 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 struct FrameFacts {
     offset: u64,
     header: FrameHeader,
-    origins: Vec<(String, u64)>,
+    /// Runs of consecutive origin sequences: (origin, first, last).
+    runs: Vec<(String, u64, u64)>,
+}
+
+/// A scanned, not yet repaired, unsealed segment.
+pub struct TailScan {
+    path: std::path::PathBuf,
+    file: File,
+    header: SegmentHeader,
+    frames: Vec<FrameFacts>,
+    kept_damage: Vec<Damage>,
+    data_end: u64,
+    size: u64,
+}
+
+/// Phase one of a shard's recovery: sealed state plus its scanned tails (ascending).
+pub struct ShardScan {
+    state: ShardState,
+    tails: Vec<TailScan>,
 }
 
 struct Damage {
@@ -59,11 +77,24 @@ struct Damage {
     lost: Option<(u64, u64)>,
 }
 
+/// Recovers one shard on its own (after a sync failure).
 pub fn recover_shard(
     dir: &Path,
     ops: &dyn FileOps,
     report: &mut RecoveryReport,
 ) -> io::Result<ShardState> {
+    let mut scans = vec![scan_shard(dir, ops, report)?];
+    cut_holes(&mut scans);
+    finish_shard(scans.pop().expect("one scan"), ops, report)
+}
+
+/// Phase one: find the newest seal, set aside unreadable or never-started files, scan the
+/// tails. Nothing is truncated or sealed yet.
+pub fn scan_shard(
+    dir: &Path,
+    ops: &dyn FileOps,
+    report: &mut RecoveryReport,
+) -> io::Result<ShardScan> {
     let mut bases = list_segments(dir)?;
     // Walk back from the newest segment to the newest valid seal; everything after it is tail.
     let mut tail: Vec<(u64, File, SegmentHeader)> = Vec::new();
@@ -119,18 +150,33 @@ pub fn recover_shard(
             },
         }
     }
-    let mut state = ShardState {
+    let state = ShardState {
         next_seq: base_footer
             .as_ref()
             .map_or_else(|| tail.last().map_or(0, |t| t.0), |f| f.next_seq),
         hwm: base_footer.map(|f| f.hwm).unwrap_or_default(),
         segments: bases,
     };
+    let mut tails = Vec::new();
     while let Some((base, file, header)) = tail.pop() {
         let path = dir.join(segment_file_name(base));
-        if header.base_seq < state.next_seq {
+        tails.push(scan_tail(path, file, header)?);
+    }
+    Ok(ShardScan { state, tails })
+}
+
+/// Phase three: cut, seal (or remove) every tail; returns the shard's state.
+pub fn finish_shard(
+    scan: ShardScan,
+    ops: &dyn FileOps,
+    report: &mut RecoveryReport,
+) -> io::Result<ShardState> {
+    let ShardScan { mut state, tails } = scan;
+    for tail in tails {
+        let base = tail.header.base_seq;
+        if base < state.next_seq {
             report.problems.push(Problem {
-                file: path.clone(),
+                file: tail.path.clone(),
                 offset: 0,
                 seqs: None,
                 reason: format!(
@@ -139,12 +185,97 @@ pub fn recover_shard(
                 ),
             });
         }
-        let kept = recover_tail(&path, &file, &header, &mut state, ops, report)?;
-        if kept {
+        if seal_tail(tail, &mut state, ops, report)? {
             state.segments.push(base);
         }
     }
     Ok(state)
+}
+
+/// Phase two, across shards: a process crash leaves each origin's sequences gapless (frames
+/// are closed in write order), but a power loss may persist unsynced pages out of order. A
+/// hole in an origin's sequences inside unsynced tails means everything written after it was
+/// never acknowledged; cutting the tail frames holding later sequences of that origin keeps
+/// every origin gapless, so a forwarder resuming after the high-water mark loses nothing.
+/// Frames proven synced (a later frame's durable watermark passes them) are never cut, and
+/// nothing is cut when any tail holds kept damage (the hole may be that damage).
+pub fn cut_holes(scans: &mut [ShardScan]) {
+    if scans
+        .iter()
+        .any(|s| s.tails.iter().any(|t| !t.kept_damage.is_empty()))
+    {
+        return;
+    }
+    for _ in 0..1000 {
+        let mut base: HashMap<&str, u64> = HashMap::new();
+        for s in scans.iter() {
+            for (o, &q) in &s.state.hwm {
+                let e = base.entry(o.as_str()).or_insert(0);
+                *e = (*e).max(q);
+            }
+        }
+        let mut runs: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+        for s in scans.iter() {
+            for f in s.tails.iter().flat_map(|t| t.frames.iter()) {
+                for (o, a, b) in &f.runs {
+                    runs.entry(o.as_str()).or_default().push((*a, *b));
+                }
+            }
+        }
+        let mut holes: Vec<(String, u64)> = Vec::new();
+        for (origin, mut rs) in runs {
+            rs.sort_unstable();
+            let mut next = base.get(origin).copied().unwrap_or(0) + 1;
+            for (a, b) in rs {
+                if b < next {
+                    continue;
+                }
+                if a > next {
+                    holes.push((origin.to_string(), next));
+                    break;
+                }
+                next = b + 1;
+            }
+        }
+        if holes.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        for s in scans.iter_mut() {
+            let mut cut_rest = false;
+            for t in s.tails.iter_mut() {
+                let synced = t
+                    .frames
+                    .iter()
+                    .map(|f| f.header.durable_watermark)
+                    .max()
+                    .unwrap_or(0);
+                let first_bad = if cut_rest {
+                    Some(0)
+                } else {
+                    t.frames.iter().position(|f| {
+                        f.runs
+                            .iter()
+                            .any(|(o, _, b)| holes.iter().any(|(ho, h)| ho == o && b >= h))
+                    })
+                };
+                let Some(i) = first_bad else { continue };
+                if i < t.frames.len() && t.frames[i].offset < synced {
+                    // Proven synced: a hole before it is not an unsynced tail.
+                    continue;
+                }
+                if i < t.frames.len() {
+                    t.data_end = t.frames[i].offset;
+                    t.frames.truncate(i);
+                    changed = true;
+                }
+                cut_rest = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+    }
 }
 
 /// Whether anything but zeros follows `offset` (a torn write, as opposed to preallocation).
@@ -173,20 +304,12 @@ fn is_all_zero(file: &File) -> io::Result<bool> {
     }
 }
 
-/// Scans, repairs and seals one unsealed segment. Returns false if it held no frame and was
-/// removed.
-fn recover_tail(
-    path: &Path,
-    file: &File,
-    header: &SegmentHeader,
-    state: &mut ShardState,
-    ops: &dyn FileOps,
-    report: &mut RecoveryReport,
-) -> io::Result<bool> {
+/// Scans one unsealed segment and decides where its valid data ends.
+fn scan_tail(path: std::path::PathBuf, file: File, header: SegmentHeader) -> io::Result<TailScan> {
     let mut frames: Vec<FrameFacts> = Vec::new();
     let mut damages: Vec<Damage> = Vec::new();
     let mut end = None;
-    let mut scanner = Scanner::new(file, header, true)?;
+    let mut scanner = Scanner::new(&file, &header, true)?;
     while let Some(item) = scanner.next_item()? {
         match item {
             Item::Frame {
@@ -197,7 +320,7 @@ fn recover_tail(
                 frames.push(FrameFacts {
                     offset,
                     header,
-                    origins: frame_origins(&payload),
+                    runs: frame_runs(&payload),
                 });
             }
             Item::Corrupt {
@@ -230,6 +353,35 @@ fn recover_tail(
         }
     }
     frames.retain(|f| f.offset < data_end);
+    Ok(TailScan {
+        path,
+        file,
+        header,
+        frames,
+        kept_damage,
+        data_end,
+        size,
+    })
+}
+
+/// Cuts a scanned tail at its data end and seals it, or removes it if no frame is left.
+/// Returns false if it was removed.
+fn seal_tail(
+    tail: TailScan,
+    state: &mut ShardState,
+    ops: &dyn FileOps,
+    report: &mut RecoveryReport,
+) -> io::Result<bool> {
+    let TailScan {
+        path,
+        file,
+        header,
+        frames,
+        kept_damage,
+        data_end,
+        size,
+    } = tail;
+    let (path, file, header) = (path.as_path(), &file, &header);
     if frames.is_empty() {
         std::fs::remove_file(path)?;
         ops.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
@@ -262,9 +414,9 @@ fn recover_tail(
         footer.min_event = footer.min_event.min(h.min_event);
         footer.max_event = footer.max_event.max(h.max_event);
         index.on_frame(f.offset, h);
-        for (origin, seq) in &f.origins {
+        for (origin, _, last) in &f.runs {
             let e = state.hwm.entry(origin.clone()).or_insert(0);
-            *e = (*e).max(*seq);
+            *e = (*e).max(*last);
         }
     }
     for d in kept_damage {
@@ -295,28 +447,31 @@ fn recover_tail(
     Ok(true)
 }
 
-/// Highest origin_seq per origin in one verified payload.
-fn frame_origins(payload: &[u8]) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
+/// Runs of consecutive origin sequences per origin in one verified payload.
+fn frame_runs(payload: &[u8]) -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
     let mut last = 0usize;
     for range in codec::Records::new(payload).flatten() {
         let Ok(id) = codec::identity(&payload[range]) else {
             continue;
         };
-        if let Some(e) = out.get_mut(last).filter(|e| e.0.as_bytes() == id.origin) {
-            e.1 = e.1.max(id.origin_seq);
-            continue;
-        }
-        match out.iter().position(|e| e.0.as_bytes() == id.origin) {
-            Some(i) => {
-                out[i].1 = out[i].1.max(id.origin_seq);
+        let seq = id.origin_seq;
+        let hit = match out.get(last) {
+            Some(e) if e.0.as_bytes() == id.origin => Some(last),
+            _ => out.iter().rposition(|e| e.0.as_bytes() == id.origin),
+        };
+        match hit {
+            Some(i) if out[i].2.checked_add(1) == Some(seq) => {
+                out[i].2 = seq;
                 last = i;
             }
+            Some(i) => {
+                let origin = out[i].0.clone();
+                out.push((origin, seq, seq));
+                last = out.len() - 1;
+            }
             None => {
-                out.push((
-                    String::from_utf8_lossy(id.origin).into_owned(),
-                    id.origin_seq,
-                ));
+                out.push((String::from_utf8_lossy(id.origin).into_owned(), seq, seq));
                 last = out.len() - 1;
             }
         }

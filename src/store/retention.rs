@@ -55,8 +55,10 @@ fn delete(shard: &mut Shard, pos: usize, ops: &dyn FileOps, counters: &Counters)
     let base = shard.segments.remove(pos);
     shard.sealed_info.remove(&base);
     let seg = shard.dir.join(segment_file_name(base));
+    let size = std::fs::metadata(&seg).map_or(0, |m| m.len());
     match std::fs::remove_file(&seg) {
         Ok(()) => {
+            shard.sealed_bytes = shard.sealed_bytes.saturating_sub(size);
             let _ = std::fs::remove_file(shard.dir.join(index_file_name(base)));
             let _ = ops.sync_dir(&shard.dir);
             Counters::add(&counters.segments_deleted, 1);
@@ -70,14 +72,27 @@ fn delete(shard: &mut Shard, pos: usize, ops: &dyn FileOps, counters: &Counters)
 
 /// Applies `cfg` to the sealed segments of `shards` and refreshes the size gauges.
 pub fn apply(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, counters: &Counters) {
-    if *cfg == RetentionConfig::default() {
-        let num: usize = shards
-            .iter()
-            .map(|s| s.segments.len() + usize::from(s.active.is_some()))
-            .sum();
-        counters.num_segments.store(num as u64, Ordering::Relaxed);
-        return;
+    if *cfg != RetentionConfig::default() {
+        enforce(shards, cfg, ops, counters);
     }
+    gauges(shards, counters);
+}
+
+/// Refreshes the segment-count and bytes-on-disk gauges.
+pub fn gauges(shards: &[Shard], counters: &Counters) {
+    let num: usize = shards
+        .iter()
+        .map(|s| s.segments.len() + usize::from(s.active.is_some()))
+        .sum();
+    let bytes: u64 = shards
+        .iter()
+        .map(|s| s.sealed_bytes + s.active.as_ref().map_or(0, |a| a.allocated()))
+        .sum();
+    counters.num_segments.store(num as u64, Ordering::Relaxed);
+    counters.bytes_on_disk.store(bytes, Ordering::Relaxed);
+}
+
+fn enforce(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, counters: &Counters) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
@@ -92,7 +107,7 @@ pub fn apply(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, cou
             }
         }
     }
-    let active_bytes = |s: &Shard| s.active.as_ref().map_or(0, |a| a.header.preallocated);
+    let active_bytes = |s: &Shard| s.active.as_ref().map_or(0, |a| a.allocated());
     let mut total = 0u64;
     for shard in shards.iter_mut() {
         let mut bytes = active_bytes(shard);
@@ -127,10 +142,4 @@ pub fn apply(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, cou
             delete(&mut shards[i], 0, ops, counters);
         }
     }
-    let num: usize = shards
-        .iter()
-        .map(|s| s.segments.len() + usize::from(s.active.is_some()))
-        .sum();
-    counters.num_segments.store(num as u64, Ordering::Relaxed);
-    counters.bytes_on_disk.store(total, Ordering::Relaxed);
 }

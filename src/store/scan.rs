@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
@@ -47,32 +46,7 @@ impl ReadAt for File {
         Ok(self.metadata()?.len())
     }
     fn data_region(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        let size = self.size()?;
-        if offset >= size {
-            return Ok(None);
-        }
-        let Ok(off) = i64::try_from(offset) else {
-            return Ok(None);
-        };
-        // SAFETY: lseek only reads its integer arguments; the fd is owned by `self`. The file
-        // position it moves is never used (all reads are positional).
-        let data = unsafe { libc::lseek(self.as_raw_fd(), off, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENXIO) => Ok(None),
-                Some(libc::EINVAL) => Ok(Some((offset, size))),
-                _ => Err(err),
-            };
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(self.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 {
-            size
-        } else {
-            (hole as u64).min(size)
-        };
-        Ok(Some((data as u64, end)))
+        super::mmap::data_region(self, offset, self.size()?)
     }
 }
 

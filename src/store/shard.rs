@@ -21,6 +21,11 @@ pub struct Shard {
     pub segments: Vec<u64>,
     /// Retention's cache per sealed segment: (file bytes, newest receive time).
     pub sealed_info: HashMap<u64, (u64, i64)>,
+    /// Bytes of the sealed segments on disk.
+    pub sealed_bytes: u64,
+    /// Recovery of this shard failed (I/O error): appends to it fail instead of risking
+    /// its files.
+    pub broken: Option<String>,
     pub dirty: bool,
     /// Cache of the last origin noted and its highest seq, folded into `hwm` on change, so
     /// a run of records from one origin costs no hashing.
@@ -39,6 +44,8 @@ impl Shard {
             hwm: HashMap::new(),
             segments: Vec::new(),
             sealed_info: HashMap::new(),
+            sealed_bytes: 0,
+            broken: None,
             dirty: false,
             last_origin: None,
         }
@@ -66,6 +73,19 @@ impl Shard {
     pub fn hwm(&mut self) -> &HashMap<String, u64> {
         self.fold_origin();
         &self.hwm
+    }
+
+    /// Sets `segments` and `sealed_bytes` from the files on disk (after recovery).
+    pub fn set_segments(&mut self, segments: Vec<u64>) {
+        self.sealed_bytes = segments
+            .iter()
+            .filter_map(|b| {
+                std::fs::metadata(self.dir.join(super::segment::segment_file_name(*b))).ok()
+            })
+            .map(|m| m.len())
+            .sum();
+        self.segments = segments;
+        self.sealed_info.clear();
     }
 
     /// Replaces the per-origin marks (after recovery).

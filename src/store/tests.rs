@@ -164,6 +164,11 @@ fn forwarded_records_are_deduplicated_and_gaps_refused() {
     assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));
     let stats = store.handle().stats();
     assert_eq!((stats.duplicates_dropped, stats.gaps_refused), (6, 1));
+    assert_eq!((stats.num_shards, stats.num_segments), (1, 1));
+    assert!(
+        stats.bytes_on_disk > 0 && stats.appended_records == 15 && stats.commits > 0,
+        "{stats:?}"
+    );
     store.close().unwrap();
     let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
     assert_eq!(store.handle().high_water_marks().get("agent"), Some(&15));
@@ -288,4 +293,124 @@ fn retention_by_bytes_per_shard_and_total() {
         assert_eq!(newest, 150);
         assert!(verify(dir.path()).unwrap().is_clean());
     }
+}
+
+#[test]
+fn follower_tails_across_rolls_and_new_shards_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        segment_max_bytes: 4096,
+        ..small_config()
+    };
+    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut follower = reader.follow(&ReadOptions::default());
+    assert!(follower.poll().is_empty());
+    let mut seen = Vec::new();
+    for round in 0..6i64 {
+        for i in 0..10 {
+            let source = if round < 3 { "first" } else { "second" };
+            let r = rec(source, "me", 0, round * 100 + i, &"f".repeat(200));
+            store
+                .handle()
+                .blocking_append(vec![r])
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        let got: Vec<_> = follower.poll().into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(got.len(), 10, "round {round}");
+        seen.extend(got.into_iter().map(|r| r.record.origin_seq));
+        // Reading a live store from the same directory works too.
+        let (all, errs) = read_all(dir.path());
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(all.len() as i64, (round + 1) * 10);
+    }
+    assert!(
+        store.handle().stats().segments_sealed > 2,
+        "the follower crossed rolls"
+    );
+    store.close().unwrap();
+    assert!(follower.poll().is_empty(), "sealing adds no records");
+    seen.sort();
+    assert_eq!(seen, (1..=60).collect::<Vec<_>>());
+}
+
+#[test]
+fn verify_names_file_and_offset_of_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    for i in 0..3 {
+        store
+            .handle()
+            .blocking_append(vec![rec("v", "me", 0, i, "verify me")])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store.close().unwrap();
+    let clean = verify(dir.path()).unwrap();
+    assert!(clean.is_clean());
+    assert_eq!(clean.shards[0].num_records, 3);
+    assert!(
+        clean.to_string().contains("\"v\": 3 records in 1 segments"),
+        "{clean}"
+    );
+    let seg = dir.path().join("s-v").join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[64 + 100] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(report.num_problems(), 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("{} at offset 64: ", seg.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unrecoverable_shard_is_reported_and_fenced_off_without_stopping_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    for source in ["good", "bad"] {
+        store
+            .handle()
+            .blocking_append(vec![rec(source, "me", 0, 1, "x")])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store.close().unwrap();
+    // A directory where a segment file should be: every open of it fails.
+    std::fs::create_dir(dir.path().join("s-bad").join("00000000000000000009.seg")).unwrap();
+    let (store, report) = Store::open(dir.path(), "me", small_config()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    assert!(
+        report.problems[0].reason.contains("cannot recover shard"),
+        "{report:?}"
+    );
+    let h = store.handle();
+    assert!(h
+        .blocking_append(vec![rec("bad", "me", 0, 2, "y")])
+        .unwrap()
+        .wait_durable()
+        .is_err());
+    let o = h
+        .blocking_append(vec![rec("good", "me", 0, 3, "z")])
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(o.num_stored, 1);
+    store.close().unwrap();
+    let bad_files: Vec<_> = std::fs::read_dir(dir.path().join("s-bad"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        bad_files.len(),
+        4,
+        "nothing in the fenced shard was touched: {bad_files:?}"
+    );
 }

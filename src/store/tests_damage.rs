@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::MmapMut;
 
@@ -446,5 +447,70 @@ fn injected_sync_failure_reports_nothing_durable_and_recovers() {
     let seqs: Vec<u64> = records_of(&got).iter().map(|r| r.origin_seq).collect();
     let upto_failed: Vec<u64> = (1..=hwm).chain(11..=15).collect();
     assert_eq!(seqs, upto_failed);
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+/// Real files, no syncs, and ENOSPC from `allocate` while `full` is set.
+#[derive(Debug, Default)]
+struct FullDiskOps {
+    full: AtomicBool,
+}
+
+impl FileOps for FullDiskOps {
+    fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        RealFileOps.allocate(file, len)
+    }
+    fn flush_map(&self, _: &File, _: &MmapMut, _: usize, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_data(&self, _: &File) -> io::Result<()> {
+        Ok(())
+    }
+    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn enospc_while_growing_a_segment_stalls_then_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(FullDiskOps::default());
+    let config = StoreConfig {
+        segment_max_bytes: 8 << 20,
+        ..small_config()
+    };
+    let (store, _) = Store::open_with_ops(dir.path(), "me", config, ops.clone()).unwrap();
+    let h = store.handle();
+    let big = |i: i64| {
+        (0..100)
+            .map(|k| rec(SOURCE, "me", 0, i * 100 + k, &"e".repeat(1000)))
+            .collect::<Vec<_>>()
+    };
+    // The first allocation step (1 MiB) fills after ~10 batches of 100 KiB.
+    for i in 0..5 {
+        h.blocking_append(big(i)).unwrap().wait_durable().unwrap();
+    }
+    ops.full.store(true, Ordering::SeqCst);
+    let tickets: Vec<_> = (5..15)
+        .map(|i| h.blocking_append(big(i)).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !h.stats().disk_full && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(h.stats().disk_full, "{:?}", h.stats());
+    assert_eq!(h.stats().disk_full_errors, 1);
+    ops.full.store(false, Ordering::SeqCst);
+    for t in tickets {
+        t.wait_durable().unwrap();
+    }
+    assert!(!h.stats().disk_full);
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(got.len(), 1500);
     assert!(verify(dir.path()).unwrap().is_clean());
 }

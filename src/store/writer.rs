@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::active::{ActiveSegment, CreateError};
+use super::active::{ActiveSegment, Appended, CreateError};
 use super::codec::encoded_len;
 use super::error::StoreError;
 use super::fileops::FileOps;
@@ -66,6 +66,9 @@ pub(crate) struct Writer {
     /// closed in the order their records were processed, so a crash of the process leaves on
     /// disk exactly a prefix of what was written (per origin: no holes).
     open_frame: Option<usize>,
+    /// Set by a sync failure: seal every active segment at the next loop turn, so that a
+    /// hole the failure may have left lies below every shard's sealed high-water mark.
+    seal_all: bool,
 }
 
 fn now_micros() -> i64 {
@@ -95,6 +98,7 @@ impl Writer {
         }
         *shared.durable_hwm.lock().unwrap_or_else(|p| p.into_inner()) = hwm.clone();
         Counters::add(&shared.counters.num_shards, shards.len() as u64);
+        retention::gauges(&shards, &shared.counters);
         Writer {
             dir,
             config,
@@ -113,6 +117,7 @@ impl Writer {
             scratch: Vec::new(),
             keep: Vec::new(),
             open_frame: None,
+            seal_all: false,
         }
     }
 
@@ -156,6 +161,16 @@ impl Writer {
             }
             let dirty = !self.pending.is_empty() || self.unsynced_bytes > 0;
             if dirty && self.last_commit.elapsed() >= self.config.commit_max_delay {
+                self.commit();
+            }
+            if self.seal_all && self.current.is_none() {
+                self.seal_all = false;
+                self.open_frame = None;
+                for idx in 0..self.shards.len() {
+                    if let Err(e) = self.seal_active(idx) {
+                        tracing::error!(error = %e, "sealing after a sync failure failed");
+                    }
+                }
                 self.commit();
             }
             if Instant::now() >= self.next_retention {
@@ -351,6 +366,13 @@ impl Writer {
         record: &Record,
         enc: usize,
     ) -> Result<bool, StoreError> {
+        if let Some(reason) = &self.shards[idx].broken {
+            return Err(StoreError::io(
+                "append to",
+                self.shards[idx].dir.clone(),
+                std::io::Error::other(reason.clone()),
+            ));
+        }
         let run_starts = self.open_frame != Some(idx);
         if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
             if let Some(a) = self.shards[prev].active.as_mut() {
@@ -392,14 +414,8 @@ impl Writer {
                         }
                     }
                     Err(CreateError::NoSpace(e)) => {
-                        let c = &self.shared.counters;
-                        if self.retry_at.is_none() {
-                            Counters::add(&c.disk_full_errors, 1);
-                            c.disk_full.store(1, Ordering::Relaxed);
-                            tracing::warn!(dir = %shard.dir.display(), error = %e, "disk full: cannot allocate a segment, appends wait");
-                            self.run_retention();
-                        }
-                        self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
+                        let dir = shard.dir.clone();
+                        self.disk_full(&dir, &e);
                         return Ok(false);
                     }
                     Err(CreateError::Io(e)) => {
@@ -410,14 +426,27 @@ impl Writer {
             }
             let shard = &mut self.shards[idx];
             let active = shard.active.as_mut().expect("active segment just ensured");
-            match active.append(record, enc) {
-                Some(seq) => {
+            match active.append(record, enc, self.ops.as_ref()) {
+                Appended::Stored(seq) => {
                     shard.next_seq = seq + 1;
                     shard.note_origin(&record.origin, record.origin_seq);
                     shard.dirty = true;
+                    if self.retry_at.take().is_some() {
+                        self.shared.counters.disk_full.store(0, Ordering::Relaxed);
+                    }
                     return Ok(true);
                 }
-                None => self.seal_active(idx)?,
+                Appended::Full => self.seal_active(idx)?,
+                Appended::NoSpace(e) => {
+                    let dir = shard.dir.clone();
+                    self.disk_full(&dir, &e);
+                    return Ok(false);
+                }
+                Appended::Failed(e) => {
+                    Counters::add(&self.shared.counters.write_errors, 1);
+                    let path = active.path.clone();
+                    return Err(self.poison(idx, path, e));
+                }
             }
         }
         Err(StoreError::io(
@@ -427,8 +456,23 @@ impl Writer {
         ))
     }
 
+    /// Allocation failed with ENOSPC: count it once per episode, run retention, retry later.
+    fn disk_full(&mut self, dir: &std::path::Path, e: &std::io::Error) {
+        if self.retry_at.is_none() {
+            let c = &self.shared.counters;
+            Counters::add(&c.disk_full_errors, 1);
+            c.disk_full.store(1, Ordering::Relaxed);
+            tracing::warn!(dir = %dir.display(), error = %e, "disk full: cannot allocate segment space, appends wait");
+            self.run_retention();
+        }
+        self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
+    }
+
     /// Seals the active segment of shard `idx` (or removes it if empty).
     fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
+        // Everything written before the seal becomes durable first, so a sealed segment never
+        // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
+        self.sync_dirty(Some(idx));
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
             return Ok(());
@@ -446,6 +490,7 @@ impl Writer {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
+                shard.sealed_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
                 Counters::add(&c.segments_sealed, 1);
                 self.run_retention();
                 Ok(())
@@ -459,6 +504,7 @@ impl Writer {
     fn poison(&mut self, idx: usize, path: PathBuf, err: std::io::Error) -> StoreError {
         Counters::add(&self.shared.counters.sync_errors, 1);
         tracing::error!(file = %path.display(), error = %err, "segment write or sync failed; poisoning and recovering the shard");
+        self.seal_all = true;
         let error = StoreError::SyncFailed {
             path,
             source: Arc::new(err),
@@ -471,10 +517,11 @@ impl Writer {
             Ok(state) => {
                 shard.next_seq = state.next_seq;
                 shard.set_hwm(state.hwm);
-                shard.segments = state.segments;
+                shard.set_segments(state.segments);
             }
             Err(e) => {
-                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed")
+                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed");
+                shard.broken = Some(format!("cannot recover shard after a sync failure: {e}"));
             }
         }
         for p in &report.problems {
@@ -497,10 +544,12 @@ impl Writer {
         error
     }
 
-    /// Group commit: make every dirty shard durable, then resolve tickets.
-    pub fn commit(&mut self) {
-        let started = Instant::now();
+    /// Makes every dirty shard but `except` durable (poisoning those that fail).
+    fn sync_dirty(&mut self, except: Option<usize>) {
         for idx in 0..self.shards.len() {
+            if Some(idx) == except {
+                continue;
+            }
             let shard = &mut self.shards[idx];
             if !shard.dirty {
                 continue;
@@ -514,6 +563,12 @@ impl Writer {
                 self.poison(idx, path, e);
             }
         }
+    }
+
+    /// Group commit: make every dirty shard durable, then resolve tickets.
+    pub fn commit(&mut self) {
+        let started = Instant::now();
+        self.sync_dirty(None);
         if self.current.is_none() {
             self.shared
                 .durable_hwm
@@ -524,6 +579,7 @@ impl Writer {
         for p in self.pending.drain(..) {
             let _ = p.ticket.send(p.outcome);
         }
+        retention::gauges(&self.shards, &self.shared.counters);
         let c = &self.shared.counters;
         let micros = started.elapsed().as_micros() as u64;
         Counters::add(&c.commits, 1);

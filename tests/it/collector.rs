@@ -19,7 +19,13 @@ fn logger(node: &Node, extra: &[&str], message: &str) {
         ("-T", node.tcp.unwrap())
     };
     let status = Command::new("logger")
-        .args(["-n", "127.0.0.1", "-P", &address.port().to_string(), transport])
+        .args([
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &address.port().to_string(),
+            transport,
+        ])
         .args(extra.iter().filter(|arg| **arg != "-d"))
         .arg(message)
         .status()
@@ -40,11 +46,26 @@ fn logger_over_udp_tcp_and_octet_counting() {
         return;
     }
     let node = Node::start(&[]);
-    let common = ["-t", "e2e-app", "-p", "local3.warning", "--msgid", "ID7", "--rfc5424"];
+    let common = [
+        "-t",
+        "e2e-app",
+        "-p",
+        "local3.warning",
+        "--msgid",
+        "ID7",
+        "--rfc5424",
+    ];
     logger(&node, &[&common[..], &["-d"]].concat(), "hello over udp");
     logger(&node, &common, "hello over tcp");
-    logger(&node, &[&common[..], &["--octet-count"]].concat(), "hello octet counted");
-    assert!(wait_until(WAIT, || count_records(&node.data_dir) == 3), "3 records stored");
+    logger(
+        &node,
+        &[&common[..], &["--octet-count"]].concat(),
+        "hello octet counted",
+    );
+    assert!(
+        wait_until(WAIT, || count_records(&node.data_dir) == 3),
+        "3 records stored"
+    );
     let records = node.read_json(&[]);
     for (message, transport) in [
         ("hello over udp", "udp"),
@@ -61,10 +82,15 @@ fn logger_over_udp_tcp_and_octet_counting() {
         assert_eq!(record["pri"], 19 * 8 + 4);
         assert_eq!(record["version"], 1);
         assert_eq!(record["origin"], "test-node");
-        let hostname = record["hostname"].as_str().expect("logger sends a hostname");
+        let hostname = record["hostname"]
+            .as_str()
+            .expect("logger sends a hostname");
         assert_eq!(record["source"], hostname, "shard key is the HOSTNAME");
         let raw = record["raw"].as_str().unwrap();
-        assert!(raw.starts_with("<156>1 ") && raw.ends_with(message), "{raw:?}");
+        assert!(
+            raw.starts_with("<156>1 ") && raw.ends_with(message),
+            "{raw:?}"
+        );
         assert!(record["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
         assert_eq!(record["truncated"], false);
     }
@@ -99,7 +125,11 @@ fn hundred_thousand_tcp_messages_are_exactly_hundred_thousand_records_after_sigt
     // Everything the kernel acknowledged to the sender must be stored, even though the
     // node is asked to stop right away.
     let status = node.terminate(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status}; stderr: {}", node.stderr());
+    assert!(
+        status.success(),
+        "exit status {status}; stderr: {}",
+        node.stderr()
+    );
     let records = node.read_json(&[]);
     assert_eq!(records.len(), COUNT);
     let mut seen = vec![false; COUNT];
@@ -111,9 +141,16 @@ fn hundred_thousand_tcp_messages_are_exactly_hundred_thousand_records_after_sigt
         assert!(!seen[index], "message {index} stored twice");
         seen[index] = true;
     }
-    let mut seqs: Vec<u64> = records.iter().map(|record| record["seq"].as_u64().unwrap()).collect();
+    let mut seqs: Vec<u64> = records
+        .iter()
+        .map(|record| record["seq"].as_u64().unwrap())
+        .collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=COUNT as u64).collect::<Vec<_>>(), "sequences gapless and unique");
+    assert_eq!(
+        seqs,
+        (1..=COUNT as u64).collect::<Vec<_>>(),
+        "sequences gapless and unique"
+    );
 }
 
 #[test]
@@ -123,7 +160,11 @@ fn kill_9_and_restart_loses_nothing_stored_and_sequences_stay_gapless() {
     for round in 0..3 {
         let mut stream = TcpStream::connect(node.tcp.unwrap()).unwrap();
         for index in 0..2_000 {
-            writeln!(stream, "<13>1 - kill-host app - - - round {round} message {index}").unwrap();
+            writeln!(
+                stream,
+                "<13>1 - kill-host app - - - round {round} message {index}"
+            )
+            .unwrap();
         }
         drop(stream);
         total += 2_000;
@@ -138,7 +179,10 @@ fn kill_9_and_restart_loses_nothing_stored_and_sequences_stay_gapless() {
     assert!(status.success());
     let records = node.read_json(&[]);
     assert_eq!(records.len(), total);
-    let mut seqs: Vec<u64> = records.iter().map(|record| record["seq"].as_u64().unwrap()).collect();
+    let mut seqs: Vec<u64> = records
+        .iter()
+        .map(|record| record["seq"].as_u64().unwrap())
+        .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
 }
@@ -154,9 +198,15 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     // Unparseable text, NUL bytes, invalid UTF-8 and an escaping host name: stored raw.
     let mut hostile = TcpStream::connect(tcp).unwrap();
     hostile.write_all(b"this is not syslog at all\n").unwrap();
-    hostile.write_all(b"<13>1 - nul-host app - - - has\x01control\n").unwrap();
-    hostile.write_all(b"<13>1 - utf8-host app - - - bad \xff\xfe bytes\n").unwrap();
-    hostile.write_all(b"<13>1 2026-11-26T10:00:00Z ../../etc/passwd app - - - escape\n").unwrap();
+    hostile
+        .write_all(b"<13>1 - nul-host app - - - has\x01control\n")
+        .unwrap();
+    hostile
+        .write_all(b"<13>1 - utf8-host app - - - bad \xff\xfe bytes\n")
+        .unwrap();
+    hostile
+        .write_all(b"<13>1 2026-11-26T10:00:00Z ../../etc/passwd app - - - escape\n")
+        .unwrap();
     // A 1 MiB line: truncated to the limit and flagged.
     let mut long_line = b"<13>1 - long-host app - - - ".to_vec();
     long_line.resize(1024 * 1024, b'x');
@@ -166,16 +216,22 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
 
     // A 20-digit length prefix: that connection is closed, nothing else is affected.
     let mut garbage = TcpStream::connect(tcp).unwrap();
-    garbage.write_all(b"12345678901234567890 <13>1 - x y - - - never\n").unwrap();
+    garbage
+        .write_all(b"12345678901234567890 <13>1 - x y - - - never\n")
+        .unwrap();
     drop(garbage);
 
     // UDP: a datagram of invalid UTF-8 without PRI.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(b"\xc3\x28 raw udp garbage\n", node.udp.unwrap()).unwrap();
+    udp.send_to(b"\xc3\x28 raw udp garbage\n", node.udp.unwrap())
+        .unwrap();
 
     writeln!(good, "<14>1 - good-host app - - - good after").unwrap();
     drop(good);
-    assert!(wait_until(WAIT, || count_records(&node.data_dir) == 8), "8 records stored");
+    assert!(
+        wait_until(WAIT, || count_records(&node.data_dir) == 8),
+        "8 records stored"
+    );
     assert!(node.is_running());
 
     let records = node.read_json(&[]);
@@ -183,7 +239,9 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
         match record["raw_base64"].as_str() {
             Some(encoded) => {
                 use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap()
             }
             None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
         }
@@ -191,24 +249,49 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     let find = |needle: &[u8]| -> &Value {
         records
             .iter()
-            .find(|record| raw_of(record).windows(needle.len()).any(|window| window == needle))
+            .find(|record| {
+                raw_of(record)
+                    .windows(needle.len())
+                    .any(|window| window == needle)
+            })
             .unwrap_or_else(|| panic!("no record containing {:?}", String::from_utf8_lossy(needle)))
     };
     assert_eq!(find(b"not syslog at all")["parse"], "unparsed");
-    assert_eq!(raw_of(find(b"control")), b"<13>1 - nul-host app - - - has\x01control");
+    assert_eq!(
+        raw_of(find(b"control")),
+        b"<13>1 - nul-host app - - - has\x01control"
+    );
     let invalid = find(b"bad \xff\xfe bytes");
-    assert_eq!(raw_of(invalid), b"<13>1 - utf8-host app - - - bad \xff\xfe bytes");
-    assert!(invalid["raw_base64"].is_string(), "invalid UTF-8 comes with raw_base64");
+    assert_eq!(
+        raw_of(invalid),
+        b"<13>1 - utf8-host app - - - bad \xff\xfe bytes"
+    );
+    assert!(
+        invalid["raw_base64"].is_string(),
+        "invalid UTF-8 comes with raw_base64"
+    );
     let long = find(b"long-host");
     assert_eq!(long["truncated"], true);
     assert_eq!(raw_of(long).len(), 65536);
-    assert_eq!(raw_of(find(b"raw udp garbage")), b"\xc3\x28 raw udp garbage");
+    assert_eq!(
+        raw_of(find(b"raw udp garbage")),
+        b"\xc3\x28 raw udp garbage"
+    );
     find(b"good before");
     find(b"good after");
-    assert!(!records.iter().any(|record| raw_of(record).ends_with(b"never")));
+    assert!(!records
+        .iter()
+        .any(|record| raw_of(record).ends_with(b"never")));
     let escape = find(b"escape");
-    assert_eq!(escape["source"], "../../etc/passwd", "the original name is kept");
-    assert!(node.metric("starling_framing_errors_total") >= 1.0, "{}", node.metrics());
+    assert_eq!(
+        escape["source"], "../../etc/passwd",
+        "the original name is kept"
+    );
+    assert!(
+        node.metric("starling_framing_errors_total") >= 1.0,
+        "{}",
+        node.metrics()
+    );
 
     // Nothing was written outside the data directory.
     let entries: Vec<_> = std::fs::read_dir(node.work.path())
@@ -229,7 +312,10 @@ fn cli_contract_usage_errors_exit_2_with_one_line() {
         &["read", "--since", "yesterday-ish", "--data-dir", "."],
         &["validate"],
     ] {
-        let output = Command::new(crate::sandbox::starling_bin()).args(args).output().unwrap();
+        let output = Command::new(crate::sandbox::starling_bin())
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr:?}");
@@ -243,7 +329,11 @@ fn validate_accepts_good_and_rejects_bad_files() {
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[syslog]\nudp = [\"127.0.0.1:1514\"]\n").unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[syslog]\nudp = [\"127.0.0.1:1514\"]\nmax-mesage-bytes = 5\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[syslog]\nudp = [\"127.0.0.1:1514\"]\nmax-mesage-bytes = 5\n",
+    )
+    .unwrap();
     let run = |path: &std::path::Path| {
         Command::new(crate::sandbox::starling_bin())
             .args(["validate", "--config"])
@@ -255,5 +345,8 @@ fn validate_accepts_good_and_rejects_bad_files() {
     let output = run(&bad);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("max-mesage-bytes") && stderr.contains("line 3"), "{stderr}");
+    assert!(
+        stderr.contains("max-mesage-bytes") && stderr.contains("line 3"),
+        "{stderr}"
+    );
 }

@@ -18,22 +18,32 @@ use crate::sandbox::{wait_until, Node};
 fn input_bytes(row: &Value) -> Vec<u8> {
     let input = row["input"].as_str().expect("input");
     if row["bytes_as_latin1"] == true {
-        input.chars().map(|c| u8::try_from(u32::from(c)).expect("latin1 char")).collect()
+        input
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).expect("latin1 char"))
+            .collect()
     } else {
         input.as_bytes().to_vec()
     }
 }
 
 fn corpus(name: &str) -> Vec<Value> {
-    let path = format!("{}/tests/data/conformance/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/conformance/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    text.lines().map(|line| serde_json::from_str(line).expect("corpus line")).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("corpus line"))
+        .collect()
 }
 
 fn raw_bytes(record: &Value) -> Vec<u8> {
     use base64::Engine as _;
     match record["raw_base64"].as_str() {
-        Some(encoded) => base64::engine::general_purpose::STANDARD.decode(encoded).unwrap(),
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
         None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
     }
 }
@@ -55,7 +65,10 @@ fn every_conformance_input_is_stored_byte_exact() {
     }
     drop(stream);
     // Some inputs contain LF, so count JSON records rather than raw lines.
-    assert!(wait_until(Duration::from_secs(30), || node.read_json(&[]).len() == rows.len()));
+    assert!(wait_until(Duration::from_secs(30), || node
+        .read_json(&[])
+        .len()
+        == rows.len()));
     let records = node.read_json(&[]);
     let mut stored: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut verdicts: HashMap<Vec<u8>, String> = HashMap::new();
@@ -64,7 +77,10 @@ fn every_conformance_input_is_stored_byte_exact() {
         verdicts.insert(raw.clone(), record["parse"].as_str().unwrap().to_string());
         *stored.entry(raw).or_default() += 1;
     }
-    assert_eq!(stored, expected, "every input stored exactly once with its exact bytes");
+    assert_eq!(
+        stored, expected,
+        "every input stored exactly once with its exact bytes"
+    );
 
     // Valid RFC 5424 rows: no more than 3% may end up unparsed.
     let valid_5424: Vec<_> = rows

@@ -33,11 +33,18 @@ fn export_text() -> Vec<u8> {
          _PID=4242\n_HOSTNAME=journal-host\nCUSTOM_FIELD=custom value\n\n"
     )
     .unwrap();
-    write!(text, "__REALTIME_TIMESTAMP=1764150001000000\n__MONOTONIC_TIMESTAMP=2000\n{boot}")
-        .unwrap();
+    write!(
+        text,
+        "__REALTIME_TIMESTAMP=1764150001000000\n__MONOTONIC_TIMESTAMP=2000\n{boot}"
+    )
+    .unwrap();
     text.extend(binary_field("MESSAGE", b"first line\nsecond line"));
     text.extend(binary_field("BLOB", b"\x00\x01binary\xff"));
-    write!(text, "PRIORITY=6\nSYSLOG_IDENTIFIER=multi\n_HOSTNAME=journal-host\n\n").unwrap();
+    write!(
+        text,
+        "PRIORITY=6\nSYSLOG_IDENTIFIER=multi\n_HOSTNAME=journal-host\n\n"
+    )
+    .unwrap();
     text
 }
 
@@ -50,8 +57,16 @@ fn build_journal(dir: &Path) -> std::path::PathBuf {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run systemd-journal-remote");
-    child.stdin.take().unwrap().write_all(&export_text()).unwrap();
-    assert!(child.wait().unwrap().success(), "systemd-journal-remote failed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&export_text())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "systemd-journal-remote failed"
+    );
     journal
 }
 
@@ -69,7 +84,10 @@ fn upload(node: &Node, journal: &Path, state: &Path) {
 }
 
 fn journal_records(node: &Node) -> Vec<Value> {
-    node.read_json(&[]).into_iter().filter(|record| record["transport"] == "journal").collect()
+    node.read_json(&[])
+        .into_iter()
+        .filter(|record| record["transport"] == "journal")
+        .collect()
 }
 
 #[test]
@@ -83,9 +101,16 @@ fn systemd_journal_upload_entries_arrive_with_their_fields_once() {
     let journal = build_journal(work.path());
     let state = work.path().join("upload.state");
     upload(&node, &journal, &state);
-    assert!(wait_until(Duration::from_secs(10), || journal_records(&node).len() == 2));
+    assert!(wait_until(Duration::from_secs(10), || journal_records(
+        &node
+    )
+    .len()
+        == 2));
     let records = journal_records(&node);
-    let plain = records.iter().find(|r| r["message"] == "plain journal message").unwrap();
+    let plain = records
+        .iter()
+        .find(|r| r["message"] == "plain journal message")
+        .unwrap();
     assert_eq!(plain["parse"], "journal");
     assert_eq!(plain["severity"], 3);
     assert_eq!(plain["facility"], 4);
@@ -98,14 +123,23 @@ fn systemd_journal_upload_entries_arrive_with_their_fields_once() {
     assert_eq!(timestamp.unwrap().timestamp_micros(), 1_764_150_000_000_000);
     let params = &plain["structured_data"][0]["params"];
     assert_eq!(params["CUSTOM_FIELD"], "custom value", "{plain}");
-    assert!(plain["raw"].as_str().unwrap().contains("MESSAGE=plain journal message\n"));
+    assert!(plain["raw"]
+        .as_str()
+        .unwrap()
+        .contains("MESSAGE=plain journal message\n"));
 
     let multi = records.iter().find(|r| r["app_name"] == "multi").unwrap();
     assert_eq!(multi["message"], "first line\nsecond line");
     assert_eq!(multi["severity"], 6);
     assert_eq!(multi["facility"], 1, "journald's default facility is user");
-    assert_eq!(multi["structured_data"][0]["params"]["BLOB"], "\u{0}\u{1}binary\u{fffd}");
-    assert!(multi["raw_base64"].is_string(), "the binary field is kept byte-exact");
+    assert_eq!(
+        multi["structured_data"][0]["params"]["BLOB"],
+        "\u{0}\u{1}binary\u{fffd}"
+    );
+    assert!(
+        multi["raw_base64"].is_string(),
+        "the binary field is kept byte-exact"
+    );
 
     // The uploader saved its cursor: uploading again sends nothing new, stores nothing twice.
     upload(&node, &journal, &state);
@@ -121,7 +155,10 @@ fn malformed_journal_upload_gets_400_and_the_node_stays_up() {
     let api = node.api.unwrap();
     for (body, reason) in [
         (b"lower=case\n\n".to_vec(), "invalid field name"),
-        ([b"MESSAGE\n".as_slice(), &u64::MAX.to_le_bytes(), b"short"].concat(), "ends inside"),
+        (
+            [b"MESSAGE\n".as_slice(), &u64::MAX.to_le_bytes(), b"short"].concat(),
+            "ends inside",
+        ),
     ] {
         let response = ureq::post(&format!("http://{api}/upload"))
             .header("Content-Type", "application/vnd.fdo.journal")

@@ -16,7 +16,9 @@ const GUIDE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/rsys
 /// The fenced block that follows `<!-- snippet: NAME -->` in `document`.
 pub fn snippet(document: &str, name: &str) -> String {
     let marker = format!("<!-- snippet: {name} -->");
-    let after = &document[document.find(&marker).unwrap_or_else(|| panic!("no snippet {name}"))..];
+    let after = &document[document
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no snippet {name}"))..];
     let block = &after[after.find("```").expect("fence") + 3..];
     let block = &block[block.find('\n').unwrap() + 1..];
     block[..block.find("```").expect("closing fence")].to_string()
@@ -56,7 +58,10 @@ impl Rsyslogd {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start rsyslogd");
-        assert!(wait_until(Duration::from_secs(10), || socket.exists()), "rsyslogd socket");
+        assert!(
+            wait_until(Duration::from_secs(10), || socket.exists()),
+            "rsyslogd socket"
+        );
         Rsyslogd { child, socket }
     }
 
@@ -85,7 +90,11 @@ impl Drop for Rsyslogd {
 }
 
 fn ours(records: &[Value], tag: &str) -> Vec<Value> {
-    records.iter().filter(|record| record["app_name"] == tag).cloned().collect()
+    records
+        .iter()
+        .filter(|record| record["app_name"] == tag)
+        .cloned()
+        .collect()
 }
 
 fn with_port(snippet: &str, port: u16) -> String {
@@ -105,12 +114,18 @@ fn check_snippet(document: &str, name: &str, transport: &str, expected_parse: &s
     let work = tempfile::tempdir().unwrap();
     let rsyslogd = Rsyslogd::start(work.path(), &with_port(&snippet(document, name), port));
     let tag = format!("rs-{}", name.replace("rsyslog-", ""));
-    let messages = ["first message via rsyslog", "second: with a colon", "third, last"];
+    let messages = [
+        "first message via rsyslog",
+        "second: with a colon",
+        "third, last",
+    ];
     for message in messages {
         rsyslogd.log(&tag, "user.err", message);
     }
     assert!(
-        wait_until(Duration::from_secs(20), || ours(&node.read_json(&[]), &tag).len() == 3),
+        wait_until(Duration::from_secs(20), || ours(&node.read_json(&[]), &tag)
+            .len()
+            == 3),
         "{name}: 3 messages arrive; got {:#?}",
         node.read_json(&[])
     );
@@ -137,7 +152,9 @@ fn check_fields(
         assert_eq!(record["facility"], 1, "{name}: {record}");
         assert_eq!(record["transport"], transport);
         assert_eq!(record["parse"], expected_parse, "{name}: {record}");
-        let hostname = record["hostname"].as_str().expect("rsyslog sends its host name");
+        let hostname = record["hostname"]
+            .as_str()
+            .expect("rsyslog sends its host name");
         assert!(!hostname.is_empty());
         assert_eq!(record["source"], hostname, "{name}: shard by hostname");
         assert!(record["timestamp"].is_string(), "{name}: {record}");
@@ -176,23 +193,41 @@ fn rsyslog_guide_queued_snippet_survives_a_starling_restart() {
     let mut node = Node::start(&[]);
     let port = node.tcp.unwrap().port();
     // Restarts must come back on the same TCP port.
-    node.extra_args.extend(["--syslog-tcp".to_string(), format!("127.0.0.1:{port}")]);
+    node.extra_args
+        .extend(["--syslog-tcp".to_string(), format!("127.0.0.1:{port}")]);
     let work = tempfile::tempdir().unwrap();
     let rsyslogd = Rsyslogd::start(work.path(), &with_port(&snippet(GUIDE, name), port));
     let tag = "rs-queued";
-    let messages = ["before the restart", "while starling is down 1", "while starling is down 2"];
+    let messages = [
+        "before the restart",
+        "while starling is down 1",
+        "while starling is down 2",
+    ];
     rsyslogd.log(tag, "user.err", messages[0]);
-    assert!(wait_until(Duration::from_secs(20), || ours(&node.read_json(&[]), tag).len() == 1));
+    assert!(wait_until(Duration::from_secs(20), || ours(
+        &node.read_json(&[]),
+        tag
+    )
+    .len()
+        == 1));
     assert!(node.terminate(Duration::from_secs(10)).success());
     rsyslogd.log(tag, "user.err", messages[1]);
     rsyslogd.log(tag, "user.err", messages[2]);
     node.spawn();
     assert_eq!(node.tcp.unwrap().port(), port);
     assert!(
-        wait_until(Duration::from_secs(30), || ours(&node.read_json(&[]), tag).len() == 3),
+        wait_until(Duration::from_secs(30), || ours(&node.read_json(&[]), tag)
+            .len()
+            == 3),
         "queued messages arrive after the restart; got {:#?}",
         ours(&node.read_json(&[]), tag)
     );
     drop(rsyslogd);
-    check_fields(name, &ours(&node.read_json(&[]), tag), &messages, "tcp", "rfc5424");
+    check_fields(
+        name,
+        &ours(&node.read_json(&[]), tag),
+        &messages,
+        "tcp",
+        "rfc5424",
+    );
 }

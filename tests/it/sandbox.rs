@@ -87,7 +87,10 @@ impl Node {
             gossip: None,
             forward: None,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
-            extra_env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
             stdout_lines: Arc::default(),
             stderr_text: Arc::default(),
         };
@@ -104,7 +107,11 @@ impl Node {
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node already running");
         let mut command = Command::new(starling_bin());
-        command.current_dir(self.work.path()).arg("run").arg("--data-dir").arg(&self.data_dir);
+        command
+            .current_dir(self.work.path())
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir);
         command.env("RUST_LOG", "info");
         command.envs(self.extra_env.iter().map(|(key, value)| (key, value)));
         for (flag, default) in [
@@ -120,7 +127,10 @@ impl Node {
             }
         }
         command.args(&self.extra_args);
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start starling");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -141,12 +151,19 @@ impl Node {
                 if read == 0 {
                     break;
                 }
-                stderr_text.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..read]));
+                stderr_text
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
         });
         self.child = Some(child);
         let ready = wait_until(Duration::from_secs(20), || {
-            self.stdout_lines.lock().unwrap().iter().any(|line| line == "starling: ready")
+            self.stdout_lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line == "starling: ready")
                 || self.exited()
         });
         assert!(
@@ -158,7 +175,9 @@ impl Node {
         let lines = self.stdout_lines.lock().unwrap().clone();
         let find = |what: &str| {
             let prefix = format!("starling: listening {what} ");
-            lines.iter().find_map(|line| line.strip_prefix(&prefix)?.parse::<SocketAddr>().ok())
+            lines
+                .iter()
+                .find_map(|line| line.strip_prefix(&prefix)?.parse::<SocketAddr>().ok())
         };
         self.udp = find("syslog-udp");
         self.tcp = find("syslog-tcp");
@@ -210,7 +229,10 @@ impl Node {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("node did not exit within {timeout:?}; stderr: {}", self.stderr());
+                panic!(
+                    "node did not exit within {timeout:?}; stderr: {}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -59,6 +59,18 @@ fn kill9_child() {
     let (store, _) = Store::open(Path::new(&dir), "node", config).expect("child opens the store");
     let handle = store.handle();
     let mut agent_next = handle.high_water_marks().get("agent").copied().unwrap_or(0) + 1;
+    // A forwarder retrying its last batch after the crash: all duplicates, nothing stored.
+    if agent_next > 10 {
+        let retry: Vec<Record> = (agent_next - 10..agent_next)
+            .map(|s| record("b", "agent", s, s))
+            .collect();
+        let outcome = handle
+            .blocking_append(retry)
+            .unwrap()
+            .wait_durable()
+            .expect("retry durable");
+        assert_eq!((outcome.num_stored, outcome.num_duplicates), (0, 10));
+    }
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
