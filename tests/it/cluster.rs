@@ -392,6 +392,23 @@ fn three_nodes_elect_one_master_and_store_every_record_once() {
     for index in 0..NUM_NODES {
         assert!(table.contains(&node_id(index)), "{table}");
     }
+    let output = Command::new(starling_bin())
+        .args([
+            "status",
+            "--format",
+            "json",
+            "--api",
+            &master_node.api.unwrap().to_string(),
+        ])
+        .output()
+        .expect("run starling status --format json");
+    assert!(output.status.success());
+    let json: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+    assert_eq!(
+        (json["role"].as_str(), json["master"].as_str()),
+        (Some("master"), Some(master.as_str()))
+    );
+    assert_eq!(json["members"].as_array().map(Vec::len), Some(NUM_NODES));
 }
 
 /// The non-master started last: after the master dies, the other survivor (started earlier)
