@@ -1,4 +1,5 @@
-//! The node's HTTP API: `GET /metrics` (Prometheus text) and `GET /healthz`.
+//! The node's HTTP API: `GET /metrics` (Prometheus text), `GET /healthz` and `GET /v1/status`
+//! (the node's view of the cluster, JSON).
 //!
 //! Owns the routes and how they render; the caller binds the listener and passes it in, and
 //! cancellation stops the server gracefully. It reads state through [`ApiState`] only and
@@ -10,13 +11,17 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::status::Status;
 use crate::telemetry::{ExternalMetric, Metrics};
 
 /// Produces metrics owned elsewhere (store stats, cluster state) at scrape time.
 pub type ExternalMetricsFn = Arc<dyn Fn() -> Vec<ExternalMetric> + Send + Sync>;
+
+/// Produces the node's `/v1/status` answer at request time.
+pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
 /// What the handlers can see. Add fields here (behind `Arc`s) for new endpoints.
 #[derive(Clone)]
@@ -25,6 +30,8 @@ pub struct ApiState {
     /// Extra samples appended to `/metrics`, e.g. `StoreHandle::stats()` mapped to
     /// [`ExternalMetric`]s.
     pub external_metrics: Option<ExternalMetricsFn>,
+    /// The cluster view for `/v1/status` (404 without one).
+    pub status: Option<StatusFn>,
 }
 
 impl ApiState {
@@ -32,7 +39,13 @@ impl ApiState {
         ApiState {
             metrics,
             external_metrics: None,
+            status: None,
         }
+    }
+
+    pub fn with_status(mut self, produce: impl Fn() -> Status + Send + Sync + 'static) -> ApiState {
+        self.status = Some(Arc::new(produce));
+        self
     }
 
     pub fn with_external_metrics(
@@ -49,6 +62,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/v1/status", get(status))
         .with_state(state)
 }
 
@@ -93,6 +107,17 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+async fn status(State(state): State<ApiState>) -> axum::response::Response {
+    match &state.status {
+        Some(produce) => Json(produce()).into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            "this node runs no cluster",
+        )
+            .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,14 +142,23 @@ mod tests {
         metrics
             .listener("tcp:test", Transport::Tcp)
             .messages_received(5, 500);
-        let state = ApiState::new(Arc::clone(&metrics)).with_external_metrics(|| {
-            vec![ExternalMetric::new(
-                "starling_store_commits_total",
-                "Group commits.",
-                MetricKind::Counter,
-                9.0,
-            )]
-        });
+        let state = ApiState::new(Arc::clone(&metrics))
+            .with_external_metrics(|| {
+                vec![ExternalMetric::new(
+                    "starling_store_commits_total",
+                    "Group commits.",
+                    MetricKind::Counter,
+                    9.0,
+                )]
+            })
+            .with_status(|| {
+                let view = crate::cluster::ClusterView {
+                    self_id: "a".into(),
+                    members: Vec::new(),
+                    master: Some("a".into()),
+                };
+                Status::from_view(&view, 7)
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
@@ -139,6 +173,11 @@ mod tests {
             "starling_received_messages_total{listener=\"tcp:test\",transport=\"tcp\"} 5"
         ));
         assert!(body.contains("starling_store_commits_total 9"));
+
+        let (status, body) = get(addr, "/v1/status").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let status: Status = serde_json::from_str(&body).unwrap();
+        assert_eq!((status.role.as_str(), status.generation), ("master", 7));
 
         let (status, _) = get(addr, "/nope").await;
         assert_eq!(status, "HTTP/1.1 404 Not Found");

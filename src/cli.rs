@@ -491,11 +491,11 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
         .call()
         .and_then(|mut response| response.body_mut().read_to_string())
         .with_context(|| format!("cannot get {url}"))?;
-    let status: serde_json::Value =
-        serde_json::from_str(&body).with_context(|| format!("{url} did not return JSON"))?;
+    let status: crate::cluster::status::Status = serde_json::from_str(&body)
+        .with_context(|| format!("{url} did not return a status: {body:?}"))?;
     match args.format {
         StatusFormat::Json => println!("{}", serde_json::to_string_pretty(&status).unwrap_or(body)),
-        StatusFormat::Table => print!("{}", status_table(&status)),
+        StatusFormat::Table => print!("{}", status.to_table()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -514,42 +514,4 @@ fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
         rfc3164_zone: crate::parse::Zone::Utc,
     };
     crate::parse::parse(&record.raw, &context)
-}
-
-/// Renders `/v1/status` JSON as a table: one line for the node, one per member.
-fn status_table(status: &serde_json::Value) -> String {
-    use std::fmt::Write as _;
-    let text = |value: &serde_json::Value| match value {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    let mut table = String::new();
-    let _ = writeln!(
-        table,
-        "node {}  role {}  master {}",
-        text(&status["node_id"]),
-        text(&status["role"]),
-        text(&status["master"])
-    );
-    let _ = writeln!(
-        table,
-        "{:<24} {:<6} {:<8} {:<22} {:<22} {:>12} {:>12}",
-        "MEMBER", "ALIVE", "MASTER", "FORWARD", "API", "SPOOL", "LAG"
-    );
-    for member in status["members"].as_array().into_iter().flatten() {
-        let is_master = member["node_id"] == status["master"];
-        let _ = writeln!(
-            table,
-            "{:<24} {:<6} {:<8} {:<22} {:<22} {:>12} {:>12}",
-            text(&member["node_id"]),
-            text(&member["alive"]),
-            if is_master { "yes" } else { "" },
-            text(&member["forward_addr"]),
-            text(&member["api_addr"]),
-            text(&member["spool_records"]),
-            text(&member["forward_lag"]),
-        );
-    }
-    table
 }

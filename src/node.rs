@@ -4,8 +4,12 @@
 //!
 //! The pipeline: listeners → bounded channel of record batches → one ingest task that
 //! appends to the store (awaiting queue room, so a slow disk slows TCP senders) → a
-//! durability task that counts what became durable. This module owns no protocol and no
-//! file format; it only wires the pieces below it.
+//! durability task that counts what became durable. The cluster side (gossip, forward
+//! server, forwarder, spool gate) is wired in `node::cluster`. This module owns no protocol
+//! and no file format; it only wires the pieces below it.
+
+mod cluster;
+mod spool_gate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +61,9 @@ pub struct BoundAddresses {
     pub syslog_udp: Vec<SocketAddr>,
     pub syslog_tcp: Vec<SocketAddr>,
     pub api: Option<SocketAddr>,
+    /// The gossip address peers use (the advertised one).
+    pub gossip: Option<SocketAddr>,
+    pub forward: Option<SocketAddr>,
 }
 
 pub struct Node {
@@ -70,6 +77,7 @@ pub struct Node {
     api_task: Option<tokio::task::JoinHandle<()>>,
     ingest_task: tokio::task::JoinHandle<()>,
     durability_task: tokio::task::JoinHandle<()>,
+    cluster: cluster::NodeCluster,
 }
 
 impl Node {
@@ -94,6 +102,40 @@ impl Node {
 
         let metrics = Metrics::new();
         let node_counters = Arc::new(NodeCounters::default());
+        let mut addresses = BoundAddresses::default();
+        // The API is bound first so the cluster can advertise its address.
+        let api_listener = match config.api_address()? {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen for the API on {address}"))?;
+                addresses.api = Some(listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
+        if let Some(max_age) = config.store.retention.max_age {
+            if max_age < config.cluster.spool_retention {
+                tracing::warn!(
+                    ?max_age,
+                    spool_retention = ?config.cluster.spool_retention,
+                    "store.retention.max-age is shorter than cluster.spool-retention: \
+                     acknowledged records leave the spool earlier"
+                );
+            }
+        }
+        let cluster = cluster::NodeCluster::start(cluster::ClusterStart {
+            section: &config.cluster,
+            node_id: &node_id,
+            data_dir: &data_dir,
+            store: store.handle(),
+            api_addr: addresses.api,
+        })
+        .await?;
+        addresses.gossip = Some(cluster.gossip_addr);
+        addresses.forward = Some(cluster.forward_addr);
+
+        let listeners_cancel = CancellationToken::new();
         let (records_tx, records_rx) = mpsc::channel::<Vec<Record>>(PIPELINE_CAPACITY_BATCHES);
         let (tickets_tx, tickets_rx) =
             mpsc::channel::<(Transport, AppendTicket)>(DURABILITY_QUEUE_BATCHES);
@@ -102,12 +144,12 @@ impl Node {
             store.handle(),
             tickets_tx,
             node_counters.clone(),
+            cluster.spool_gate(),
+            listeners_cancel.clone(),
         ));
         let durability_task = tokio::spawn(durability_loop(tickets_rx, metrics.clone()));
 
-        let listeners_cancel = CancellationToken::new();
         let listeners = TaskTracker::new();
-        let mut addresses = BoundAddresses::default();
         let syslog = &config.syslog;
         for spec in config.udp_listeners()? {
             let num_sockets = match syslog.udp_sockets {
@@ -169,11 +211,7 @@ impl Node {
 
         let api_cancel = CancellationToken::new();
         let mut api_task = None;
-        if let Some(address) = config.api_address()? {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen for the API on {address}"))?;
-            addresses.api = Some(listener.local_addr()?);
+        if let Some(listener) = api_listener {
             let upload = crate::journal_upload::UploadState::new(
                 store.handle(),
                 node_id.clone(),
@@ -183,13 +221,19 @@ impl Node {
             let store_handle = store.handle();
             let counters = node_counters.clone();
             let journal_duplicates = upload.duplicates();
-            let state =
-                crate::api::ApiState::new(metrics.clone()).with_external_metrics(move || {
+            let cluster_metrics = cluster.metrics_fn();
+            let state = crate::api::ApiState::new(metrics.clone())
+                .with_external_metrics(move || {
                     let mut extra = store_metrics(&store_handle.stats());
                     extra.extend(counters.metrics(journal_duplicates.load(Ordering::Relaxed)));
+                    extra.extend(cluster_metrics());
                     extra
-                });
-            let router = crate::api::router(state).merge(crate::journal_upload::router(upload));
+                })
+                .with_status(cluster.status_fn());
+            let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));
+            if let Some(faults) = cluster.fault_router() {
+                router = router.merge(faults);
+            }
             let cancel = api_cancel.clone();
             api_task = Some(tokio::spawn(async move {
                 if let Err(error) = crate::api::serve_router(listener, router, cancel).await {
@@ -209,6 +253,7 @@ impl Node {
             api_task,
             ingest_task,
             durability_task,
+            cluster,
         })
     }
 
@@ -231,6 +276,12 @@ impl Node {
         if let Some(address) = self.addresses.api {
             let _ = writeln!(out, "starling: listening api {address}");
         }
+        if let Some(address) = self.addresses.gossip {
+            let _ = writeln!(out, "starling: listening gossip {address}");
+        }
+        if let Some(address) = self.addresses.forward {
+            let _ = writeln!(out, "starling: listening forward {address}");
+        }
         let _ = writeln!(out, "starling: ready");
         let _ = out.flush();
         // systemd (Type=notify): every listener is bound. A no-op outside systemd.
@@ -239,7 +290,8 @@ impl Node {
         }
     }
 
-    /// Stops accepting, stores everything already read, commits, closes the store.
+    /// Stops accepting, stores everything already read, leaves the cluster (a master hands
+    /// over at once), stops forwarding, commits, closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -256,6 +308,7 @@ impl Node {
         {
             tracing::warn!("the pipeline did not drain in time");
         }
+        self.cluster.shutdown(deadline).await;
         let store = self.store;
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await
@@ -271,19 +324,25 @@ impl Node {
     }
 }
 
-/// Appends every batch the listeners produce, in order; a full store queue makes this wait,
-/// which fills the channel, which slows TCP readers.
+/// Appends every batch the listeners produce, in order; a full store queue (or a closed spool
+/// gate: the unforwarded backlog passed `spool-max-bytes`) makes this wait, which fills the
+/// channel, which slows TCP readers and makes UDP listeners drop and count. Once `drain`
+/// fires (shutdown) the gate is ignored so everything read gets stored.
 async fn ingest_loop(
     mut records_rx: mpsc::Receiver<Vec<Record>>,
     store: StoreHandle,
     tickets_tx: mpsc::Sender<(Transport, AppendTicket)>,
     counters: Arc<NodeCounters>,
+    spool_gate: Arc<spool_gate::SpoolGate>,
+    drain: CancellationToken,
 ) {
     while let Some(batch) = records_rx.recv().await {
+        spool_gate.wait_for_room(&drain).await;
         let Some(transport) = batch.first().map(|record| record.transport) else {
             continue;
         };
         let num_records = batch.len() as u64;
+        spool_gate.appended(batch.iter().map(spool_gate::estimated_bytes).sum());
         match store.append(batch).await {
             Ok(ticket) => {
                 if tickets_tx.send((transport, ticket)).await.is_err() {

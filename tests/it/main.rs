@@ -2,6 +2,7 @@
 //! (driven through `sandbox`), tests against real peers, the conformance corpus, the fuzz
 //! regression corpus, and process-level tests of the store (kill -9 loop, full disk).
 
+mod cluster;
 mod collector;
 mod conformance_e2e;
 mod conformance_parse;

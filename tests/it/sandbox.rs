@@ -58,7 +58,11 @@ pub struct Node {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub api: Option<SocketAddr>,
+    pub gossip: Option<SocketAddr>,
+    pub forward: Option<SocketAddr>,
     pub extra_args: Vec<String>,
+    /// Environment variables set for the process.
+    pub extra_env: Vec<(String, String)>,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_text: Arc<Mutex<String>>,
 }
@@ -66,6 +70,11 @@ pub struct Node {
 impl Node {
     /// Starts a single node with UDP, TCP and the API on 127.0.0.1:0 plus `args`.
     pub fn start(args: &[&str]) -> Node {
+        Node::start_with_env(args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         let work = tempfile::tempdir().expect("temp dir");
         let data_dir = work.path().join("data");
         let mut node = Node {
@@ -75,7 +84,13 @@ impl Node {
             udp: None,
             tcp: None,
             api: None,
+            gossip: None,
+            forward: None,
             extra_args: args.iter().map(|arg| arg.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
             stdout_lines: Arc::default(),
             stderr_text: Arc::default(),
         };
@@ -98,6 +113,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.data_dir);
         command.env("RUST_LOG", "info");
+        command.envs(self.extra_env.iter().map(|(key, value)| (key, value)));
         for (flag, default) in [
             ("--node-id", "test-node"),
             ("--syslog-udp", "127.0.0.1:0"),
@@ -166,6 +182,8 @@ impl Node {
         self.udp = find("syslog-udp");
         self.tcp = find("syslog-tcp");
         self.api = find("api");
+        self.gossip = find("gossip");
+        self.forward = find("forward");
     }
 
     fn exited(&mut self) -> bool {
@@ -206,10 +224,21 @@ impl Node {
         !self.exited()
     }
 
+    /// The running process's id.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     /// SIGTERM, then waits (at most `timeout`) for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        send_signal(self.pid(), libc::SIGTERM);
+        self.wait_exit(timeout)
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own; kills it past that.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("node running");
-        send_signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -219,7 +248,7 @@ impl Node {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "node did not exit within {timeout:?} of SIGTERM; stderr: {}",
+                    "node did not exit within {timeout:?}; stderr: {}",
                     self.stderr()
                 );
             }
@@ -243,6 +272,13 @@ impl Node {
     /// The body of `GET /metrics`.
     pub fn metrics(&self) -> String {
         http_get(self.api.expect("api address"), "/metrics")
+    }
+
+    /// The body of `GET /v1/status`, parsed.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn status(&self) -> Value {
+        let body = http_get(self.api.expect("api address"), "/v1/status");
+        serde_json::from_str(&body).unwrap_or_else(|error| panic!("status {body:?}: {error}"))
     }
 
     /// The value of one metric line (exact name including labels), 0 if absent.

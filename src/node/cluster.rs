@@ -1,0 +1,511 @@
+//! The node's cluster side: joins the gossip cluster, serves forwarded batches (the forward
+//! server answers only while this node is master), ships this node's own records to the
+//! master (the forwarder idles while this node is master), publishes spool size and forward
+//! lag, closes the spool gate when the unforwarded backlog passes `spool-max-bytes`, and
+//! leaves the cluster cleanly on shutdown. With `STARLING_FAULT_INJECTION=1` in the
+//! environment (tests only) it also serves `POST /debug/gossip-faults` to partition the node.
+//!
+//! One store per node: the listeners append with this node's origin and the store assigns the
+//! sequences; that store is the node's spool, and while the node is master it is also the
+//! cluster store. This file only wires `cluster` and `forward` to the store; it owns no
+//! protocol, no election rule and no file format.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::status::Status;
+use crate::cluster::{ClusterConfig, ClusterHandle, ClusterTiming, ClusterView, GossipFaults};
+use crate::config::ClusterSection;
+use crate::forward::client::{ForwarderConfig, ForwarderStats};
+use crate::forward::server::{ServerConfig, ServerContext, ServerStats};
+use crate::forward::spool::StoreSpool;
+use crate::store::StoreHandle;
+use crate::telemetry::{ExternalMetric, MetricKind};
+
+use super::spool_gate::SpoolGate;
+
+/// How often spool size and forward lag are measured (and the spool gate re-evaluated).
+const MEASURE_INTERVAL: Duration = Duration::from_millis(250);
+/// Every this many measurements, they are published in gossip (every change is gossiped).
+const PUBLISH_EVERY: u32 = 4;
+/// Longest wait between two attempts to reach the master.
+const FORWARD_RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Set to `1` to serve `POST /debug/gossip-faults` (body `isolate` or `heal`): lets tests
+/// partition a running node. Off by default; never set it in production.
+pub const FAULT_INJECTION_ENV: &str = "STARLING_FAULT_INJECTION";
+
+/// What the cluster side needs from the node.
+pub(super) struct ClusterStart<'a> {
+    pub section: &'a ClusterSection,
+    pub node_id: &'a str,
+    pub data_dir: &'a Path,
+    pub store: StoreHandle,
+    /// The bound API address, advertised for `starling status`.
+    pub api_addr: Option<SocketAddr>,
+}
+
+/// Measured values shared with `/metrics` (written by the measuring task).
+#[derive(Debug, Default)]
+pub(super) struct Measured {
+    spool_bytes: AtomicU64,
+    forward_lag: AtomicU64,
+    master_changes: AtomicU64,
+}
+
+/// The running cluster side of a node.
+pub(super) struct NodeCluster {
+    pub gossip_addr: SocketAddr,
+    pub forward_addr: SocketAddr,
+    handle: Arc<ClusterHandle>,
+    view: watch::Receiver<ClusterView>,
+    generation: u64,
+    measured: Arc<Measured>,
+    forwarder_stats: Arc<ForwarderStats>,
+    server_stats: Arc<ServerStats>,
+    spool_gate: Arc<SpoolGate>,
+    measure_cancel: CancellationToken,
+    measure_task: JoinHandle<()>,
+    forward_cancel: CancellationToken,
+    server_task: JoinHandle<()>,
+    forwarder_task: JoinHandle<()>,
+    /// Present when fault injection is enabled.
+    faults: Option<GossipFaults>,
+}
+
+impl NodeCluster {
+    /// Binds the forward listener, joins gossip, starts the forward server, the forwarder and
+    /// the measuring task.
+    pub(super) async fn start(start: ClusterStart<'_>) -> anyhow::Result<NodeCluster> {
+        let section = start.section;
+        let gossip_listen = crate::config::parse_address(&section.gossip)
+            .map_err(|message| anyhow::anyhow!("cluster.gossip: {message}"))?;
+        let gossip_advertise = match &section.gossip_advertise {
+            Some(text) => Some(
+                crate::config::parse_address(text)
+                    .map_err(|message| anyhow::anyhow!("cluster.gossip-advertise: {message}"))?,
+            ),
+            None => None,
+        };
+        let forward_listen = crate::config::parse_address(&section.forward)
+            .map_err(|message| anyhow::anyhow!("cluster.forward: {message}"))?;
+        let forward_listener = tokio::net::TcpListener::bind(forward_listen)
+            .await
+            .with_context(|| format!("cannot listen for forwarding on {forward_listen}"))?;
+        let forward_addr = forward_listener.local_addr()?;
+        // Peers must reach the published addresses: a wildcard bind is advertised with the
+        // gossip address's IP.
+        let reachable_ip = gossip_advertise.unwrap_or(gossip_listen).ip();
+        let advertised = |addr: SocketAddr| {
+            if addr.ip().is_unspecified() && !reachable_ip.is_unspecified() {
+                SocketAddr::new(reachable_ip, addr.port())
+            } else {
+                addr
+            }
+        };
+        let faults = GossipFaults::new();
+        let handle = crate::cluster::start_with_faults(
+            ClusterConfig {
+                node_id: start.node_id.to_string(),
+                cluster_id: section.cluster_id.clone(),
+                gossip_listen,
+                gossip_advertise,
+                seeds: section.seeds.clone(),
+                priority: section.priority,
+                may_be_master: section.may_be_master,
+                forward_addr: advertised(forward_addr),
+                // Without an API the address is published as 0.0.0.0:0 (nothing to query).
+                api_addr: advertised(
+                    start
+                        .api_addr
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                ),
+                timing: ClusterTiming::default(),
+            },
+            faults.clone(),
+        )
+        .await
+        .context("cannot join the cluster")?;
+        let handle = Arc::new(handle);
+        let gossip_addr = handle.gossip_addr();
+        let view = handle.watch();
+
+        let forward_cancel = CancellationToken::new();
+        let server_stats = Arc::new(ServerStats::default());
+        let server_context = Arc::new(ServerContext {
+            config: ServerConfig::new(section.cluster_id.clone()),
+            store: start.store.clone(),
+            view: handle.watch(),
+            stats: server_stats.clone(),
+        });
+        let server_task = tokio::spawn(crate::forward::server::run(
+            forward_listener,
+            server_context,
+            forward_cancel.clone(),
+        ));
+
+        let spool = StoreSpool::new(start.data_dir, start.node_id, start.store.clone())
+            .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?;
+        let forwarder_stats = Arc::new(ForwarderStats::default());
+        let forwarder = crate::forward::client::run(
+            spool,
+            handle.watch(),
+            forwarder_config(&section.cluster_id, start.node_id),
+            forwarder_stats.clone(),
+            forward_cancel.clone(),
+        );
+        let forwarder_task = tokio::spawn(async move {
+            if let Err(error) = forwarder.await {
+                tracing::error!(%error, "the forwarder could not start; records are not forwarded");
+            }
+        });
+
+        let measured = Arc::new(Measured::default());
+        let spool_gate = Arc::new(SpoolGate::new(section.spool_max_bytes));
+        let measure_cancel = CancellationToken::new();
+        let measure_task = tokio::spawn(
+            Measurer {
+                handle: handle.clone(),
+                store: start.store,
+                origin: start.node_id.to_string(),
+                forwarder_stats: forwarder_stats.clone(),
+                measured: measured.clone(),
+                spool_gate: spool_gate.clone(),
+            }
+            .run(measure_cancel.clone()),
+        );
+        Ok(NodeCluster {
+            gossip_addr,
+            forward_addr,
+            generation: handle.generation(),
+            handle,
+            view,
+            measured,
+            forwarder_stats,
+            server_stats,
+            spool_gate,
+            measure_cancel,
+            measure_task,
+            forward_cancel,
+            server_task,
+            forwarder_task,
+            faults: (std::env::var(FAULT_INJECTION_ENV).as_deref() == Ok("1")).then_some(faults),
+        })
+    }
+
+    /// `POST /debug/gossip-faults` when fault injection is enabled (see `FAULT_INJECTION_ENV`).
+    pub(super) fn fault_router(&self) -> Option<axum::Router> {
+        let faults = self.faults.clone()?;
+        tracing::warn!(
+            "fault injection enabled: POST /debug/gossip-faults can partition this node"
+        );
+        let handler = move |body: String| {
+            let faults = faults.clone();
+            async move {
+                match body.trim() {
+                    "isolate" => faults.isolate(),
+                    "heal" => faults.heal(),
+                    other => {
+                        return (
+                            axum::http::StatusCode::BAD_REQUEST,
+                            format!("unknown fault {other:?}: use isolate or heal\n"),
+                        )
+                    }
+                }
+                tracing::warn!(fault = body.trim(), "gossip fault injected");
+                (axum::http::StatusCode::OK, "ok\n".to_string())
+            }
+        };
+        Some(axum::Router::new().route("/debug/gossip-faults", axum::routing::post(handler)))
+    }
+
+    /// Closed while the unforwarded backlog is over `spool-max-bytes`: ingest waits, so TCP
+    /// senders are pushed back and UDP datagrams are dropped (and counted) by the listeners.
+    pub(super) fn spool_gate(&self) -> Arc<SpoolGate> {
+        self.spool_gate.clone()
+    }
+
+    /// Produces this node's `/v1/status` answer.
+    pub(super) fn status_fn(&self) -> impl Fn() -> Status + Send + Sync + 'static {
+        let view = self.view.clone();
+        let generation = self.generation;
+        move || Status::from_view(&view.borrow(), generation)
+    }
+
+    /// Produces the cluster's `/metrics` samples.
+    pub(super) fn metrics_fn(&self) -> impl Fn() -> Vec<ExternalMetric> + Send + Sync + 'static {
+        let view = self.view.clone();
+        let measured = self.measured.clone();
+        let forwarder = self.forwarder_stats.clone();
+        let server = self.server_stats.clone();
+        let gate = self.spool_gate.clone();
+        move || cluster_metrics(&view.borrow(), &measured, &gate, &forwarder, &server)
+    }
+
+    /// Leaves the cluster (peers elect a new master at once if this was it), then stops the
+    /// forward server (it lets connections acknowledge what they appended) and the forwarder.
+    /// Call after the listeners drained into the store and before the store closes.
+    pub(super) async fn shutdown(self, deadline: tokio::time::Instant) {
+        self.measure_cancel.cancel();
+        let _ = tokio::time::timeout_at(deadline, self.measure_task).await;
+        match Arc::try_unwrap(self.handle) {
+            Ok(handle) => {
+                if tokio::time::timeout_at(deadline, handle.leave())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("leaving the cluster took too long");
+                }
+            }
+            // Only the measuring task shares the handle, and it has ended.
+            Err(_) => {
+                tracing::warn!("the cluster handle is still shared; stopping without a goodbye")
+            }
+        }
+        self.forward_cancel.cancel();
+        if tokio::time::timeout_at(deadline, self.server_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("forward connections did not drain in time");
+        }
+        if tokio::time::timeout_at(deadline, self.forwarder_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the forwarder did not stop in time");
+        }
+    }
+}
+
+/// The forwarder's settings: the defaults, with retries capped at `FORWARD_RETRY_MAX` so a
+/// forwarder that reached a new master before it took over (peers detect a death at slightly
+/// different times and it answers "not master" meanwhile) connects soon after it does.
+fn forwarder_config(cluster_id: &str, node_id: &str) -> ForwarderConfig {
+    let mut config = ForwarderConfig::new(cluster_id, node_id);
+    config.retry_max = config.retry_max.min(FORWARD_RETRY_MAX);
+    config
+}
+
+/// Measures spool size and forward lag, publishes them, and drives the spool gate.
+struct Measurer {
+    handle: Arc<ClusterHandle>,
+    store: StoreHandle,
+    origin: String,
+    forwarder_stats: Arc<ForwarderStats>,
+    measured: Arc<Measured>,
+    spool_gate: Arc<SpoolGate>,
+}
+
+impl Measurer {
+    async fn run(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(MEASURE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round = 0u32;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let stats = self.store.stats();
+            let is_master = self.handle.view().is_master();
+            let forward_lag = if is_master {
+                0
+            } else {
+                let high_water_mark = self
+                    .store
+                    .high_water_marks()
+                    .get(&self.origin)
+                    .copied()
+                    .unwrap_or(0);
+                high_water_mark
+                    .saturating_sub(self.forwarder_stats.acked_seq.load(Ordering::Relaxed))
+            };
+            let backlog_bytes =
+                backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);
+            self.spool_gate.measured(backlog_bytes, !is_master);
+            self.measured
+                .spool_bytes
+                .store(stats.bytes_on_disk, Ordering::Relaxed);
+            self.measured
+                .forward_lag
+                .store(forward_lag, Ordering::Relaxed);
+            self.measured
+                .master_changes
+                .store(self.handle.master_changes(), Ordering::Relaxed);
+            if round % PUBLISH_EVERY == 0 {
+                self.handle
+                    .publish_stats(stats.bytes_on_disk, forward_lag)
+                    .await;
+            }
+            round = round.wrapping_add(1);
+        }
+        // Nobody waits on a closed gate after shutdown.
+        self.spool_gate.open();
+    }
+}
+
+/// Estimated bytes of `forward_lag` records: the lag times the store's mean record size.
+fn backlog_bytes(forward_lag: u64, appended_bytes: u64, appended_records: u64) -> u64 {
+    if appended_records == 0 {
+        return 0;
+    }
+    let mean = appended_bytes as f64 / appended_records as f64;
+    (forward_lag as f64 * mean) as u64
+}
+
+fn cluster_metrics(
+    view: &ClusterView,
+    measured: &Measured,
+    gate: &SpoolGate,
+    forwarder: &ForwarderStats,
+    server: &ServerStats,
+) -> Vec<ExternalMetric> {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+    let gauge = |name: &str, help: &str, value: f64| {
+        ExternalMetric::new(name, help, MetricKind::Gauge, value)
+    };
+    let counter = |name: &str, help: &str, value: f64| {
+        ExternalMetric::new(name, help, MetricKind::Counter, value)
+    };
+    let num_alive = view.members.iter().filter(|member| member.alive).count();
+    let mut metrics = vec![
+        gauge(
+            "starling_cluster_members",
+            "Cluster members this node knows, by liveness.",
+            num_alive as f64,
+        )
+        .with_label("state", "alive"),
+        gauge(
+            "starling_cluster_members",
+            "Cluster members this node knows, by liveness.",
+            (view.members.len() - num_alive) as f64,
+        )
+        .with_label("state", "dead"),
+        gauge(
+            "starling_cluster_is_master",
+            "1 while this node is the master.",
+            f64::from(u8::from(view.is_master())),
+        ),
+        gauge(
+            "starling_cluster_master_known",
+            "1 while this node follows a master.",
+            f64::from(u8::from(view.master.is_some())),
+        ),
+        counter(
+            "starling_cluster_master_changes_total",
+            "Times the master this node follows changed.",
+            load(&measured.master_changes),
+        ),
+        gauge(
+            "starling_forward_lag_records",
+            "Records of this node not yet acknowledged by the master (0 while master).",
+            load(&measured.forward_lag),
+        ),
+        gauge(
+            "starling_spool_bytes",
+            "Bytes of the node's spool (its store).",
+            load(&measured.spool_bytes),
+        ),
+        gauge(
+            "starling_spool_full",
+            "1 while ingest waits because the unforwarded backlog passed spool-max-bytes.",
+            f64::from(u8::from(gate.is_closed())),
+        ),
+        counter(
+            "starling_spool_full_total",
+            "Times the unforwarded backlog passed spool-max-bytes.",
+            gate.closed_events() as f64,
+        ),
+    ];
+    for (name, help, value) in [
+        (
+            "starling_forward_sessions_total",
+            "Forwarding sessions established with a master.",
+            &forwarder.sessions,
+        ),
+        (
+            "starling_forward_batches_sent_total",
+            "Batches sent to the master.",
+            &forwarder.batches_sent,
+        ),
+        (
+            "starling_forward_batches_acked_total",
+            "Batches the master acknowledged.",
+            &forwarder.batches_acked,
+        ),
+        (
+            "starling_forward_records_acked_total",
+            "Records the master acknowledged.",
+            &forwarder.records_acked,
+        ),
+        (
+            "starling_forward_connect_failures_total",
+            "Failed connections to the master.",
+            &forwarder.connect_failures,
+        ),
+        (
+            "starling_forward_not_master_total",
+            "Handshakes answered with not-master.",
+            &forwarder.not_master_answers,
+        ),
+        (
+            "starling_forward_batches_refused_total",
+            "Batches the master refused.",
+            &forwarder.batches_refused,
+        ),
+        (
+            "starling_forward_spool_errors_total",
+            "Errors reading the spool.",
+            &forwarder.spool_errors,
+        ),
+        (
+            "starling_forward_in_connections_total",
+            "Forward connections accepted.",
+            &server.connections_accepted,
+        ),
+        (
+            "starling_forward_in_records_stored_total",
+            "Forwarded records stored.",
+            &server.records_stored,
+        ),
+        (
+            "starling_forward_in_duplicates_dropped_total",
+            "Forwarded records dropped as duplicates (at or below the origin's high-water mark).",
+            &server.duplicates_dropped,
+        ),
+        (
+            "starling_forward_in_batches_refused_total",
+            "Forwarded batches refused.",
+            &server.batches_refused,
+        ),
+        (
+            "starling_forward_in_protocol_errors_total",
+            "Bad frames from forwarders.",
+            &server.protocol_errors,
+        ),
+    ] {
+        metrics.push(counter(name, help, load(value)));
+    }
+    metrics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_is_lag_times_mean_record_size() {
+        assert_eq!(backlog_bytes(0, 1000, 10), 0);
+        assert_eq!(backlog_bytes(5, 0, 0), 0);
+        assert_eq!(backlog_bytes(5, 1000, 10), 500);
+    }
+}
