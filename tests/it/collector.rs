@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::sandbox::{count_records, have_program, wait_until, Node};
+use crate::sandbox::{
+    assert_nothing_outside_data_dir, count_records, have_program, raw_bytes, wait_until, Node,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -235,22 +237,11 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     assert!(node.is_running());
 
     let records = node.read_json(&[]);
-    let raw_of = |record: &Value| -> Vec<u8> {
-        match record["raw_base64"].as_str() {
-            Some(encoded) => {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .unwrap()
-            }
-            None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
-        }
-    };
     let find = |needle: &[u8]| -> &Value {
         records
             .iter()
             .find(|record| {
-                raw_of(record)
+                raw_bytes(record)
                     .windows(needle.len())
                     .any(|window| window == needle)
             })
@@ -258,12 +249,12 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     };
     assert_eq!(find(b"not syslog at all")["parse"], "unparsed");
     assert_eq!(
-        raw_of(find(b"control")),
+        raw_bytes(find(b"control")),
         b"<13>1 - nul-host app - - - has\x01control"
     );
     let invalid = find(b"bad \xff\xfe bytes");
     assert_eq!(
-        raw_of(invalid),
+        raw_bytes(invalid),
         b"<13>1 - utf8-host app - - - bad \xff\xfe bytes"
     );
     assert!(
@@ -272,16 +263,16 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     );
     let long = find(b"long-host");
     assert_eq!(long["truncated"], true);
-    assert_eq!(raw_of(long).len(), 65536);
+    assert_eq!(raw_bytes(long).len(), 65536);
     assert_eq!(
-        raw_of(find(b"raw udp garbage")),
+        raw_bytes(find(b"raw udp garbage")),
         b"\xc3\x28 raw udp garbage"
     );
     find(b"good before");
     find(b"good after");
     assert!(!records
         .iter()
-        .any(|record| raw_of(record).ends_with(b"never")));
+        .any(|record| raw_bytes(record).ends_with(b"never")));
     let escape = find(b"escape");
     assert_eq!(
         escape["source"], "../../etc/passwd",
@@ -293,12 +284,7 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
         node.metrics()
     );
 
-    // Nothing was written outside the data directory.
-    let entries: Vec<_> = std::fs::read_dir(node.work.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(entries, vec!["data".to_string()]);
+    assert_nothing_outside_data_dir(&node);
     let status = node.terminate(Duration::from_secs(10));
     assert!(status.success());
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::sandbox::{wait_until, Node};
+use crate::sandbox::{raw_bytes, wait_until, Node};
 
 /// The input bytes of one corpus line (`bytes_as_latin1`: each char is one byte).
 fn input_bytes(row: &Value) -> Vec<u8> {
@@ -36,16 +36,6 @@ fn corpus(name: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str(line).expect("corpus line"))
         .collect()
-}
-
-fn raw_bytes(record: &Value) -> Vec<u8> {
-    use base64::Engine as _;
-    match record["raw_base64"].as_str() {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .unwrap(),
-        None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
-    }
 }
 
 #[test]

@@ -8,33 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sandbox::{wait_until, Node};
+use crate::sandbox::{assert_nothing_outside_data_dir, raw_bytes, wait_until, Node};
 
 /// The bound this suite holds the node's resident memory to.
 const RSS_BOUND_BYTES: u64 = 256 * 1024 * 1024;
 const WAIT: Duration = Duration::from_secs(30);
-
-fn raw_of(record: &Value) -> Vec<u8> {
-    use base64::Engine as _;
-    match record["raw_base64"].as_str() {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .unwrap(),
-        None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
-    }
-}
-
-fn assert_nothing_outside_data_dir(node: &Node) {
-    let entries: Vec<_> = std::fs::read_dir(node.work.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(
-        entries,
-        vec!["data".to_string()],
-        "files outside the data directory"
-    );
-}
 
 #[test]
 fn hostile_frames_and_names_are_stored_raw_or_counted() {
@@ -106,23 +84,23 @@ fn hostile_frames_and_names_are_stored_raw_or_counted() {
     let find = |needle: &[u8]| -> &Value {
         records
             .iter()
-            .find(|record| raw_of(record).windows(needle.len()).any(|w| w == needle))
+            .find(|record| raw_bytes(record).windows(needle.len()).any(|w| w == needle))
             .unwrap_or_else(|| panic!("no record with {:?}", String::from_utf8_lossy(needle)))
     };
-    assert_eq!(raw_of(find(b"udp-big")), datagram);
+    assert_eq!(raw_bytes(find(b"udp-big")), datagram);
     let over = find(b"over-max");
     assert_eq!(over["truncated"], true);
-    assert_eq!(raw_of(over).len(), 65536);
+    assert_eq!(raw_bytes(over).len(), 65536);
     assert_eq!(
-        raw_of(find(b"after 12a")),
+        raw_bytes(find(b"after 12a")),
         b"12a <13>1 - not-a-count app - - - after 12a"
     );
     assert_eq!(
-        raw_of(find(b"after -5")),
+        raw_bytes(find(b"after -5")),
         b"-5 <13>1 - negative app - - - after -5"
     );
     assert_eq!(
-        raw_of(find(b"bell")),
+        raw_bytes(find(b"bell")),
         b"<13>1 - ctl-host app - - - bell\x07 esc\x1b del\x7f"
     );
     assert_eq!(find(b"slash")["source"], "a/b");
@@ -134,7 +112,7 @@ fn hostile_frames_and_names_are_stored_raw_or_counted() {
     find(b"good 1");
     assert!(!records
         .iter()
-        .any(|record| raw_of(record).ends_with(b"never stored")));
+        .any(|record| raw_bytes(record).ends_with(b"never stored")));
     assert!(node.metric("starling_framing_errors_total") >= 1.0);
     // Every shard has its own directory, strictly inside the data directory.
     let shard_dirs = std::fs::read_dir(&node.data_dir)

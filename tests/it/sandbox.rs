@@ -351,3 +351,28 @@ pub fn metric_value(metrics: &str, series: &str) -> f64 {
         .filter_map(|(_, value)| value.parse::<f64>().ok())
         .sum()
 }
+
+/// The exact bytes of a record printed by `read --format json` (`raw_base64` when the raw
+/// bytes are not valid UTF-8, else `raw`).
+pub fn raw_bytes(record: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    match record["raw_base64"].as_str() {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+        None => record["raw"].as_str().unwrap().as_bytes().to_vec(),
+    }
+}
+
+/// The node's working directory holds nothing but its data directory.
+pub fn assert_nothing_outside_data_dir(node: &Node) {
+    let entries: Vec<_> = std::fs::read_dir(node.work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        entries,
+        vec!["data".to_string()],
+        "files outside the data directory"
+    );
+}
