@@ -51,13 +51,40 @@ enum Framing {
     Lf,
 }
 
-/// About 150 bytes: a realistic RFC 5424 line with structured data.
-fn message(buffer: &mut Vec<u8>, hostname: &str, connection: u64, seq: u64) {
-    let _ = write!(
-        buffer,
-        "<134>1 2026-11-26T10:00:00.123456Z {hostname} loadgen 4242 LOAD [load@32473 conn=\"{connection}\"] \
-         conn {connection} seq {seq:010} lorem ipsum dolor sit amet"
-    );
+/// About 150 bytes: a realistic RFC 5424 line with structured data. The line is rendered
+/// once per connection and only its fixed-width sequence digits change, so the sender spends
+/// little CPU per message: on a small machine it shares the cores with the receiver it
+/// measures, and a costly sender would cap every receiver at the same rate.
+struct Message {
+    line: Vec<u8>,
+    /// Offset of the ten sequence digits in `line`.
+    seq_at: usize,
+}
+
+impl Message {
+    const SEQ_DIGITS: usize = 10;
+
+    fn new(hostname: &str, connection: u64) -> Message {
+        let head = format!(
+            "<134>1 2026-11-26T10:00:00.123456Z {hostname} loadgen 4242 LOAD \
+             [load@32473 conn=\"{connection}\"] conn {connection} seq "
+        );
+        let mut line = head.into_bytes();
+        let seq_at = line.len();
+        line.extend_from_slice(&[b'0'; Message::SEQ_DIGITS]);
+        line.extend_from_slice(b" lorem ipsum dolor sit amet");
+        Message { line, seq_at }
+    }
+
+    /// The line of message `seq` (zero-padded to ten digits, as before).
+    fn render(&mut self, seq: u64) -> &[u8] {
+        let mut n = seq;
+        for at in (self.seq_at..self.seq_at + Message::SEQ_DIGITS).rev() {
+            self.line[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        &self.line
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,20 +139,25 @@ fn send(
             }
         }
     };
-    let mut line = Vec::with_capacity(256);
+    let mut message = Message::new(hostname, connection);
     match transport {
         Transport::Tcp => {
             let mut stream = TcpStream::connect(target)?;
             stream.set_nodelay(false)?;
             let mut buffer = Vec::with_capacity(256 * 1024);
+            let prefix = format!("{} ", message.line.len());
             for seq in 0..count {
-                line.clear();
-                message(&mut line, hostname, connection, seq);
+                let line = message.render(seq);
                 match framing {
-                    Framing::Octet => write!(buffer, "{} ", line.len())?,
-                    Framing::Lf => line.push(b'\n'),
+                    Framing::Octet => {
+                        buffer.extend_from_slice(prefix.as_bytes());
+                        buffer.extend_from_slice(line);
+                    }
+                    Framing::Lf => {
+                        buffer.extend_from_slice(line);
+                        buffer.push(b'\n');
+                    }
                 }
-                buffer.extend_from_slice(&line);
                 if buffer.len() >= 200 * 1024 || rate > 0 {
                     stream.write_all(&buffer)?;
                     buffer.clear();
@@ -143,10 +175,9 @@ fn send(
             })?;
             socket.connect(target)?;
             for seq in 0..count {
-                line.clear();
-                message(&mut line, hostname, connection, seq);
+                let line = message.render(seq);
                 // A full socket buffer makes send fail with ENOBUFS on some kernels: retry.
-                while let Err(error) = socket.send(&line) {
+                while let Err(error) = socket.send(line) {
                     if error.raw_os_error() != Some(libc::ENOBUFS) {
                         return Err(error.into());
                     }
