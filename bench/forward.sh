@@ -70,7 +70,11 @@ count, name, stored, start, end = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]
 seconds = (end - start) / 1e9
 rate = stored / seconds
 cpu = sys.argv[6:]
-cpu = "  ".join(f"cpu {cpu[i]} {float(cpu[i + 1]) / max(stored, 1) * 1e6:5.2f} s/M" for i in range(0, len(cpu), 2))
+per_million = lambda seconds: seconds / max(stored, 1) * 1e6
+parts = [f"{cpu[i]} {per_million(float(cpu[i + 1])):5.2f}" for i in range(0, len(cpu), 2)]
+if len(parts) > 1:
+    parts.append(f"sum {per_million(sum(float(c) for c in cpu[1::2])):5.2f}")
+cpu = "cpu s/M: " + "  ".join(parts)
 print(f"{name:10} stored {stored:>9} of {count}  {seconds:6.2f} s  {rate:>9,.0f} msg/s  {cpu}", file=sys.stderr)
 print(f"{rate:.0f}")
 PY
