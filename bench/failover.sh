@@ -197,8 +197,8 @@ print(f"exactly once: sent {sent}, stored {total}, lost {lost}, duplicates {dupl
 sys.exit(1 if lost or duplicates or duplicate_ids or unexpected or wrong_origin else 0)
 PY
 )
-"$starling" read --format json --data-dir "$work/node-$final/data" \
-    | python3 -c "$checker" "${rounds[@]}" || anomalies=$((anomalies + 1))
+timeout 600 "$starling" read --format json --data-dir "$work/node-$final/data" \
+    | timeout 600 python3 -c "$checker" "${rounds[@]}" || anomalies=$((anomalies + 1))
 if [ "$anomalies" -gt 0 ]; then
     echo "FAILED: $anomalies problem(s) above" >&2
     exit 1

@@ -90,7 +90,7 @@ echo "$count messages over one TCP connection, as fast as loadgen sends; $(nproc
 # --- single node ---------------------------------------------------------------------
 work=$base/single
 mkdir -p "$work"
-start_node 0
+start_node 0 --gossip 127.0.0.1:0
 cpu0=$(cpu_of 0)
 start=$(now_ns)
 send_load 0
