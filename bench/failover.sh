@@ -74,7 +74,8 @@ import json, sys
 status = json.load(sys.stdin)
 followers = sorted((m for m in status["members"] if m["node_id"] != status["master"]),
                    key=lambda m: m["generation"])
-print(followers[-1]["node_id"][5:], followers[0]["node_id"][5:])')
+print(followers[-1]["node_id"][5:], followers[0]["node_id"][5:])') || true
+    [ -n "${successor:-}" ] || fail "round $round: no two followers in $old's /v1/status"
     host=round-$round
     before=$(metric "$sender" starling_stored_messages_total)
     "$loadgen" --target "${node_tcp[sender]}" --rate "$rate" --count $((rate * round_seconds)) \
