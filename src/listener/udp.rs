@@ -66,7 +66,7 @@ impl Default for UdpOptions {
             recv_batch: 32,
             max_batch_records: DEFAULT_MAX_BATCH_RECORDS,
             kernel_drops_interval: Duration::from_secs(1),
-            coalesce: Duration::from_millis(1),
+            coalesce: Duration::from_millis(10),
         }
     }
 }
@@ -184,6 +184,7 @@ async fn receive_loop(
     };
     // Senders usually send many datagrams: keep the last one's text forms.
     let mut last_peer: Option<Peer> = None;
+    let mut last_batch_len = 0;
     loop {
         tokio::select! {
             biased;
@@ -194,7 +195,9 @@ async fn receive_loop(
             },
         }
         let received_at = Utc::now();
-        let mut batch: Vec<Record> = Vec::new();
+        // Sized like the last batch, so a busy socket does not grow its batch step by step.
+        let mut batch: Vec<Record> =
+            Vec::with_capacity(last_batch_len.clamp(16, max_batch_records));
         while batch.len() < max_batch_records {
             let num_received = match socket.try_io(Interest::READABLE, || receiver.recv(fd)) {
                 Ok(num_received) => num_received,
@@ -232,6 +235,7 @@ async fn receive_loop(
             continue;
         }
         ctx.count_received(&batch);
+        last_batch_len = batch.len();
         let was_small = batch.len() < max_batch_records;
         if !ctx.try_send(batch) {
             break;
