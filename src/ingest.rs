@@ -135,6 +135,7 @@ pub fn build_record_from(
         truncated,
         source: shard_key_from(&parsed, peer, cfg.shard_by),
         raw,
+        lost_from: None,
     }
 }
 

@@ -299,7 +299,8 @@ fn not_master(view: &ClusterView) -> Message {
 
 /// Checks a batch against the connection's origin and next expected sequence. Returns the
 /// batch's last sequence (`None` for an empty batch) or why it is refused. Records at or below
-/// the high-water mark are allowed (the store drops them as duplicates); a gap is not.
+/// the high-water mark are allowed (the store drops them as duplicates); a gap is not. A gap
+/// marker counts as its whole range `lost_from..=origin_seq`.
 fn check_batch(origin: &str, next_seq: u64, records: &[Record]) -> Result<Option<u64>, String> {
     let Some(first) = records.first() else {
         return Ok(None);
@@ -310,17 +311,29 @@ fn check_batch(origin: &str, next_seq: u64, records: &[Record]) -> Result<Option
             stranger.origin
         ));
     }
-    if first.origin_seq == 0 || first.origin_seq > next_seq {
+    if let Some(marker) = records.iter().find(|record| {
+        record
+            .lost_from
+            .is_some_and(|from| from == 0 || from > record.origin_seq)
+    }) {
+        return Err(format!(
+            "gap marker with an impossible range {}..={}",
+            marker.first_seq(),
+            marker.origin_seq
+        ));
+    }
+    if first.origin_seq == 0 || first.first_seq() > next_seq {
         return Err(format!(
             "gap: expected seq {next_seq}, batch starts at {}",
-            first.origin_seq
+            first.first_seq()
         ));
     }
     for pair in records.windows(2) {
-        if pair[1].origin_seq != pair[0].origin_seq + 1 {
+        if pair[1].first_seq() != pair[0].origin_seq + 1 {
             return Err(format!(
                 "sequences not consecutive: {} then {}",
-                pair[0].origin_seq, pair[1].origin_seq
+                pair[0].origin_seq,
+                pair[1].first_seq()
             ));
         }
     }
@@ -406,6 +419,7 @@ mod tests {
             truncated: false,
             source: "h".to_string(),
             raw: Bytes::from_static(b"x"),
+            lost_from: None,
         }
     }
 

@@ -83,6 +83,7 @@ fn message(i: u64) -> Record {
             "message number {i} {}",
             "x".repeat((i % 50) as usize)
         )),
+        lost_from: None,
     }
 }
 
@@ -184,6 +185,17 @@ fn stored_records(dir: &Path) -> HashMap<u64, Record> {
         );
     }
     by_seq
+}
+
+/// Every readable record of `ORIGIN` in the store at `dir`, by sequence (damage skipped).
+fn readable_records(dir: &Path) -> HashMap<u64, Record> {
+    StoreReader::open(dir)
+        .unwrap()
+        .read(&ReadOptions::default())
+        .filter_map(Result::ok)
+        .map(|stored| (stored.record.origin_seq, stored.record))
+        .filter(|(_, record)| record.origin == ORIGIN)
+        .collect()
 }
 
 /// Exactly the messages `0..n`, with sequences `1..=n`, each once.
@@ -407,19 +419,23 @@ async fn server_handshakes_refusals_and_bad_peers() {
         matches!(&answer, Message::Rejected { reason } if reason.contains("\"other\"")),
         "{answer:?}"
     );
-    let mut conn = connect(master.addr).await;
-    conn.send(Message::Hello {
-        version: 99,
-        cluster_id: CLUSTER.into(),
-        origin: ORIGIN.into(),
-    })
-    .await
-    .unwrap();
-    let answer = conn.next().await.unwrap().unwrap();
-    assert!(
-        matches!(&answer, Message::Rejected { reason } if reason.contains("version 99")),
-        "{answer:?}"
-    );
+    // Version 1 (records without the gap-marker field) is refused with a clear reason.
+    for version in [1, 99] {
+        let mut conn = connect(master.addr).await;
+        conn.send(Message::Hello {
+            version,
+            cluster_id: CLUSTER.into(),
+            origin: ORIGIN.into(),
+        })
+        .await
+        .unwrap();
+        let answer = conn.next().await.unwrap().unwrap();
+        let want = format!("unsupported protocol version {version}, this node speaks 2");
+        assert!(
+            matches!(&answer, Message::Rejected { reason } if *reason == want),
+            "{answer:?}"
+        );
+    }
 
     // A garbage length closes that connection only.
     let mut raw = TcpStream::connect(master.addr).await.unwrap();
@@ -617,11 +633,10 @@ async fn spool_source_reads_in_sequence_order_and_repositions() {
     spool.close().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_gone_from_the_spool_are_reported_not_waited_for() {
-    use super::source::{BatchLimits, SpoolError, SpoolSource};
-    let temp = tempfile::tempdir().unwrap();
-    let spool = open_store(temp.path(), ORIGIN);
+/// Writes 6000 records of one source in 100-record batches and closes the store, which then
+/// spans several segments.
+async fn spool_in_one_shard(dir: &Path) -> Vec<std::path::PathBuf> {
+    let spool = open_store(dir, ORIGIN);
     for chunk in 0..60u64 {
         let records = (chunk * 100..(chunk + 1) * 100)
             .map(|i| Record {
@@ -639,8 +654,7 @@ async fn records_gone_from_the_spool_are_reported_not_waited_for() {
             .unwrap();
     }
     spool.close().unwrap();
-    // Expire the oldest segment by hand, as retention would.
-    let shard = std::fs::read_dir(temp.path())
+    let shard = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .find(|path| path.is_dir())
@@ -652,10 +666,29 @@ async fn records_gone_from_the_spool_are_reported_not_waited_for() {
         .collect();
     segments.sort();
     assert!(
-        segments.len() >= 2,
+        segments.len() >= 3,
         "records span several segments: {segments:?}"
     );
-    std::fs::remove_file(&segments[0]).unwrap();
+    segments
+}
+
+/// The one contiguous range of `1..=n` missing from `present`.
+fn missing_range(present: &HashMap<u64, Record>, n: u64) -> (u64, u64) {
+    let missing: Vec<u64> = (1..=n).filter(|seq| !present.contains_key(seq)).collect();
+    let (from, to) = (missing[0], missing[missing.len() - 1]);
+    assert_eq!(missing.len() as u64, to - from + 1, "one contiguous hole");
+    (from, to)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_gone_from_the_spool_become_one_gap_marker() {
+    use super::source::{BatchLimits, SpoolSource};
+    let temp = tempfile::tempdir().unwrap();
+    let segments = spool_in_one_shard(temp.path()).await;
+    // A segment in the middle is gone (as if damaged beyond reading).
+    std::fs::remove_file(&segments[1]).unwrap();
+    let (from, to) = missing_range(&readable_records(temp.path()), 6000);
+    assert!(from > 1 && to < 6000, "a hole in the middle: {from}..={to}");
 
     let spool = open_store(temp.path(), ORIGIN);
     let mut source = StoreSpool::new(temp.path(), ORIGIN, spool.handle()).unwrap();
@@ -664,15 +697,49 @@ async fn records_gone_from_the_spool_are_reported_not_waited_for() {
         max_records: 100,
         max_bytes: 1 << 20,
     };
-    match source.next_batch(limits) {
-        Err(SpoolError::Missing { from: 1, to }) => {
-            assert!(to > 1 && to < 6000, "missing 1..={to}");
-            // Past the hole, reading goes on.
-            source.seek(to).unwrap();
-            assert_eq!(source.next_batch(limits).unwrap()[0].origin_seq, to + 1);
+    let mut got = Vec::new();
+    let mut markers = Vec::new();
+    while got.last().is_none_or(|(_, last)| *last < 6000) {
+        let batch = source.next_batch(limits).unwrap();
+        assert!(!batch.is_empty(), "stalled after {:?}", got.last());
+        for record in &batch {
+            if record.lost_from.is_some() {
+                assert_eq!(batch.len(), 1, "a gap marker goes alone");
+                markers.push(record.clone());
+            }
         }
-        other => panic!("expected missing records, got {other:?}"),
+        got.extend(
+            batch
+                .iter()
+                .map(|record| (record.first_seq(), record.origin_seq)),
+        );
     }
+    // Every sequence accounted for once, in order: records, the marker, records.
+    let mut next = 1;
+    for (first, last) in got {
+        assert_eq!(first, next, "consecutive");
+        next = last + 1;
+    }
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let marker = &markers[0];
+    assert_eq!((marker.lost_from, marker.origin_seq), (Some(from), to));
+    assert_eq!(
+        (marker.origin.as_str(), marker.source.as_str()),
+        (ORIGIN, ORIGIN)
+    );
+    assert_eq!(marker.parse, ParseStatus::Unparsed);
+    let text = String::from_utf8(marker.raw.to_vec()).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "starling: seqs {from}..={to} of origin {ORIGIN} were lost"
+        )),
+        "{text}"
+    );
+    // Seeking back before the hole finds the same hole again.
+    source.seek(from - 2).unwrap();
+    assert_eq!(seqs(&source.next_batch(limits).unwrap()), vec![from - 1]);
+    let again = source.next_batch(limits).unwrap();
+    assert_eq!((again[0].lost_from, again[0].origin_seq), (Some(from), to));
     spool.close().unwrap();
 }
 
