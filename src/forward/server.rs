@@ -423,16 +423,24 @@ mod tests {
         }
     }
 
+    fn marker(from: u64, to: u64) -> Record {
+        Record::gap_marker("a", from, to, 1)
+    }
+
     fn check(next_seq: u64, batch: &[(&str, u64)], expected: Result<Option<u64>, &str>) {
         let records: Vec<Record> = batch
             .iter()
             .map(|(origin, seq)| record(origin, *seq))
             .collect();
+        check_records(next_seq, records, expected);
+    }
+
+    fn check_records(next_seq: u64, records: Vec<Record>, expected: Result<Option<u64>, &str>) {
         let got = check_batch("a", next_seq, &records);
         match (got, expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want),
             (Err(got), Err(want)) => assert!(got.contains(want), "{got:?} lacks {want:?}"),
-            (got, want) => panic!("batch {batch:?}: got {got:?}, want {want:?}"),
+            (got, want) => panic!("batch {records:?}: got {got:?}, want {want:?}"),
         }
     }
 
@@ -453,6 +461,27 @@ mod tests {
             Err("gap: expected seq 1, batch starts at 0"),
         );
         check(1, &[("a", 1), ("a", 3)], Err("not consecutive: 1 then 3"));
+        // A gap marker counts as its whole range.
+        check_records(5, vec![marker(5, 9), record("a", 10)], Ok(Some(10)));
+        check_records(7, vec![marker(5, 9)], Ok(Some(9)));
+        check_records(5, vec![record("a", 5), marker(6, 9)], Ok(Some(9)));
+        check_records(
+            5,
+            vec![marker(6, 9)],
+            Err("gap: expected seq 5, batch starts at 6"),
+        );
+        check_records(
+            1,
+            vec![record("a", 1), marker(3, 9)],
+            Err("not consecutive: 1 then 3"),
+        );
+        let mut backwards = marker(1, 4);
+        backwards.lost_from = Some(5);
+        check_records(
+            1,
+            vec![backwards],
+            Err("gap marker with an impossible range 5..=4"),
+        );
         check(
             1,
             &[("a", 1), ("b", 2)],

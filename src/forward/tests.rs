@@ -22,8 +22,8 @@ use crate::cluster::{ClusterView, Member};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::store::{ReadOptions, Store, StoreConfig, StoreHandle, StoreReader};
 
-const CLUSTER: &str = "test-cluster";
-const ORIGIN: &str = "node-a";
+pub(super) const CLUSTER: &str = "test-cluster";
+pub(super) const ORIGIN: &str = "node-a";
 
 fn member(node_id: &str, forward_addr: SocketAddr) -> Member {
     Member {
@@ -45,7 +45,7 @@ fn member(node_id: &str, forward_addr: SocketAddr) -> Member {
 }
 
 /// `self_id`'s view in which `master` (at `addr`) is the master.
-fn view(self_id: &str, master: &str, addr: SocketAddr) -> ClusterView {
+pub(super) fn view(self_id: &str, master: &str, addr: SocketAddr) -> ClusterView {
     let mut members = vec![member(master, addr)];
     if self_id != master {
         members.push(member(self_id, "127.0.0.1:2".parse().unwrap()));
@@ -57,18 +57,18 @@ fn view(self_id: &str, master: &str, addr: SocketAddr) -> ClusterView {
     }
 }
 
-fn store_config() -> StoreConfig {
+pub(super) fn store_config() -> StoreConfig {
     StoreConfig {
         segment_max_bytes: 256 * 1024,
         ..StoreConfig::default()
     }
 }
 
-fn open_store(dir: &Path, origin: &str) -> Store {
+pub(super) fn open_store(dir: &Path, origin: &str) -> Store {
     Store::open(dir, origin, store_config()).unwrap().0
 }
 
-fn message(i: u64) -> Record {
+pub(super) fn message(i: u64) -> Record {
     Record {
         received_at_micros: 1_700_000_000_000_000 + i as i64,
         event_time: None,
@@ -88,7 +88,7 @@ fn message(i: u64) -> Record {
 }
 
 /// Appends messages `from..to` to the spool (sequences are assigned by the spool store).
-async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
+pub(super) async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
     for chunk_start in (from..to).step_by(100) {
         let records = (chunk_start..to.min(chunk_start + 100))
             .map(message)
@@ -103,7 +103,7 @@ async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
     }
 }
 
-async fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+pub(super) async fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if predicate() {
@@ -116,9 +116,9 @@ async fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> b
     }
 }
 
-struct Master {
-    store: Store,
-    addr: SocketAddr,
+pub(super) struct Master {
+    pub(super) store: Store,
+    pub(super) addr: SocketAddr,
     stats: Arc<ServerStats>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -126,7 +126,7 @@ struct Master {
 }
 
 impl Master {
-    async fn start(dir: &Path, node_id: &str) -> Master {
+    pub(super) async fn start(dir: &Path, node_id: &str) -> Master {
         let store = open_store(dir, node_id);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -150,7 +150,7 @@ impl Master {
         }
     }
 
-    fn hwm(&self) -> u64 {
+    pub(super) fn hwm(&self) -> u64 {
         self.store
             .handle()
             .high_water_marks()
@@ -159,7 +159,7 @@ impl Master {
             .unwrap_or(0)
     }
 
-    async fn stop(self, dir: &Path) -> HashMap<u64, Record> {
+    pub(super) async fn stop(self, dir: &Path) -> HashMap<u64, Record> {
         self.cancel.cancel();
         self.task.await.unwrap();
         self.store.close().unwrap();
@@ -168,7 +168,7 @@ impl Master {
 }
 
 /// Every record of `ORIGIN` in the store at `dir`, by sequence; panics on a duplicate.
-fn stored_records(dir: &Path) -> HashMap<u64, Record> {
+pub(super) fn stored_records(dir: &Path) -> HashMap<u64, Record> {
     let mut by_seq = HashMap::new();
     for item in StoreReader::open(dir)
         .unwrap()
@@ -185,17 +185,6 @@ fn stored_records(dir: &Path) -> HashMap<u64, Record> {
         );
     }
     by_seq
-}
-
-/// Every readable record of `ORIGIN` in the store at `dir`, by sequence (damage skipped).
-fn readable_records(dir: &Path) -> HashMap<u64, Record> {
-    StoreReader::open(dir)
-        .unwrap()
-        .read(&ReadOptions::default())
-        .filter_map(Result::ok)
-        .map(|stored| (stored.record.origin_seq, stored.record))
-        .filter(|(_, record)| record.origin == ORIGIN)
-        .collect()
 }
 
 /// Exactly the messages `0..n`, with sequences `1..=n`, each once.
@@ -216,7 +205,7 @@ fn assert_exactly_once(
     }
 }
 
-fn start_forwarder(
+pub(super) fn start_forwarder(
     spool_dir: &Path,
     spool: &Store,
     view_rx: watch::Receiver<ClusterView>,
@@ -565,7 +554,7 @@ async fn a_node_that_is_not_master_names_the_master() {
     store.close().unwrap();
 }
 
-fn seqs(records: &[Record]) -> Vec<u64> {
+pub(super) fn seqs(records: &[Record]) -> Vec<u64> {
     records.iter().map(|record| record.origin_seq).collect()
 }
 
@@ -630,116 +619,6 @@ async fn spool_source_reads_in_sequence_order_and_repositions() {
         seqs(&fresh.next_batch(limits).unwrap()),
         (296..=310).collect::<Vec<_>>()
     );
-    spool.close().unwrap();
-}
-
-/// Writes 6000 records of one source in 100-record batches and closes the store, which then
-/// spans several segments.
-async fn spool_in_one_shard(dir: &Path) -> Vec<std::path::PathBuf> {
-    let spool = open_store(dir, ORIGIN);
-    for chunk in 0..60u64 {
-        let records = (chunk * 100..(chunk + 1) * 100)
-            .map(|i| Record {
-                source: "one-host".to_string(),
-                ..message(i)
-            })
-            .collect();
-        spool
-            .handle()
-            .append(records)
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
-    spool.close().unwrap();
-    let shard = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| path.is_dir())
-        .unwrap();
-    let mut segments: Vec<_> = std::fs::read_dir(&shard)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
-    assert!(
-        segments.len() >= 3,
-        "records span several segments: {segments:?}"
-    );
-    segments
-}
-
-/// The one contiguous range of `1..=n` missing from `present`.
-fn missing_range(present: &HashMap<u64, Record>, n: u64) -> (u64, u64) {
-    let missing: Vec<u64> = (1..=n).filter(|seq| !present.contains_key(seq)).collect();
-    let (from, to) = (missing[0], missing[missing.len() - 1]);
-    assert_eq!(missing.len() as u64, to - from + 1, "one contiguous hole");
-    (from, to)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_gone_from_the_spool_become_one_gap_marker() {
-    use super::source::{BatchLimits, SpoolSource};
-    let temp = tempfile::tempdir().unwrap();
-    let segments = spool_in_one_shard(temp.path()).await;
-    // A segment in the middle is gone (as if damaged beyond reading).
-    std::fs::remove_file(&segments[1]).unwrap();
-    let (from, to) = missing_range(&readable_records(temp.path()), 6000);
-    assert!(from > 1 && to < 6000, "a hole in the middle: {from}..={to}");
-
-    let spool = open_store(temp.path(), ORIGIN);
-    let mut source = StoreSpool::new(temp.path(), ORIGIN, spool.handle()).unwrap();
-    source.seek(0).unwrap();
-    let limits = BatchLimits {
-        max_records: 100,
-        max_bytes: 1 << 20,
-    };
-    let mut got = Vec::new();
-    let mut markers = Vec::new();
-    while got.last().is_none_or(|(_, last)| *last < 6000) {
-        let batch = source.next_batch(limits).unwrap();
-        assert!(!batch.is_empty(), "stalled after {:?}", got.last());
-        for record in &batch {
-            if record.lost_from.is_some() {
-                assert_eq!(batch.len(), 1, "a gap marker goes alone");
-                markers.push(record.clone());
-            }
-        }
-        got.extend(
-            batch
-                .iter()
-                .map(|record| (record.first_seq(), record.origin_seq)),
-        );
-    }
-    // Every sequence accounted for once, in order: records, the marker, records.
-    let mut next = 1;
-    for (first, last) in got {
-        assert_eq!(first, next, "consecutive");
-        next = last + 1;
-    }
-    assert_eq!(markers.len(), 1, "{markers:?}");
-    let marker = &markers[0];
-    assert_eq!((marker.lost_from, marker.origin_seq), (Some(from), to));
-    assert_eq!(
-        (marker.origin.as_str(), marker.source.as_str()),
-        (ORIGIN, ORIGIN)
-    );
-    assert_eq!(marker.parse, ParseStatus::Unparsed);
-    let text = String::from_utf8(marker.raw.to_vec()).unwrap();
-    assert!(
-        text.starts_with(&format!(
-            "starling: seqs {from}..={to} of origin {ORIGIN} were lost"
-        )),
-        "{text}"
-    );
-    // Seeking back before the hole finds the same hole again.
-    source.seek(from - 2).unwrap();
-    assert_eq!(seqs(&source.next_batch(limits).unwrap()), vec![from - 1]);
-    let again = source.next_batch(limits).unwrap();
-    assert_eq!((again[0].lost_from, again[0].origin_seq), (Some(from), to));
     spool.close().unwrap();
 }
 
