@@ -6,7 +6,9 @@
 //! appends batches in order (the store's queue is the backpressure) and hands each append
 //! ticket to the writing half, which awaits durability in order and sends the acks, so
 //! batches are pipelined. A node that is not (or stops being) master answers `NotMaster` with
-//! its view of who is. A bad peer costs its connection only. This file does not choose the
+//! its view of who is. A gap marker (seqs lost from the forwarder's spool) is checked and
+//! stored like a record covering its range, with a warning. A bad peer costs its connection
+//! only. This file does not choose the
 //! master and does not read the spool.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,6 +201,14 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
                 break;
             }
         };
+        for marker in records.iter().filter(|record| record.lost_from.is_some()) {
+            warn!(
+                %origin,
+                from = marker.first_seq(),
+                to = marker.origin_seq,
+                "forwarder reports seqs lost before they were forwarded; storing its gap marker"
+            );
+        }
         let Some(last_seq) = last_seq else {
             let ack = Message::Ack {
                 batch_id,
