@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use memmap2::MmapMut;
 use starling::record::{ParseStatus, Record, Transport};
 use starling::store::fileops::{FileOps, RealFileOps};
 use starling::store::{ReadOptions, Store, StoreConfig, StoreReader};
@@ -66,7 +65,7 @@ impl FileOps for NoSync {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, _: &File, _: &MmapMut, _: usize, _: usize) -> io::Result<()> {
+    fn sync_written(&self, _: &File, _: u64, _: u64) -> io::Result<()> {
         Ok(())
     }
     fn sync_data(&self, _: &File) -> io::Result<()> {

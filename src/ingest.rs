@@ -110,7 +110,9 @@ impl Peer {
     }
 }
 
-/// [`build_record`] with the peer's text forms already computed.
+/// [`build_record`] with the peer's text forms already computed. Reads only what the record
+/// needs (status, event time, shard key) with [`parse::ingest_fields`], which borrows from
+/// `raw` for the common shapes; the other fields are read again from `raw` at read time.
 pub fn build_record_from(
     raw: Bytes,
     truncated: bool,
@@ -123,17 +125,24 @@ pub fn build_record_from(
         received_at,
         rfc3164_zone: cfg.rfc3164_zone,
     };
-    let parsed = parse::parse(&raw, &ctx);
+    let fields = parse::ingest_fields(&raw, &ctx);
+    let source = shard_key_of(
+        fields.hostname.as_deref(),
+        fields.app_name.as_deref(),
+        peer,
+        cfg.shard_by,
+    );
+    let (parse, event_time) = (fields.status, fields.event_time);
     Record {
         received_at_micros: received_at.timestamp_micros(),
-        event_time: parsed.event_time(),
+        event_time,
         origin: cfg.origin.clone(),
         origin_seq: 0,
         peer: peer.map(|p| p.text.clone()),
         transport,
-        parse: parsed.status,
+        parse,
         truncated,
-        source: shard_key_from(&parsed, peer, cfg.shard_by),
+        source,
         raw,
         lost_from: None,
     }
@@ -141,13 +150,25 @@ pub fn build_record_from(
 
 /// The shard key of a parsed message per `shard_by`.
 pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -> String {
-    shard_key_from(parsed, peer.map(Peer::new).as_ref(), shard_by)
+    shard_key_of(
+        parsed.hostname.as_deref(),
+        parsed.app_name.as_deref(),
+        peer.map(Peer::new).as_ref(),
+        shard_by,
+    )
 }
 
-fn shard_key_from(parsed: &Parsed, peer: Option<&Peer>, shard_by: ShardBy) -> String {
+/// The shard key from a message's HOSTNAME and APP-NAME: the chosen field trimmed, unless it
+/// is empty or `-`, else the sender's IP address.
+fn shard_key_of(
+    hostname: Option<&str>,
+    app_name: Option<&str>,
+    peer: Option<&Peer>,
+    shard_by: ShardBy,
+) -> String {
     let field = match shard_by {
-        ShardBy::Hostname => parsed.hostname.as_deref(),
-        ShardBy::AppName => parsed.app_name.as_deref(),
+        ShardBy::Hostname => hostname,
+        ShardBy::AppName => app_name,
         ShardBy::Peer => None,
     };
     match field.map(str::trim) {
@@ -228,6 +249,48 @@ mod tests {
             "../../etc/passwd",
             Rfc5424,
         );
+    }
+
+    /// The record's status, event time and source are those of the full parse, whichever
+    /// way `ingest_fields` read them.
+    #[test]
+    fn record_fields_match_the_full_parse() {
+        let peer: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let lines = [
+            "<134>1 2026-11-26T10:00:00.123456Z h1 loadgen 4242 LOAD [load@32473 conn=\"0\"] x",
+            "<134>1 2026-11-26T10:00:00+02:00 - - - - - x",
+            "<30>Nov 26 09:59:58 web-01 systemd[1]: Started",
+            "<30>Nov 26 09:59:58 web-01 [1]: no app",
+            "<30>Nov 26 09:59:58 %ASA-6-302014: Teardown",
+            "<13>1 - fe80:: app - - - hi",
+            "plain text",
+        ];
+        for line in lines {
+            for shard_by in [ShardBy::Hostname, ShardBy::Peer, ShardBy::AppName] {
+                let record = build_record(
+                    Bytes::copy_from_slice(line.as_bytes()),
+                    false,
+                    Some(peer),
+                    Transport::Tcp,
+                    received_at(),
+                    &config(shard_by),
+                );
+                let ctx = ParseContext {
+                    received_at: received_at(),
+                    rfc3164_zone: Zone::Utc,
+                };
+                let parsed = parse::parse(line.as_bytes(), &ctx);
+                assert_eq!(
+                    (record.parse, record.event_time, record.source),
+                    (
+                        parsed.status,
+                        parsed.event_time(),
+                        shard_key(&parsed, Some(peer), shard_by)
+                    ),
+                    "{line:?} by {shard_by}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
 //! - `forward`: node-to-node forwarding (protocol, master server, forwarder client).
 //! - `cluster`: chitchat membership and master election; the only user of chitchat.
-//! - `store`: memory-mapped, CRC-checked segment files sharded by source.
+//! - `store`: preallocated, CRC-checked segment files sharded by source.
 //! - `ingest`: one received message to a `Record` (parse, event time, shard key).
 //! - `parse`, `journal`, `framing`, `render`: syslog parsing, the journal export format,
 //!   RFC 6587 framing, the JSON record shape; none does I/O.

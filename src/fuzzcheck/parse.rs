@@ -1,5 +1,7 @@
 //! Properties of `parse::parse` and `render::record_json` on arbitrary bytes:
 //! - parsing never panics and is deterministic;
+//! - ingest's `ingest_fields` gives the status, event time, HOSTNAME and APP-NAME of the full
+//!   parse (its fast reader must never disagree);
 //! - an unparsed message keeps the whole (lossily decoded) text;
 //! - the rendered JSON gives back the exact raw bytes (`raw`, or `raw_base64` when the bytes
 //!   are not UTF-8);
@@ -11,7 +13,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{SecondsFormat, TimeZone, Utc};
 
-use crate::parse::{parse, ParseContext, Parsed, SdElement, Zone};
+use crate::parse::{ingest_fields, parse, IngestFields, ParseContext, Parsed, SdElement, Zone};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::render::record_json;
 
@@ -22,6 +24,11 @@ pub fn check(data: &[u8]) {
     };
     let parsed = parse(data, &ctx);
     assert_eq!(parsed, parse(data, &ctx), "parse is deterministic");
+    assert_eq!(
+        ingest_fields(data, &ctx),
+        IngestFields::from_parsed(parsed.clone()),
+        "ingest's fields differ from the full parse"
+    );
     if parsed.status == ParseStatus::Unparsed {
         assert_eq!(
             parsed.message.as_deref(),

@@ -6,14 +6,21 @@
 //! (the caller keeps the exact bytes). Timestamps without a zone or year (RFC 3164) are
 //! resolved against `ParseContext`: the zone configured for the listener and the receive time.
 //!
+//! Ingest needs only the status, event time, HOSTNAME and APP-NAME: `ingest_fields` (in
+//! `header`) reads those without allocating for the common shapes and falls back to `parse`
+//! otherwise, always giving what `parse` gives.
+//!
 //! This module does no I/O and keeps no state between calls.
 
 mod fields;
+mod header;
 mod rfc3164;
 mod rfc5424;
 mod timestamp;
 mod zone;
 
+#[cfg(test)]
+mod header_proptests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -23,6 +30,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::record::{EventTime, ParseStatus};
 
+pub use header::{ingest_fields, ingest_fields_fast, IngestFields};
 pub use zone::{Zone, ZoneError};
 
 /// What parsing needs to know beyond the bytes: used only by RFC 3164 timestamps.
@@ -82,10 +90,15 @@ impl Parsed {
 
     /// The timestamp as the record stores it: instant plus the offset it was written with.
     pub fn event_time(&self) -> Option<EventTime> {
-        self.timestamp.map(|ts| EventTime {
-            unix_micros: ts.timestamp_micros(),
-            utc_offset_secs: ts.offset().local_minus_utc(),
-        })
+        self.timestamp.map(event_time_of)
+    }
+}
+
+/// A timestamp as the record stores it.
+fn event_time_of(ts: DateTime<FixedOffset>) -> EventTime {
+    EventTime {
+        unix_micros: ts.timestamp_micros(),
+        utc_offset_secs: ts.offset().local_minus_utc(),
     }
 }
 

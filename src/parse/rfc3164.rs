@@ -28,7 +28,7 @@ const DEFAULT_PRI: u8 = 13;
 
 const PLACEHOLDER_TIMESTAMP: &str = "1970-01-01T00:00:00Z";
 
-const RELAY_PREFIX: &str = "Message forwarded from ";
+pub(super) const RELAY_PREFIX: &str = "Message forwarded from ";
 
 pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     let (pri, after_pri) = match leading_pri(line.trim_start_matches(' ')) {
@@ -89,7 +89,10 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
     })
 }
 
-fn resolve(time: HeaderTime, ctx: &ParseContext) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+pub(super) fn resolve(
+    time: HeaderTime,
+    ctx: &ParseContext,
+) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     match time {
         HeaderTime::Zoned(dt) => Some(dt),
         HeaderTime::Naive(naive) => Some(ctx.rfc3164_zone.resolve(naive)),

@@ -1,6 +1,12 @@
 //! The active (unsealed) segment of one shard on the writer side: creation (fallocate, header,
-//! sync), appending records straight into the map as frames, flushing the written range
-//! (the durability point) and sealing.
+//! sync), appending records to the open frame's buffer, writing each closed frame with
+//! `pwrite` (payload first, header last), `fdatasync` (the durability point) and sealing.
+//!
+//! Frames are written with `pwrite` into space `fallocate` reserved, not through a writable
+//! memory map: writing back pages dirtied through a shared map write-protects every page again
+//! (`folio_mkclean`), one TLB-shootdown IPI per 4 KiB page, which measured as a third of the
+//! writer's CPU (`reference/storage.md` §0.4 recommends the same for other reasons: ENOSPC as
+//! SIGBUS, I/O errors only through `msync`). Readers read the same page cache with `pread`.
 //!
 //! Owned by the writer thread only. Any error returned here poisons the segment: the caller
 //! must drop it and recover the shard from disk.
@@ -10,10 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
 use std::time::Instant;
-
-use memmap2::MmapMut;
 
 use super::codec;
 use super::fileops::{is_no_space, FileOps};
@@ -22,7 +25,6 @@ use super::frame::{
     NO_MIN_EVENT,
 };
 use super::index::SparseIndex;
-use super::mmap::map_segment;
 use super::seal::write_seal;
 use super::segment::{segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::record::Record;
@@ -59,17 +61,23 @@ pub enum Appended {
 /// reserve little disk while a busy shard grows its segment in large steps.
 const FIRST_STEP: usize = 1 << 20;
 const MAX_STEP: usize = 16 << 20;
+/// A frame buffer larger than this is released once its frame is written, so that shards that
+/// saw one burst do not each keep a large buffer.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
 
 pub struct ActiveSegment {
     pub path: PathBuf,
     file: File,
-    map: MmapMut,
     pub header: SegmentHeader,
     capacity: usize,
-    /// Bytes reserved by fallocate (the file size); writes never touch the map beyond it.
+    /// Bytes reserved by fallocate (the file size); writes never go beyond it.
     allocated: usize,
-    /// The file grew since the last sync: the next sync also syncs the file's size.
-    size_dirty: bool,
+    /// Payload of the open frame (encoded records), written out when the frame closes.
+    buf: Vec<u8>,
+    /// First origin sequence of each origin in the open frame. When writing the frame fails,
+    /// these records never reach the file: the writer lowers those origins' high-water marks
+    /// to just below them (see `Writer::poison`).
+    frame_origins: Vec<(String, u64)>,
     data_end: usize,
     synced_end: usize,
     pub opened_at: Instant,
@@ -81,7 +89,7 @@ pub struct ActiveSegment {
 impl ActiveSegment {
     /// Creates `<base_seq>.seg` with its first allocation step reserved by fallocate (at most
     /// `capacity`, the segment's size limit), writes and syncs its header and the directory
-    /// entry, then maps `capacity` bytes.
+    /// entry.
     pub fn create(
         dir: &Path,
         shard_id: u64,
@@ -118,25 +126,24 @@ impl ActiveSegment {
         let setup = (|| {
             file.write_all_at(&header.encode(), 0)?;
             ops.sync_data(&file)?;
-            ops.sync_dir(dir)?;
-            map_segment(&file, capacity)
+            ops.sync_dir(dir)
         })();
-        let map = match setup {
-            Ok(map) => map,
+        match setup {
+            Ok(()) => {}
             Err(e) => {
                 drop(file);
                 let _ = std::fs::remove_file(&path);
                 return Err(CreateError::Io(e));
             }
-        };
+        }
         Ok(ActiveSegment {
             path,
             file,
-            map,
             header,
             capacity,
             allocated,
-            size_dirty: false,
+            buf: Vec::new(),
+            frame_origins: Vec::new(),
             data_end: SEGMENT_HEADER_BYTES,
             synced_end: SEGMENT_HEADER_BYTES,
             opened_at: Instant::now(),
@@ -168,24 +175,33 @@ impl ActiveSegment {
         self.next_seq() == self.header.base_seq
     }
 
+    /// First sequence of each origin in the frame being written (or whose write failed).
+    pub fn frame_origins(&self) -> &[(String, u64)] {
+        &self.frame_origins
+    }
+
     /// Reserved bytes of the file.
     pub fn allocated(&self) -> u64 {
         self.allocated as u64
     }
 
-    /// Appends one record.
+    /// Appends one record (to the open frame; it reaches the file when the frame closes).
     pub fn append(&mut self, record: &Record, encoded_len: usize, ops: &dyn FileOps) -> Appended {
         if let Some(f) = &self.frame {
             if f.len + encoded_len > FRAME_TARGET_BYTES {
-                self.close_frame();
+                if let Err(e) = self.close_frame(ops) {
+                    return Appended::Failed(e);
+                }
             }
         }
         let start = self.frame.as_ref().map_or(self.data_end, |f| f.start);
         let len = self.frame.as_ref().map_or(0, |f| f.len);
         let need = start + FRAME_HEADER_BYTES + pad8(len + encoded_len);
         if need > self.capacity {
-            self.close_frame();
-            return Appended::Full;
+            return match self.close_frame(ops) {
+                Ok(()) => Appended::Full,
+                Err(e) => Appended::Failed(e),
+            };
         }
         if need > self.allocated {
             let grown = (self.allocated + self.allocated.min(MAX_STEP))
@@ -199,7 +215,6 @@ impl ActiveSegment {
                 };
             }
             self.allocated = grown;
-            self.size_dirty = true;
         }
         let next_seq = self.next_seq();
         let frame = self.frame.get_or_insert(OpenFrame {
@@ -212,9 +227,13 @@ impl ActiveSegment {
             min_event: NO_MIN_EVENT,
             max_event: NO_MAX_EVENT,
         });
-        let at = frame.start + FRAME_HEADER_BYTES + frame.len;
-        let out = &mut self.map[at..at + encoded_len];
-        codec::encode_into(record, out);
+        let at = self.buf.len();
+        self.buf.resize(at + encoded_len, 0);
+        codec::encode_into(record, &mut self.buf[at..]);
+        if !self.frame_origins.iter().any(|(o, _)| *o == record.origin) {
+            self.frame_origins
+                .push((record.origin.clone(), record.origin_seq));
+        }
         frame.len += encoded_len;
         frame.count += 1;
         frame.min_recv = frame.min_recv.min(record.received_at_micros);
@@ -226,14 +245,24 @@ impl ActiveSegment {
         Appended::Stored(next_seq)
     }
 
-    /// Finishes the open frame: zero padding, then the header (written last, after a fence,
-    /// so a concurrent reader never sees a valid header before its payload).
-    pub fn close_frame(&mut self) {
-        let Some(f) = self.frame.take() else { return };
+    /// Finishes the open frame: writes its payload with the zero padding, then its header
+    /// (written last, so a concurrent reader never sees a valid header before its payload).
+    /// An error poisons the segment.
+    pub fn close_frame(&mut self, ops: &dyn FileOps) -> io::Result<()> {
+        let Some(f) = self.frame.take() else {
+            return Ok(());
+        };
         let payload_start = f.start + FRAME_HEADER_BYTES;
         let end = payload_start + pad8(f.len);
-        self.map[payload_start + f.len..end].fill(0);
-        let payload_crc = crc32fast::hash(&self.map[payload_start..payload_start + f.len]);
+        debug_assert_eq!(self.buf.len(), f.len);
+        let payload_crc = crc32fast::hash(&self.buf);
+        self.buf.resize(pad8(f.len), 0);
+        let written = ops.write_at(&self.file, &self.buf, payload_start as u64);
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_BUFFER_BYTES {
+            self.buf = Vec::new();
+        }
+        written?;
         let header = FrameHeader {
             kind: KIND_DATA,
             payload_len: f.len as u32,
@@ -247,8 +276,8 @@ impl ActiveSegment {
             max_event: f.max_event,
             durable_watermark: self.synced_end as u64,
         };
-        fence(Ordering::Release);
-        self.map[f.start..payload_start].copy_from_slice(&header.encode());
+        ops.write_at(&self.file, &header.encode(), f.start as u64)?;
+        self.frame_origins.clear();
         self.index.on_frame(f.start as u64, &header);
         let ft = &mut self.footer;
         ft.num_records += u64::from(f.count);
@@ -258,38 +287,36 @@ impl ActiveSegment {
         ft.min_event = ft.min_event.min(f.min_event);
         ft.max_event = ft.max_event.max(f.max_event);
         self.data_end = end;
+        Ok(())
     }
 
     /// Closes the open frame and makes everything written durable.
     pub fn sync(&mut self, ops: &dyn FileOps) -> io::Result<()> {
-        self.close_frame();
+        self.close_frame(ops)?;
         if self.data_end > self.synced_end {
-            ops.flush_map(
+            ops.sync_written(
                 &self.file,
-                &self.map,
-                self.synced_end,
-                self.data_end - self.synced_end,
+                self.synced_end as u64,
+                (self.data_end - self.synced_end) as u64,
             )?;
             self.synced_end = self.data_end;
         }
         Ok(())
     }
 
-    /// Syncs, drops the map, writes the footer (carrying the shard's cumulative `hwm`), trims
+    /// Syncs, writes the footer (carrying the shard's cumulative `hwm`), trims
     /// the preallocation, syncs file and directory, writes the index. Returns the next seq.
     pub fn seal(mut self, hwm: &HashMap<String, u64>, ops: &dyn FileOps) -> io::Result<u64> {
         self.sync(ops)?;
         let ActiveSegment {
             path,
             file,
-            map,
             header,
             data_end,
             index,
             mut footer,
             ..
         } = self;
-        drop(map);
         footer.data_end = data_end as u64;
         footer.hwm = hwm.clone();
         let dir = path.parent().unwrap_or(Path::new("."));

@@ -1,20 +1,24 @@
 //! The file-operations seam: the few calls whose failure the store must survive (allocate,
-//! flush a mapped range, sync a file, sync a directory). Production uses `RealFileOps`; tests
+//! write a frame, make a written range durable, sync a file, sync a directory). Production uses `RealFileOps`; tests
 //! inject failures through their own implementation.
 //!
 //! Nothing here decides policy: callers treat any error as poisoning the segment.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-use memmap2::MmapMut;
 
 pub trait FileOps: Send + Sync + std::fmt::Debug {
     /// Reserves `len` bytes of real blocks (no sparse holes) for `file`, growing its size.
     fn allocate(&self, file: &File, len: u64) -> io::Result<()>;
-    /// Makes `map[offset..offset + len]` (a map of `file`) durable (msync MS_SYNC).
-    fn flush_map(&self, file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()>;
+    /// Makes `file[offset..offset + len]`, written with `pwrite`, durable (fdatasync; the range
+    /// tells test implementations what became durable).
+    fn sync_written(&self, file: &File, offset: u64, len: u64) -> io::Result<()>;
+    /// pwrite of all of `buf` at `offset` (a frame's payload or header).
+    fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(buf, offset)
+    }
     /// fdatasync.
     fn sync_data(&self, file: &File) -> io::Result<()>;
     /// fsync of a directory, after creating, renaming or removing entries in it.
@@ -26,14 +30,14 @@ pub struct RealFileOps;
 
 impl FileOps for RealFileOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
-        super::mmap::fallocate(file, len)
+        super::sys::fallocate(file, len)
     }
 
-    fn flush_map(&self, _file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
+    fn sync_written(&self, file: &File, _offset: u64, len: u64) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
-        map.flush_range(offset, len)
+        file.sync_data()
     }
 
     fn sync_data(&self, file: &File) -> io::Result<()> {

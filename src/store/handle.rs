@@ -137,7 +137,7 @@ impl StoreHandle {
     }
 }
 
-/// Resolves once the batch is durable (after fdatasync/msync), or with the error that
+/// Resolves once the batch is durable (after fdatasync), or with the error that
 /// prevented it.
 #[derive(Debug)]
 pub struct AppendTicket {

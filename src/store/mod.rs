@@ -1,9 +1,9 @@
-//! The segment store: memory-mapped, CRC-checked segment files sharded by source, with group
-//! commit, crash recovery, a sparse time index, retention, and offline/concurrent readers.
+//! The segment store: CRC-checked segment files sharded by source, preallocated and written
+//! with `pwrite` (see `active` for why not through a writable map), with group commit, crash recovery, a sparse time index, retention, and offline/concurrent readers.
 //!
 //! Layering, bottom up: `frame`/`codec`/`segment` (byte formats, no I/O) → `scan` (pread
-//! frame scanner) → `index`, `seal`, `recover` → `active` (the writer's mapped segment; only
-//! `mmap` creates maps) → `shard`, `retention`, `writer` (the thread) → `handle` (queue,
+//! frame scanner) → `index`, `seal`, `recover` → `active` (the writer's open segment; `sys` holds
+//! the few libc calls) → `shard`, `retention`, `writer` (the thread) → `handle` (queue,
 //! tickets) → this file (`Store`); readers: `read`, `follow`, `verify`. See `docs/format.md`.
 //! The store never parses syslog and never touches sockets.
 
@@ -15,7 +15,6 @@ mod follow;
 mod frame;
 mod handle;
 mod index;
-mod mmap;
 mod problem;
 mod read;
 mod recover;
@@ -26,6 +25,7 @@ mod segment;
 mod shard;
 pub mod shardname;
 mod stats;
+mod sys;
 mod verify;
 mod writer;
 
@@ -237,7 +237,7 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io("open lock file", &path, e))?;
-    if !mmap::try_lock_exclusive(&file) {
+    if !sys::try_lock_exclusive(&file) {
         return Err(StoreError::Locked {
             path: dir.to_path_buf(),
         });

@@ -77,15 +77,17 @@ struct Damage {
     lost: Option<(u64, u64)>,
 }
 
-/// Recovers one shard on its own (after a sync failure).
+/// Recovers one shard on its own, in the running process (after a write or sync failure).
+/// No holes are cut: there was no power loss, so everything written is in the page cache,
+/// and an origin's sequences missing from this shard are in other shards (`cut_holes` is
+/// only meaningful over every shard at open).
 pub fn recover_shard(
     dir: &Path,
     ops: &dyn FileOps,
     report: &mut RecoveryReport,
 ) -> io::Result<ShardState> {
-    let mut scans = vec![scan_shard(dir, ops, report)?];
-    cut_holes(&mut scans);
-    finish_shard(scans.pop().expect("one scan"), ops, report)
+    let scan = scan_shard(dir, ops, report)?;
+    finish_shard(scan, ops, report)
 }
 
 /// Phase one: find the newest seal, set aside unreadable or never-started files, scan the

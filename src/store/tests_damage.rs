@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memmap2::MmapMut;
-
 use super::fileops::{FileOps, RealFileOps};
 use super::scan::{read_header, Item, Scanner};
 use super::segment::segment_file_name;
@@ -29,13 +27,7 @@ impl FileOps for NoSyncOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(
-        &self,
-        _file: &File,
-        _map: &MmapMut,
-        _offset: usize,
-        _len: usize,
-    ) -> io::Result<()> {
+    fn sync_written(&self, _file: &File, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
     fn sync_data(&self, _file: &File) -> io::Result<()> {
@@ -382,21 +374,29 @@ fn damaged_index_is_rebuilt_with_identical_results() {
     }
 }
 
-/// File operations whose flushes fail while `fail` is set.
+/// File operations whose flushes fail while `fail` is set, and whose frame writes fail while
+/// `fail_writes` is set.
 #[derive(Debug, Default)]
 struct FailingOps {
     fail: AtomicBool,
+    fail_writes: AtomicBool,
 }
 
 impl FileOps for FailingOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, file: &File, map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
+    fn sync_written(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        RealFileOps.flush_map(file, map, offset, len)
+        RealFileOps.sync_written(file, offset, len)
+    }
+    fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        RealFileOps.write_at(file, buf, offset)
     }
     fn sync_data(&self, file: &File) -> io::Result<()> {
         RealFileOps.sync_data(file)
@@ -450,6 +450,79 @@ fn injected_sync_failure_reports_nothing_durable_and_recovers() {
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 
+#[test]
+fn injected_write_failure_reports_nothing_durable_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(FailingOps::default());
+    let (store, _) = Store::open_with_ops(dir.path(), "me", small_config(), ops.clone()).unwrap();
+    let h = store.handle();
+    let batch = |n: i64| {
+        (0..5)
+            .map(|i| rec(SOURCE, "me", 0, n * 10 + i, "m"))
+            .collect::<Vec<_>>()
+    };
+    let o = h.blocking_append(batch(1)).unwrap().wait_durable().unwrap();
+    assert_eq!(o.assigned, Some(1..=5));
+    ops.fail_writes.store(true, Ordering::SeqCst);
+    let err = h
+        .blocking_append(batch(2))
+        .unwrap()
+        .wait_durable()
+        .unwrap_err();
+    assert!(err.to_string().contains("Input/output error"), "{err}");
+    assert_eq!(h.stats().write_errors + h.stats().sync_errors, 1);
+    // The failed frame never reached the file, but the local origin's sequences are not
+    // handed out again (the forwarder reports the hole).
+    assert_eq!(h.high_water_marks().get("me"), Some(&10));
+    ops.fail_writes.store(false, Ordering::SeqCst);
+    let o = h.blocking_append(batch(3)).unwrap().wait_durable().unwrap();
+    assert_eq!(o.assigned, Some(11..=15), "origin seqs are not reused");
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    let seqs: Vec<u64> = records_of(&got).iter().map(|r| r.origin_seq).collect();
+    assert_eq!(seqs, (1..=5).chain(11..=15).collect::<Vec<_>>());
+    assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+#[test]
+fn a_failed_frame_write_does_not_advance_a_forwarded_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(FailingOps::default());
+    let (store, _) = Store::open_with_ops(dir.path(), "me", small_config(), ops.clone()).unwrap();
+    let h = store.handle();
+    // Forwarded records of origin "peer", spread over two shards.
+    let batch = |seqs: std::ops::RangeInclusive<u64>| {
+        seqs.map(|s| rec(["a", "b"][s as usize % 2], "peer", s, s as i64, "m"))
+            .collect::<Vec<_>>()
+    };
+    h.blocking_append(batch(1..=4))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    ops.fail_writes.store(true, Ordering::SeqCst);
+    assert!(h
+        .blocking_append(batch(5..=8))
+        .unwrap()
+        .wait_durable()
+        .is_err());
+    // Nothing of 5..=8 was written, so the forwarder must be told to resend from 5.
+    assert_eq!(h.high_water_marks().get("peer"), Some(&4));
+    ops.fail_writes.store(false, Ordering::SeqCst);
+    let o = h
+        .blocking_append(batch(5..=10))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!((o.num_stored, o.num_duplicates), (6, 0));
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut seqs: Vec<u64> = got.iter().map(|r| r.record.origin_seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "each once");
+}
+
 /// Real files, no syncs, and ENOSPC from `allocate` while `full` is set.
 #[derive(Debug, Default)]
 struct FullDiskOps {
@@ -463,7 +536,7 @@ impl FileOps for FullDiskOps {
         }
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, _: &File, _: &MmapMut, _: usize, _: usize) -> io::Result<()> {
+    fn sync_written(&self, _: &File, _: u64, _: u64) -> io::Result<()> {
         Ok(())
     }
     fn sync_data(&self, _: &File) -> io::Result<()> {

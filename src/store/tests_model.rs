@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memmap2::MmapMut;
 use proptest::prelude::*;
 
 use super::fileops::{FileOps, RealFileOps};
@@ -42,8 +41,8 @@ impl FileOps for TrackingOps {
         self.synced.lock().unwrap().insert(path_of(file), 0);
         RealFileOps.allocate(file, len)
     }
-    fn flush_map(&self, file: &File, _map: &MmapMut, offset: usize, len: usize) -> io::Result<()> {
-        self.mark(file, (offset + len) as u64);
+    fn sync_written(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        self.mark(file, offset + len);
         Ok(())
     }
     fn sync_data(&self, file: &File) -> io::Result<()> {

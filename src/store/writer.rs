@@ -360,6 +360,14 @@ impl Writer {
             self.current = Some(f);
             return;
         }
+        if f.failed.is_some() {
+            // The rest of a failed batch was admitted but is never written.
+            for record in &f.records[f.next..] {
+                if record.origin != self.local_origin {
+                    lower_hwm(&mut self.hwm, &record.origin, record.origin_seq - 1);
+                }
+            }
+        }
         Counters::add(&counters.appended_records, f.next as u64);
         let outcome = match f.failed {
             Some(e) => Err(e),
@@ -402,7 +410,13 @@ impl Writer {
         let run_starts = self.open_frame != Some(idx);
         if let Some(prev) = self.open_frame.filter(|&p| p != idx) {
             if let Some(a) = self.shards[prev].active.as_mut() {
-                a.close_frame();
+                if let Err(e) = a.close_frame(self.ops.as_ref()) {
+                    // The batch stops here too: records after the lost frame must not be
+                    // stored while the ones in it are missing.
+                    Counters::add(&self.shared.counters.write_errors, 1);
+                    let path = a.path.clone();
+                    return Err(self.poison(prev, path, e));
+                }
             }
         }
         self.open_frame = Some(idx);
@@ -536,6 +550,17 @@ impl Writer {
             source: Arc::new(err),
         };
         let shard = &mut self.shards[idx];
+        // Records of a frame whose write failed never reached the file: an origin forwarded
+        // to this store must not look stored past them, or its forwarder would skip them.
+        // (Frames are closed in admission order, so everything before them is written.)
+        if let Some(active) = shard.active.as_ref() {
+            for (origin, first) in active.frame_origins() {
+                if *origin != self.local_origin {
+                    lower_hwm(&mut self.hwm, origin, first.saturating_sub(1));
+                }
+            }
+        }
+        let shard = &mut self.shards[idx];
         shard.active = None;
         shard.dirty = false;
         let mut report = RecoveryReport::default();
@@ -648,5 +673,12 @@ impl Writer {
         }
         self.shared.permits.close();
         result
+    }
+}
+
+/// Lowers `origin`'s high-water mark to `to` if it is above it.
+fn lower_hwm(hwm: &mut HashMap<String, u64>, origin: &str, to: u64) {
+    if let Some(seq) = hwm.get_mut(origin) {
+        *seq = (*seq).min(to);
     }
 }

@@ -1,33 +1,11 @@
-//! The only file in the store with `unsafe`: creating the writer's memory maps, plus the thin
-//! libc wrappers the standard library lacks (fallocate, SEEK_DATA/SEEK_HOLE, flock).
-//!
-//! The writer maps a segment read-write only after `fallocate` reserved every byte of it and
-//! after any recovery truncation, and never truncates a file while its map exists; readers
-//! never map (they use `pread`), so a file truncated or deleted by someone else can never
-//! raise SIGBUS in this process.
+//! The only file in the store with `unsafe`: thin libc wrappers the standard library lacks
+//! (fallocate, SEEK_DATA/SEEK_HOLE, flock). Nothing in the store memory-maps files: the writer
+//! uses `pwrite` into `fallocate`d space (see `active`), readers use `pread`, so a file
+//! truncated or deleted by someone else can never raise SIGBUS in this process.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-
-use memmap2::{MmapMut, MmapOptions};
-
-/// Maps `len` bytes of `file` read-write. The map may extend past the end of the file: the
-/// caller (`ActiveSegment`) only ever touches bytes below the size it reserved with
-/// `fallocate`, and nothing truncates the file while the map lives (the writer holds the data
-/// directory lock).
-pub fn map_segment(file: &File, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: the writer touches only bytes below the file's fallocate'd size (never beyond
-    // EOF, never a sparse hole), so page faults never need new blocks (no SIGBUS on ENOSPC);
-    // only the writer thread, which owns this map, ever truncates segment files, and it drops
-    // the map first; the data directory lock keeps other Starling writers out. Readers use
-    // pread and never shrink files.
-    let map = unsafe { MmapOptions::new().len(len).map_mut(file) }?;
-    // No readahead: pages are only ever written, and reading ahead over unwritten extents
-    // costs a zero-fill of memory that is then overwritten.
-    let _ = map.advise(memmap2::Advice::Random);
-    Ok(map)
-}
 
 /// fallocate(fd, 0, 0, len): reserves real blocks, growing the file to `len`.
 pub fn fallocate(file: &File, len: u64) -> io::Result<()> {
