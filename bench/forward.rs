@@ -41,6 +41,7 @@ fn record(i: u64) -> Record {
             "<134>1 2026-11-26T10:00:00.000000Z host-{} app 1234 ID47 - request {i} served in 12 ms status=200 bytes=5120 path=/api/v1/items",
             i % 8
         )),
+        lost_from: None,
     }
 }
 

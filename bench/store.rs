@@ -43,6 +43,7 @@ fn record(i: u64, source: &str) -> Record {
         truncated: false,
         source: source.to_string(),
         raw: Bytes::from(raw),
+        lost_from: None,
     }
 }
 

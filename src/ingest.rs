@@ -144,6 +144,7 @@ pub fn build_record_from(
         truncated,
         source,
         raw,
+        lost_from: None,
     }
 }
 

@@ -243,6 +243,7 @@ impl UploadState {
             truncated: entry.truncated,
             source: crate::journal::hostname(&entry.raw).unwrap_or_else(|| peer.ip().to_string()),
             raw: entry.raw,
+            lost_from: None,
         })
     }
 }

@@ -447,6 +447,16 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
             "Forwarded batches refused for a sequence gap.",
             stats.gaps_refused,
         ),
+        counter(
+            "starling_store_gap_markers_total",
+            "Gap markers stored: ranges of an origin's sequences lost before they were forwarded.",
+            stats.gap_markers,
+        ),
+        counter(
+            "starling_store_lost_seqs_total",
+            "Origin sequences that stored gap markers declare lost.",
+            stats.lost_seqs,
+        ),
     ];
     for (kind, value) in [
         ("write", stats.write_errors),

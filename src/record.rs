@@ -103,4 +103,43 @@ pub struct Record {
     pub source: String,
     /// The exact bytes received, minus transport framing (after truncation, if any).
     pub raw: Bytes,
+    /// Set only on a gap marker: this record stands for the origin's sequences
+    /// `lost_from..=origin_seq`, which were lost before they were forwarded (gone from the
+    /// origin's spool). Its raw bytes say so in words. `None` on every received message.
+    pub lost_from: Option<u64>,
+}
+
+impl Record {
+    /// The first origin sequence this record accounts for: `lost_from` on a gap marker,
+    /// otherwise its own `origin_seq`.
+    pub fn first_seq(&self) -> u64 {
+        self.lost_from.unwrap_or(self.origin_seq)
+    }
+
+    /// A gap marker declaring seqs `from..=to` of `origin` lost. It is stored in the shard
+    /// named after the origin, as an unparsed record whose text says what happened, with
+    /// transport `tcp` (it travels the forwarding connection) and no peer.
+    pub fn gap_marker(origin: &str, from: u64, to: u64, received_at_micros: i64) -> Record {
+        Record {
+            received_at_micros,
+            event_time: None,
+            origin: origin.to_string(),
+            origin_seq: to,
+            peer: None,
+            transport: Transport::Tcp,
+            parse: ParseStatus::Unparsed,
+            truncated: false,
+            source: origin.to_string(),
+            raw: gap_marker_text(origin, from, to),
+            lost_from: Some(from),
+        }
+    }
+}
+
+/// The raw text of a gap marker for seqs `from..=to` of `origin`.
+pub fn gap_marker_text(origin: &str, from: u64, to: u64) -> Bytes {
+    Bytes::from(format!(
+        "starling: seqs {from}..={to} of origin {origin} were lost before they were forwarded \
+         (no longer in the origin's spool: removed by retention, damaged on disk or never synced)"
+    ))
 }

@@ -112,6 +112,7 @@ mod tests {
             truncated: false,
             source: "web1".into(),
             raw: Bytes::copy_from_slice(raw),
+            lost_from: None,
         };
         (record, parsed)
     }

@@ -6,8 +6,10 @@
 //! come from a `SpoolSource` read on a dedicated thread (the spool is files on disk) and are
 //! pipelined within a bounded window; each `Ack` advances `ForwarderStats::acked_seq`. On a
 //! master change, a refused batch, a broken connection or a stalled one it reconnects, with a
-//! capped backoff. It never deletes from the spool (retention does) and does not choose the
-//! master.
+//! capped backoff. Sequences gone from the spool arrive as a gap marker from the source; the
+//! forwarder sends it like any record (the master then stores it and moves its high-water mark
+//! past the range), logs a warning and counts it. It never deletes from the spool (retention
+//! does) and does not choose the master.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,6 +88,11 @@ pub struct ForwarderStats {
     pub not_master_answers: AtomicU64,
     pub batches_refused: AtomicU64,
     pub spool_errors: AtomicU64,
+    /// Gap markers sent for ranges not sent before (a marker re-sent after a reconnect or to
+    /// a new master is not counted again).
+    pub gap_markers: AtomicU64,
+    /// Sequences of this origin those gap markers declare lost.
+    pub lost_seqs: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -171,6 +178,7 @@ async fn forward_loop(
 ) {
     let mut session_id = 0u64;
     let mut backoff = config.retry_min;
+    let mut lost_counted_upto = 0u64;
     loop {
         let target = loop {
             if let Some(target) = target_of(&view.borrow_and_update(), config) {
@@ -188,6 +196,7 @@ async fn forward_loop(
             reader,
             session_id,
             target: &target,
+            lost_counted_upto: &mut lost_counted_upto,
         };
         match session.run(view, cancel).await {
             SessionEnd::Cancelled => return,
@@ -243,6 +252,8 @@ struct Session<'a> {
     reader: &'a mut ReaderHandle,
     session_id: u64,
     target: &'a (String, SocketAddr),
+    /// Highest lost sequence already counted in `ForwarderStats::lost_seqs`.
+    lost_counted_upto: &'a mut u64,
 }
 
 impl Session<'_> {
@@ -324,11 +335,14 @@ impl Session<'_> {
                     if session_id != self.session_id || records.is_empty() {
                         continue;
                     }
-                    let first = records[0].origin_seq;
+                    let first = records[0].first_seq();
                     if first != next_seq {
-                        // Missing from the spool (retention, damage): the master would refuse
-                        // the gap, so say what is missing and start over.
+                        // A source skipped sequences without a gap marker: the master would
+                        // refuse the gap, so say what is missing and start over.
                         return failed(SessionError::SpoolGap { expected: next_seq, got: first });
+                    }
+                    for marker in records.iter().filter(|record| record.lost_from.is_some()) {
+                        self.note_gap_marker(marker.first_seq(), marker.origin_seq);
                     }
                     let last_seq = records[records.len() - 1].origin_seq;
                     let num_records = records.len();
@@ -347,6 +361,23 @@ impl Session<'_> {
                     return failed(SessionError::Stalled(self.config.ack_timeout));
                 }
             }
+        }
+    }
+
+    /// A gap marker for `from..=to` is about to be sent: warn, and count what is new.
+    fn note_gap_marker(&mut self, from: u64, to: u64) {
+        warn!(
+            origin = %self.config.origin,
+            from,
+            to,
+            master = %self.target.0,
+            "seqs lost from the spool before they were forwarded; sending a gap marker"
+        );
+        if to > *self.lost_counted_upto {
+            let first_new = from.max(*self.lost_counted_upto + 1);
+            bump(&self.stats.gap_markers, 1);
+            bump(&self.stats.lost_seqs, to - first_new + 1);
+            *self.lost_counted_upto = to;
         }
     }
 

@@ -112,6 +112,7 @@ impl Node {
                     truncated: false,
                     source: format!("host-{}", i % 2),
                     raw: Bytes::from(format!("{} says {}", self.id, chunk * 100 + i)),
+                    lost_from: None,
                 })
                 .collect();
             self.store

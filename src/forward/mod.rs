@@ -10,4 +10,6 @@ pub mod spool;
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
+mod gap_tests;
+#[cfg(test)]
 mod tests;

@@ -7,6 +7,11 @@
 //! before it is used, and the frame length against `max_frame_bytes` before anything is
 //! buffered: a garbage length is an error, and the caller closes that connection.
 //!
+//! A record travels as: receive time, event time (flag + fields), origin, origin sequence,
+//! first lost sequence (flag + `u64`, only on a gap marker), peer (flag + string), transport,
+//! parse status, truncated flag, source, raw bytes. Version 2 added the first lost sequence;
+//! a peer speaking another version is `Rejected` in the handshake.
+//!
 //! Conversation: the forwarder sends `Hello`; the master answers `HelloAck` with its high-water
 //! mark for that origin (or `NotMaster`, or `Rejected`). The forwarder then pipelines `Batch`es;
 //! each is answered `Ack` once durable, or `Refused` (e.g. a gap), in order.
@@ -19,7 +24,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::record::{EventTime, ParseStatus, Record, Transport};
 
 /// Current protocol version, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Magic at the start of every `Hello`, so a stray client is recognised at once.
 pub const HELLO_MAGIC: [u8; 4] = *b"STRL";
 /// Default cap on one frame's payload.
@@ -27,7 +32,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
 /// Smallest possible encoded record (every field empty or absent), used to bound allocations.
-const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 2 + 4;
+const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 1 + 2 + 4;
 
 const TYPE_HELLO: u8 = 1;
 const TYPE_HELLO_ACK: u8 = 2;
@@ -159,6 +164,7 @@ impl Encoder<Message> for ForwardCodec {
 pub fn encoded_record_len(record: &Record) -> usize {
     MIN_RECORD_BYTES
         + record.event_time.map_or(0, |_| 12)
+        + record.lost_from.map_or(0, |_| 8)
         + record.origin.len()
         + record.peer.as_ref().map_or(0, |peer| 2 + peer.len())
         + record.source.len()
@@ -251,6 +257,13 @@ fn put_record(dst: &mut BytesMut, record: &Record) -> Result<(), ProtocolError> 
     }
     put_str(dst, "origin", &record.origin)?;
     dst.put_u64(record.origin_seq);
+    match record.lost_from {
+        None => dst.put_u8(0),
+        Some(lost_from) => {
+            dst.put_u8(1);
+            dst.put_u64(lost_from);
+        }
+    }
     match &record.peer {
         None => dst.put_u8(0),
         Some(peer) => {
@@ -352,6 +365,18 @@ impl Reader {
         };
         let origin = self.string("origin")?;
         let origin_seq = self.u64("origin seq")?;
+        let lost_from = if self.flag("lost flag")? {
+            let first = self.u64("first lost seq")?;
+            if first == 0 || first > origin_seq {
+                return Err(ProtocolError::InvalidValue {
+                    field: "gap marker range",
+                    value: format!("{first}..={origin_seq}"),
+                });
+            }
+            Some(first)
+        } else {
+            None
+        };
         let peer = if self.flag("peer flag")? {
             Some(self.string("peer")?)
         } else {
@@ -382,6 +407,7 @@ impl Reader {
             truncated,
             source,
             raw,
+            lost_from,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! appends batches in order (the store's queue is the backpressure) and hands each append
 //! ticket to the writing half, which awaits durability in order and sends the acks, so
 //! batches are pipelined. A node that is not (or stops being) master answers `NotMaster` with
-//! its view of who is. A bad peer costs its connection only. This file does not choose the
+//! its view of who is. A gap marker (seqs lost from the forwarder's spool) is checked and
+//! stored like a record covering its range, with a warning. A bad peer costs its connection
+//! only. This file does not choose the
 //! master and does not read the spool.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,6 +201,14 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
                 break;
             }
         };
+        for marker in records.iter().filter(|record| record.lost_from.is_some()) {
+            warn!(
+                %origin,
+                from = marker.first_seq(),
+                to = marker.origin_seq,
+                "forwarder reports seqs lost before they were forwarded; storing its gap marker"
+            );
+        }
         let Some(last_seq) = last_seq else {
             let ack = Message::Ack {
                 batch_id,
@@ -299,7 +309,8 @@ fn not_master(view: &ClusterView) -> Message {
 
 /// Checks a batch against the connection's origin and next expected sequence. Returns the
 /// batch's last sequence (`None` for an empty batch) or why it is refused. Records at or below
-/// the high-water mark are allowed (the store drops them as duplicates); a gap is not.
+/// the high-water mark are allowed (the store drops them as duplicates); a gap is not. A gap
+/// marker counts as its whole range `lost_from..=origin_seq`.
 fn check_batch(origin: &str, next_seq: u64, records: &[Record]) -> Result<Option<u64>, String> {
     let Some(first) = records.first() else {
         return Ok(None);
@@ -310,17 +321,29 @@ fn check_batch(origin: &str, next_seq: u64, records: &[Record]) -> Result<Option
             stranger.origin
         ));
     }
-    if first.origin_seq == 0 || first.origin_seq > next_seq {
+    if let Some(marker) = records.iter().find(|record| {
+        record
+            .lost_from
+            .is_some_and(|from| from == 0 || from > record.origin_seq)
+    }) {
+        return Err(format!(
+            "gap marker with an impossible range {}..={}",
+            marker.first_seq(),
+            marker.origin_seq
+        ));
+    }
+    if first.origin_seq == 0 || first.first_seq() > next_seq {
         return Err(format!(
             "gap: expected seq {next_seq}, batch starts at {}",
-            first.origin_seq
+            first.first_seq()
         ));
     }
     for pair in records.windows(2) {
-        if pair[1].origin_seq != pair[0].origin_seq + 1 {
+        if pair[1].first_seq() != pair[0].origin_seq + 1 {
             return Err(format!(
                 "sequences not consecutive: {} then {}",
-                pair[0].origin_seq, pair[1].origin_seq
+                pair[0].origin_seq,
+                pair[1].first_seq()
             ));
         }
     }
@@ -406,7 +429,12 @@ mod tests {
             truncated: false,
             source: "h".to_string(),
             raw: Bytes::from_static(b"x"),
+            lost_from: None,
         }
+    }
+
+    fn marker(from: u64, to: u64) -> Record {
+        Record::gap_marker("a", from, to, 1)
     }
 
     fn check(next_seq: u64, batch: &[(&str, u64)], expected: Result<Option<u64>, &str>) {
@@ -414,11 +442,15 @@ mod tests {
             .iter()
             .map(|(origin, seq)| record(origin, *seq))
             .collect();
+        check_records(next_seq, records, expected);
+    }
+
+    fn check_records(next_seq: u64, records: Vec<Record>, expected: Result<Option<u64>, &str>) {
         let got = check_batch("a", next_seq, &records);
         match (got, expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want),
             (Err(got), Err(want)) => assert!(got.contains(want), "{got:?} lacks {want:?}"),
-            (got, want) => panic!("batch {batch:?}: got {got:?}, want {want:?}"),
+            (got, want) => panic!("batch {records:?}: got {got:?}, want {want:?}"),
         }
     }
 
@@ -439,6 +471,27 @@ mod tests {
             Err("gap: expected seq 1, batch starts at 0"),
         );
         check(1, &[("a", 1), ("a", 3)], Err("not consecutive: 1 then 3"));
+        // A gap marker counts as its whole range.
+        check_records(5, vec![marker(5, 9), record("a", 10)], Ok(Some(10)));
+        check_records(7, vec![marker(5, 9)], Ok(Some(9)));
+        check_records(5, vec![record("a", 5), marker(6, 9)], Ok(Some(9)));
+        check_records(
+            5,
+            vec![marker(6, 9)],
+            Err("gap: expected seq 5, batch starts at 6"),
+        );
+        check_records(
+            1,
+            vec![record("a", 1), marker(3, 9)],
+            Err("not consecutive: 1 then 3"),
+        );
+        let mut backwards = marker(1, 4);
+        backwards.lost_from = Some(5);
+        check_records(
+            1,
+            vec![backwards],
+            Err("gap marker with an impossible range 5..=4"),
+        );
         check(
             1,
             &[("a", 1), ("b", 2)],

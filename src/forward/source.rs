@@ -31,10 +31,6 @@ pub struct BatchLimits {
 pub enum SpoolError {
     #[error("cannot read spool {what}: {reason}")]
     Read { what: String, reason: String },
-    /// Sequences that were stored but are no longer in the spool (retention, damage): the
-    /// master refuses the gap, so forwarding this origin cannot go on past it.
-    #[error("spool no longer holds seqs {from}..={to}")]
-    Missing { from: u64, to: u64 },
 }
 
 /// Records of one origin, in sequence order, from a local durable spool.
@@ -42,7 +38,9 @@ pub trait SpoolSource: Send + 'static {
     /// The next `next_batch` starts right after sequence `after`.
     fn seek(&mut self, after: u64) -> Result<(), SpoolError>;
     /// The next records in sequence order, consecutive, within `limits`; empty when nothing
-    /// newer is durable yet. Never blocks for long.
+    /// newer is durable yet. Never blocks for long. Sequences proven gone from the spool come
+    /// as one gap marker (`Record::lost_from`), alone in its batch; they are never skipped
+    /// silently.
     fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Record>, SpoolError>;
 }
 

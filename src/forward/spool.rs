@@ -9,9 +9,17 @@
 //! resumes near the end of a large store does not read all of it. Records are
 //! handed out only up to the store's durable high-water mark for the origin: a record read
 //! from the page cache but lost in a crash must never reach the master, or its sequence would
-//! be reused. This file only reads; it never writes or deletes spool files.
+//! be reused.
+//!
+//! Records that are durable but gone from the spool (retention deleted their segment, damage
+//! was skipped, a failed sync lost them) are never waited for: once a fresh scan of the whole
+//! spool, started after the durable high-water mark was read, proves the next sequence absent,
+//! the spool hands out one gap marker (`Record::gap_marker`) for the missing range and goes
+//! on after it. An I/O error proves nothing, so it is reported and the read retried instead.
+//! This file only reads; it never writes or deletes spool files.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use tracing::warn;
@@ -272,6 +280,54 @@ impl StoreSpool {
         );
     }
 
+    /// `next_seq` (durable) was not found. Scans the whole spool afresh: the scan starts after
+    /// `durable` was read, so every record up to it was on disk when it began. Returns the end
+    /// of the lost range (the sequence before the next one present, at most `durable`), or
+    /// `None` when `next_seq` is there after all (it is then pending). Damaged frames and files
+    /// deleted meanwhile (retention) count as gone; any other I/O error is returned, and the
+    /// position is read again later.
+    fn confirm_lost(&mut self, durable: u64) -> Result<Option<u64>, SpoolError> {
+        self.pending.clear();
+        self.start_scan(None, None);
+        let Mode::Scan { mut iter, .. } = std::mem::replace(&mut self.mode, Mode::Idle) else {
+            return Ok(None);
+        };
+        let mut found = None;
+        for item in iter.by_ref() {
+            match item {
+                Ok(stored) if stored.record.origin_seq >= self.next_seq => {
+                    found = Some(stored);
+                    break;
+                }
+                Ok(_) => {}
+                Err(ReadError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+                Err(error @ ReadError::Io { .. }) => {
+                    return Err(SpoolError::Read {
+                        what: self.reader.dir().display().to_string(),
+                        reason: format!(
+                            "cannot tell whether seq {} is lost: {error}",
+                            self.next_seq
+                        ),
+                    });
+                }
+                Err(error) => {
+                    self.num_corrupt += 1;
+                    warn!(%error, "skipping damaged spool frame");
+                }
+            }
+        }
+        self.mode = Mode::Scan { iter, window: None };
+        let Some(found) = found else {
+            return Ok(Some(durable));
+        };
+        let first_present = found.record.origin_seq;
+        self.accept(Ok(found));
+        if first_present == self.next_seq {
+            return Ok(None);
+        }
+        Ok(Some((first_present - 1).min(durable)))
+    }
+
     fn start_scan(&mut self, since: Option<i64>, window: Option<Window>) {
         self.num_scans += 1;
         self.max_received = since.unwrap_or(i64::MIN);
@@ -313,17 +369,13 @@ impl SpoolSource for StoreSpool {
             return Ok(Vec::new());
         }
         if self.fill() && !self.pending.contains_key(&self.next_seq) {
-            // Durable, yet not in the spool any more (retention or damage): say so rather than
-            // wait forever.
-            let to = self
-                .pending
-                .keys()
-                .next()
-                .map_or(durable, |first| first - 1);
-            return Err(SpoolError::Missing {
-                from: self.next_seq,
-                to,
-            });
+            // Durable, yet not found: if it is really gone, declare the range lost rather
+            // than wait forever.
+            if let Some(to) = self.confirm_lost(durable)? {
+                let marker = Record::gap_marker(&self.origin, self.next_seq, to, now_micros());
+                self.next_seq = to + 1;
+                return Ok(vec![marker]);
+            }
         }
         let mut batch = Vec::new();
         let mut num_bytes = 0;

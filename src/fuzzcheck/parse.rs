@@ -59,6 +59,7 @@ fn check_render(data: &[u8], parsed: &Parsed) {
         truncated: false,
         source: "fuzz".into(),
         raw: Bytes::copy_from_slice(data),
+        lost_from: None,
     };
     let json = record_json(0, &record, parsed);
     let raw_back = match json.get("raw_base64") {

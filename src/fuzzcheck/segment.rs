@@ -94,6 +94,7 @@ mod tests {
                     truncated: false,
                     source: "fuzz".to_string(),
                     raw: bytes::Bytes::from(format!("record {i} {k}")),
+                    lost_from: None,
                 })
                 .collect();
             store

@@ -468,6 +468,16 @@ fn cluster_metrics(
             &forwarder.spool_errors,
         ),
         (
+            "starling_forward_gap_markers_total",
+            "Gap markers sent: ranges of this node's records lost from the spool before they were forwarded.",
+            &forwarder.gap_markers,
+        ),
+        (
+            "starling_forward_lost_seqs_total",
+            "Sequences of this node declared lost by the gap markers sent.",
+            &forwarder.lost_seqs,
+        ),
+        (
             "starling_forward_in_connections_total",
             "Forward connections accepted.",
             &server.connections_accepted,

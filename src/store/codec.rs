@@ -1,6 +1,6 @@
 //! Record encoding inside a frame payload: a length-prefixed body per record holding receive
-//! time, event time, origin, origin sequence, peer, transport, parse status, truncated flag
-//! and the raw bytes. The shard (source) is not stored per record: it is the shard's name.
+//! time, event time, origin, origin sequence, peer, transport, parse status, truncated flag,
+//! the first lost sequence of a gap marker and the raw bytes. The shard (source) is not stored per record: it is the shard's name.
 //!
 //! No I/O; decoding never trusts a length without checking it against the bytes at hand.
 
@@ -11,6 +11,8 @@ use crate::record::{EventTime, ParseStatus, Record, Transport};
 const FLAG_EVENT: u8 = 1;
 const FLAG_PEER: u8 = 2;
 const FLAG_TRUNCATED: u8 = 4;
+/// A gap marker: the first lost sequence follows the event time.
+const FLAG_LOST: u8 = 8;
 const FIXED: usize = 4 + 4 + 8 + 8;
 
 /// Longest origin or peer string a record may carry.
@@ -29,6 +31,9 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
     let mut n = FIXED + 2 + record.origin.len() + record.raw.len();
     if record.event_time.is_some() {
         n += 12;
+    }
+    if record.lost_from.is_some() {
+        n += 8;
     }
     if let Some(peer) = &record.peer {
         n += 2 + peer.len();
@@ -50,6 +55,9 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     if record.truncated {
         flags |= FLAG_TRUNCATED;
     }
+    if record.lost_from.is_some() {
+        flags |= FLAG_LOST;
+    }
     out[4] = flags;
     out[5] = record.transport as u8;
     out[6] = record.parse as u8;
@@ -61,6 +69,10 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
         out[at..at + 8].copy_from_slice(&event.unix_micros.to_le_bytes());
         out[at + 8..at + 12].copy_from_slice(&event.utc_offset_secs.to_le_bytes());
         at += 12;
+    }
+    if let Some(lost_from) = record.lost_from {
+        out[at..at + 8].copy_from_slice(&lost_from.to_le_bytes());
+        at += 8;
     }
     at = put_str(out, at, &record.origin);
     if let Some(peer) = &record.peer {
@@ -81,6 +93,8 @@ pub struct RecordIdentity<'a> {
     pub origin: &'a [u8],
     pub origin_seq: u64,
     pub received_at_micros: i64,
+    /// A gap marker's first lost sequence: the record accounts for `lost_from..=origin_seq`.
+    pub lost_from: Option<u64>,
 }
 
 /// Iterates the records of a payload; each item is the record's body range or an error.
@@ -128,12 +142,27 @@ pub fn identity(rec: &[u8]) -> Result<RecordIdentity<'_>, String> {
     if flags & FLAG_EVENT != 0 {
         at += 12;
     }
+    let lost_from = if flags & FLAG_LOST != 0 {
+        let lost_from = get_u64(rec, at)?;
+        at += 8;
+        Some(lost_from)
+    } else {
+        None
+    };
     let (origin, _) = get_str(rec, at)?;
     Ok(RecordIdentity {
         origin,
         origin_seq: u64::from_le_bytes(rec[16..24].try_into().expect("8 bytes")),
         received_at_micros: i64::from_le_bytes(rec[8..16].try_into().expect("8 bytes")),
+        lost_from,
     })
+}
+
+fn get_u64(rec: &[u8], at: usize) -> Result<u64, String> {
+    match rec.get(at..at + 8) {
+        Some(bytes) => Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes"))),
+        None => Err("record cut inside its first lost sequence".to_string()),
+    }
 }
 
 fn get_str(rec: &[u8], at: usize) -> Result<(&[u8], usize), String> {
@@ -157,7 +186,7 @@ pub fn decode(
 ) -> Result<Record, String> {
     let rec = &payload[range.clone()];
     let flags = rec[4];
-    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED) != 0 || rec[7] != 0 {
+    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST) != 0 || rec[7] != 0 {
         return Err(format!("unknown record flags {flags:#04x}"));
     }
     let transport =
@@ -177,6 +206,17 @@ pub fn decode(
             utc_offset_secs: i32::from_le_bytes(rec[at + 8..at + 12].try_into().expect("4 bytes")),
         });
         at += 12;
+    }
+    let mut lost_from = None;
+    if flags & FLAG_LOST != 0 {
+        let first = get_u64(rec, at)?;
+        if first == 0 || first > origin_seq {
+            return Err(format!(
+                "gap marker range {first}..={origin_seq} is empty or starts at 0"
+            ));
+        }
+        lost_from = Some(first);
+        at += 8;
     }
     let (origin, next) = get_str(rec, at)?;
     let origin =
@@ -199,6 +239,7 @@ pub fn decode(
         truncated: flags & FLAG_TRUNCATED != 0,
         source: source.to_string(),
         raw: payload.slice(range.start + at..range.end),
+        lost_from,
     })
 }
 
@@ -221,6 +262,7 @@ pub(crate) mod tests {
             truncated: seq % 2 == 0,
             source: source.to_string(),
             raw: Bytes::from(raw.to_string()),
+            lost_from: None,
         }
     }
 
@@ -231,8 +273,15 @@ pub(crate) mod tests {
         b.event_time = None;
         b.peer = None;
         a.raw = Bytes::from_static(b"\xff\x00raw");
+        // A gap marker, with and without an event time before its first lost sequence.
+        let mut c = Record::gap_marker("n", 5, 9, 7);
+        c.source = "h".to_string();
+        let mut d = c.clone();
+        d.event_time = a.event_time;
+        d.origin_seq = 12;
+        d.lost_from = Some(12);
         let mut payload = Vec::new();
-        for r in [&a, &b] {
+        for r in [&a, &b, &c, &d] {
             let len = encoded_len(r).unwrap();
             let start = payload.len();
             payload.resize(start + len, 0);
@@ -240,11 +289,54 @@ pub(crate) mod tests {
         }
         let payload = Bytes::from(payload);
         let ranges: Vec<_> = Records::new(&payload).collect::<Result<_, _>>().unwrap();
-        assert_eq!(ranges.len(), 2);
-        assert_eq!(decode(&payload, ranges[0].clone(), "h").unwrap(), a);
-        assert_eq!(decode(&payload, ranges[1].clone(), "h").unwrap(), b);
+        assert_eq!(ranges.len(), 4);
+        for (range, want) in ranges.iter().zip([&a, &b, &c, &d]) {
+            assert_eq!(&decode(&payload, range.clone(), "h").unwrap(), want);
+        }
         let id = identity(&payload[ranges[0].clone()]).unwrap();
-        assert_eq!((id.origin, id.origin_seq), (&b"node-1"[..], 3));
+        assert_eq!(
+            (id.origin, id.origin_seq, id.lost_from),
+            (&b"node-1"[..], 3, None)
+        );
+        let id = identity(&payload[ranges[3].clone()]).unwrap();
+        assert_eq!(
+            (id.origin, id.origin_seq, id.lost_from),
+            (&b"n"[..], 12, Some(12))
+        );
+    }
+
+    #[test]
+    fn records_without_the_gap_flag_decode_as_before() {
+        // The layout written before gap markers existed, spelled out byte by byte.
+        let old = record("h", "node-1", 3, "<13>1 hello");
+        let mut body = vec![FLAG_EVENT | FLAG_PEER, 2, 1, 0];
+        body.extend_from_slice(&old.received_at_micros.to_le_bytes());
+        body.extend_from_slice(&3u64.to_le_bytes());
+        body.extend_from_slice(&(-5i64).to_le_bytes());
+        body.extend_from_slice(&3600i32.to_le_bytes());
+        for text in ["node-1", "10.0.0.1:514"] {
+            body.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            body.extend_from_slice(text.as_bytes());
+        }
+        body.extend_from_slice(b"<13>1 hello");
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let payload = Bytes::from(bytes);
+        let decoded = decode(&payload, 0..payload.len(), "h").unwrap();
+        assert_eq!((decoded.lost_from, decoded), (None, old));
+    }
+
+    #[test]
+    fn an_impossible_gap_range_is_refused() {
+        for (from, to) in [(0, 4), (5, 4)] {
+            let mut marker = Record::gap_marker("n", 1, to, 7);
+            marker.lost_from = Some(from);
+            let mut bytes = vec![0u8; encoded_len(&marker).unwrap()];
+            encode_into(&marker, &mut bytes);
+            let payload = Bytes::from(bytes);
+            let error = decode(&payload, 0..payload.len(), "n").unwrap_err();
+            assert!(error.contains("gap marker range"), "{error}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum StoreError {
         stored: u64,
         got: u64,
     },
+    #[error("gap marker of origin {origin} declares an impossible range {from}..={to}")]
+    BadGapMarker { origin: String, from: u64, to: u64 },
     #[error("record of {bytes} bytes for source {source_name:?} exceeds the frame limit")]
     RecordTooLarge { source_name: String, bytes: usize },
     #[error("sync of {} failed, the segment was poisoned and recovered: {source}", path.display())]

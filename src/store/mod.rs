@@ -250,4 +250,6 @@ pub(crate) mod tests;
 #[cfg(test)]
 mod tests_damage;
 #[cfg(test)]
+mod tests_gap;
+#[cfg(test)]
 mod tests_model;

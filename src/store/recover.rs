@@ -449,7 +449,9 @@ fn seal_tail(
     Ok(true)
 }
 
-/// Runs of consecutive origin sequences per origin in one verified payload.
+/// Runs of consecutive origin sequences per origin in one verified payload. A gap marker
+/// counts as its whole range (`lost_from..=origin_seq`): those sequences are accounted for,
+/// not a hole.
 fn frame_runs(payload: &[u8]) -> Vec<(String, u64, u64)> {
     let mut out: Vec<(String, u64, u64)> = Vec::new();
     let mut last = 0usize;
@@ -458,22 +460,23 @@ fn frame_runs(payload: &[u8]) -> Vec<(String, u64, u64)> {
             continue;
         };
         let seq = id.origin_seq;
+        let first = id.lost_from.unwrap_or(seq).min(seq);
         let hit = match out.get(last) {
             Some(e) if e.0.as_bytes() == id.origin => Some(last),
             _ => out.iter().rposition(|e| e.0.as_bytes() == id.origin),
         };
         match hit {
-            Some(i) if out[i].2.checked_add(1) == Some(seq) => {
+            Some(i) if out[i].2.checked_add(1) == Some(first) => {
                 out[i].2 = seq;
                 last = i;
             }
             Some(i) => {
                 let origin = out[i].0.clone();
-                out.push((origin, seq, seq));
+                out.push((origin, first, seq));
                 last = out.len() - 1;
             }
             None => {
-                out.push((String::from_utf8_lossy(id.origin).into_owned(), seq, seq));
+                out.push((String::from_utf8_lossy(id.origin).into_owned(), first, seq));
                 last = out.len() - 1;
             }
         }

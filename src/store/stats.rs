@@ -12,6 +12,8 @@ pub struct Counters {
     pub commit_micros_max: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     pub gaps_refused: AtomicU64,
+    pub gap_markers: AtomicU64,
+    pub lost_seqs: AtomicU64,
     pub write_errors: AtomicU64,
     pub sync_errors: AtomicU64,
     pub disk_full_errors: AtomicU64,
@@ -34,6 +36,10 @@ pub struct StoreStats {
     pub commit_latency_micros_max: u64,
     pub duplicates_dropped: u64,
     pub gaps_refused: u64,
+    /// Gap markers stored: ranges of an origin's sequences declared lost before forwarding.
+    pub gap_markers: u64,
+    /// Sequences those gap markers declare lost.
+    pub lost_seqs: u64,
     pub write_errors: u64,
     pub sync_errors: u64,
     pub disk_full_errors: u64,
@@ -65,6 +71,8 @@ impl Counters {
             commit_latency_micros_max: g(&self.commit_micros_max),
             duplicates_dropped: g(&self.duplicates_dropped),
             gaps_refused: g(&self.gaps_refused),
+            gap_markers: g(&self.gap_markers),
+            lost_seqs: g(&self.lost_seqs),
             write_errors: g(&self.write_errors),
             sync_errors: g(&self.sync_errors),
             disk_full_errors: g(&self.disk_full_errors),

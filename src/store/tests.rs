@@ -24,6 +24,7 @@ pub(crate) fn rec(source: &str, origin: &str, origin_seq: u64, t: i64, raw: &str
         truncated: t % 5 == 0,
         source: source.to_string(),
         raw: Bytes::from(raw.to_string()),
+        lost_from: None,
     }
 }
 

@@ -25,7 +25,7 @@ use super::retention;
 use super::shard::{create_shard_dir, Shard};
 use super::stats::Counters;
 use super::StoreConfig;
-use crate::record::Record;
+use crate::record::{gap_marker_text, Record};
 
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
@@ -211,10 +211,20 @@ impl Writer {
                     return;
                 }
             }
+            if let Some(from) = r.lost_from.filter(|&f| f == 0 || f > r.origin_seq) {
+                let _ = ticket.send(Err(StoreError::BadGapMarker {
+                    origin: r.origin.clone(),
+                    from,
+                    to: r.origin_seq,
+                }));
+                return;
+            }
         }
         self.keep.clear();
         self.scratch.clear();
-        for r in &records {
+        // Gap markers that overlap what is stored: trimmed to the part above it.
+        let mut trims: Vec<(usize, u64)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
             if r.origin_seq == 0 {
                 self.keep.push(true);
                 continue;
@@ -223,9 +233,14 @@ impl Writer {
                 Some((_, s)) => *s,
                 None => self.hwm.get(&r.origin).copied().unwrap_or(0),
             };
+            // A gap marker (seqs `first..=origin_seq` lost) counts like that many records.
+            let first = r.first_seq();
             if r.origin_seq <= stored {
                 self.keep.push(false);
-            } else if r.origin_seq == stored + 1 {
+            } else if first == stored + 1 || (r.lost_from.is_some() && first <= stored) {
+                if first <= stored {
+                    trims.push((i, stored + 1));
+                }
                 self.keep.push(true);
                 match self.scratch.iter_mut().find(|(o, _)| *o == r.origin) {
                     Some(e) => e.1 = r.origin_seq,
@@ -236,9 +251,20 @@ impl Writer {
                 let _ = ticket.send(Err(StoreError::Gap {
                     origin: r.origin.clone(),
                     stored,
-                    got: r.origin_seq,
+                    got: first,
                 }));
                 return;
+            }
+        }
+        for (i, from) in trims {
+            let r = &mut records[i];
+            r.lost_from = Some(from);
+            r.raw = gap_marker_text(&r.origin, from, r.origin_seq);
+        }
+        for (r, _) in records.iter().zip(&self.keep).filter(|(_, keep)| **keep) {
+            if let Some(from) = r.lost_from {
+                Counters::add(&counters.gap_markers, 1);
+                Counters::add(&counters.lost_seqs, r.origin_seq - from + 1);
             }
         }
         let num_duplicates = self.keep.iter().filter(|k| !**k).count();

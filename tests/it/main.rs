@@ -7,6 +7,7 @@ mod collector;
 mod conformance_e2e;
 mod conformance_parse;
 mod fuzz_regressions;
+mod gap_marker;
 mod hostile;
 mod journald;
 mod rsyslog;

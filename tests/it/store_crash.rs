@@ -42,6 +42,7 @@ fn record(source: &str, origin: &str, origin_seq: u64, i: u64) -> Record {
             "<13>kill9 test message {i} {}",
             "p".repeat((i % 97) as usize)
         )),
+        lost_from: None,
     }
 }
 

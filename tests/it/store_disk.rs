@@ -58,6 +58,7 @@ fn record(i: u64) -> Record {
         truncated: false,
         source: "full".to_string(),
         raw: Bytes::from(vec![b'x'; 1000]),
+        lost_from: None,
     }
 }
 

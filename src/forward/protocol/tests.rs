@@ -20,6 +20,7 @@ fn record(seq: u64) -> Record {
         truncated: seq % 2 == 0,
         source: "host-1".to_string(),
         raw: Bytes::from(format!("<13>1 - host-1 app - - - message {seq}")),
+        lost_from: None,
     }
 }
 
@@ -35,6 +36,7 @@ fn bare_record() -> Record {
         truncated: false,
         source: String::new(),
         raw: Bytes::new(),
+        lost_from: None,
     }
 }
 
@@ -58,6 +60,10 @@ fn all_messages() -> Vec<Message> {
         Message::Batch {
             batch_id: 7,
             records: vec![record(1), record(2), bare_record()],
+        },
+        Message::Batch {
+            batch_id: 10,
+            records: vec![Record::gap_marker("node-a", 3, 900, 17), record(901)],
         },
         Message::Batch {
             batch_id: 8,
@@ -190,7 +196,11 @@ fn bad_record_fields_are_refused() {
     let payload = &good[4..];
     // Offsets inside the payload: type 1, batch id 8, count 4, then the record.
     let record_start = 1 + 8 + 4;
-    let transport_at = record_start + 8 + 1 + 2 + 8 + 1;
+    let lost_flag_at = record_start + 8 + 1 + 2 + 8;
+    let transport_at = lost_flag_at + 1 + 1;
+    let mut bad_lost_flag = payload.to_vec();
+    bad_lost_flag[lost_flag_at] = 2;
+    check(&frame(&bad_lost_flag), Err("invalid lost flag: 2"));
     let mut bad_transport = payload.to_vec();
     bad_transport[transport_at] = 0;
     check(&frame(&bad_transport), Err("invalid transport: 0"));
@@ -204,6 +214,22 @@ fn bad_record_fields_are_refused() {
     let raw_len_at = long_raw.len() - 4;
     long_raw[raw_len_at..].copy_from_slice(&100u32.to_be_bytes());
     check(&frame(&long_raw), Err("truncated while reading raw"));
+}
+
+#[test]
+fn a_gap_marker_with_an_impossible_range_is_refused() {
+    for (from, to) in [(0, 5), (6, 5)] {
+        let mut marker = Record::gap_marker("node-a", 1, to, 0);
+        marker.lost_from = Some(from);
+        let bytes = encode(Message::Batch {
+            batch_id: 1,
+            records: vec![marker],
+        });
+        check(
+            &bytes,
+            Err(&format!("invalid gap marker range: {from}..={to}")),
+        );
+    }
 }
 
 #[test]
@@ -232,7 +258,11 @@ fn encoder_refuses_oversize_frames_and_fields_and_leaves_the_buffer_clean() {
 
 #[test]
 fn encoded_record_len_matches_the_encoding() {
-    for record in [record(1), bare_record()] {
+    for record in [
+        record(1),
+        bare_record(),
+        Record::gap_marker("node-a", 1, 9, 0),
+    ] {
         let one = encode(Message::Batch {
             batch_id: 0,
             records: vec![record.clone()],
