@@ -25,8 +25,10 @@ use std::path::Path;
 use tracing::warn;
 
 mod merge;
+mod pending;
 
 use self::merge::{Scan, SeqMerge};
+use self::pending::Pending;
 use super::protocol::encoded_record_len;
 use super::source::{BatchLimits, SpoolError, SpoolSource};
 use crate::record::Record;
@@ -79,7 +81,7 @@ pub struct StoreSpool {
     next_seq: u64,
     mode: Mode,
     /// Records at or after `next_seq`, waiting for their turn.
-    pending: BTreeMap<u64, Record>,
+    pending: Pending,
     /// Highest receive time seen since the last seek.
     max_received: i64,
     checkpoints: BTreeMap<u64, i64>,
@@ -102,7 +104,7 @@ impl StoreSpool {
             origin: origin.to_string(),
             next_seq: 1,
             mode: Mode::Idle,
-            pending: BTreeMap::new(),
+            pending: Pending::default(),
             max_received: i64::MIN,
             checkpoints: BTreeMap::new(),
             recent: VecDeque::new(),
@@ -155,7 +157,7 @@ impl StoreSpool {
     /// Reads until `next_seq` is buffered or nothing more is available now. Returns `true`
     /// when it stopped because everything in the spool has been read.
     fn fill(&mut self) -> bool {
-        while !self.pending.contains_key(&self.next_seq) {
+        while !self.pending.contains_key(self.next_seq) {
             if self.pending.len() >= MAX_PENDING_RECORDS {
                 match &self.mode {
                     // A window too narrow: read a wider one instead of buffering more.
@@ -235,7 +237,7 @@ impl StoreSpool {
                 }
             }
             self.next_seq = next_seq;
-            self.pending.retain(|seq, _| *seq >= next_seq);
+            self.pending.drop_below(next_seq);
             return;
         }
         self.seek_to(next_seq);
@@ -244,7 +246,7 @@ impl StoreSpool {
     fn seek_to(&mut self, next_seq: u64) {
         self.recent.clear();
         self.next_seq = next_seq;
-        self.pending.retain(|seq, _| *seq >= next_seq);
+        self.pending.drop_below(next_seq);
         let checkpoint = self
             .checkpoints
             .range(..=next_seq)
@@ -368,7 +370,7 @@ impl SpoolSource for StoreSpool {
         if self.next_seq > durable {
             return Ok(Vec::new());
         }
-        if self.fill() && !self.pending.contains_key(&self.next_seq) {
+        if self.fill() && !self.pending.contains_key(self.next_seq) {
             // Durable, yet not found: if it is really gone, declare the range lost rather
             // than wait forever.
             if let Some(to) = self.confirm_lost(durable)? {
@@ -380,18 +382,16 @@ impl SpoolSource for StoreSpool {
         let mut batch = Vec::new();
         let mut num_bytes = 0;
         while batch.len() < limits.max_records && self.next_seq <= durable {
-            let Some(record) = self
-                .pending
-                .first_entry()
-                .filter(|entry| *entry.key() == self.next_seq)
-            else {
+            let Some(record) = self.pending.first_if(self.next_seq) else {
                 break;
             };
-            let len = encoded_record_len(record.get());
+            let len = encoded_record_len(record);
             if !batch.is_empty() && num_bytes + len > limits.max_bytes {
                 break;
             }
-            let record = record.remove();
+            let Some(record) = self.pending.pop_first_if(self.next_seq) else {
+                break;
+            };
             num_bytes += len;
             if record.origin_seq % CHECKPOINT_EVERY == 0 {
                 self.checkpoints
@@ -406,7 +406,7 @@ impl SpoolSource for StoreSpool {
             self.recent.push_back(record.clone());
             batch.push(record);
             self.next_seq += 1;
-            if !self.pending.contains_key(&self.next_seq) {
+            if !self.pending.contains_key(self.next_seq) {
                 self.fill();
             }
         }

@@ -232,7 +232,7 @@ impl ActiveSegment {
         codec::encode_into(record, &mut self.buf[at..]);
         if !self.frame_origins.iter().any(|(o, _)| *o == record.origin) {
             self.frame_origins
-                .push((record.origin.clone(), record.origin_seq));
+                .push((record.origin.clone(), record.first_seq()));
         }
         frame.len += encoded_len;
         frame.count += 1;

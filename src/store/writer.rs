@@ -364,7 +364,11 @@ impl Writer {
             // The rest of a failed batch was admitted but is never written.
             for record in &f.records[f.next..] {
                 if record.origin != self.local_origin {
-                    lower_hwm(&mut self.hwm, &record.origin, record.origin_seq - 1);
+                    lower_hwm(
+                        &mut self.hwm,
+                        &record.origin,
+                        record.first_seq().saturating_sub(1),
+                    );
                 }
             }
         }
