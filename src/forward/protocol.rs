@@ -27,8 +27,9 @@ use crate::record::{EventTime, ParseStatus, Record, Transport};
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Magic at the start of every `Hello`, so a stray client is recognised at once.
 pub const HELLO_MAGIC: [u8; 4] = *b"STRL";
-/// Default cap on one frame's payload.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Default cap on one frame's payload: room for a batch of the largest record there can be
+/// (a message of the 16 MiB limit plus its fields), so no record is ever unsendable.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 17 * 1024 * 1024;
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
 /// Smallest possible encoded record (every field empty or absent), used to bound allocations.

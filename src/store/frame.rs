@@ -7,8 +7,10 @@
 /// Marks the start of every frame; readers resync on it after damage.
 pub const FRAME_MAGIC: u32 = 0x5246_4c53; // "SLFR" little-endian
 pub const FRAME_HEADER_BYTES: usize = 80;
-/// Hard cap on one frame's payload, checked before any length is used.
-pub const MAX_PAYLOAD_BYTES: u32 = 16 * 1024 * 1024;
+/// Hard cap on one frame's payload, checked before any length is used. It holds the largest
+/// record there can be: a message of the 16 MiB limit plus its own fields (origin and peer
+/// names of up to 64 KiB each).
+pub const MAX_PAYLOAD_BYTES: u32 = 17 * 1024 * 1024;
 /// The writer closes a frame once its payload reaches this size.
 pub const FRAME_TARGET_BYTES: usize = 1024 * 1024;
 /// Frames start 8-byte aligned; payloads are zero-padded to 8 bytes.

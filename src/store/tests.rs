@@ -53,6 +53,24 @@ fn append(store: &Store, records: Vec<Record>) -> Result<AppendOutcome, StoreErr
     store.handle().blocking_append(records)?.wait_durable()
 }
 
+/// The largest message a listener accepts (16 MiB), forwarded with origin and peer names at
+/// their longest, is stored whole: the frame cap leaves room for the record's own fields.
+#[test]
+fn a_largest_record_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    let mut record = rec("h", &"o".repeat(codec::MAX_NAME_BYTES), 1, 3, "");
+    record.peer = Some("p".repeat(codec::MAX_NAME_BYTES));
+    record.raw = Bytes::from(vec![b'x'; crate::framing::MAX_MESSAGE_BYTES_LIMIT]);
+    let outcome = append(&store, vec![record.clone()]).unwrap();
+    assert_eq!(outcome.num_stored, 1);
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].record, record);
+}
+
 #[test]
 fn round_trip_reopen_and_local_numbering() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,32 +6,10 @@ use std::process::Command;
 
 use bytes::Bytes;
 use starling::record::{ParseStatus, Record, Transport};
+use starling::render::JSON_KEYS;
 use starling::store::{Store, StoreConfig};
 
 use crate::sandbox::{read_json, starling_bin};
-
-const KEYS: [&str; 20] = [
-    "received_at",
-    "source",
-    "origin",
-    "seq",
-    "peer",
-    "transport",
-    "parse",
-    "pri",
-    "facility",
-    "severity",
-    "version",
-    "timestamp",
-    "hostname",
-    "app_name",
-    "procid",
-    "msgid",
-    "structured_data",
-    "message",
-    "raw",
-    "truncated",
-];
 
 fn forwarded(seq: u64) -> Record {
     Record {
@@ -67,10 +45,10 @@ fn read_shows_a_gap_marker_as_a_record_and_verify_is_clean() {
         .collect();
     assert_eq!(seqs, vec![1, 2, 9, 10], "in receive-time order");
     let marker = records[2].as_object().unwrap();
-    for key in KEYS {
+    for key in JSON_KEYS {
         assert!(marker.contains_key(key), "missing {key}");
     }
-    assert_eq!(marker.len(), KEYS.len(), "no extra keys: {marker:?}");
+    assert_eq!(marker.len(), JSON_KEYS.len(), "no extra keys: {marker:?}");
     let text = "starling: seqs 3..=9 of origin node-b were lost before they were forwarded \
                 (no longer in the origin's spool: removed by retention, damaged on disk or never synced)";
     assert_eq!(marker["raw"], text);

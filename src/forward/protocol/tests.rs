@@ -302,3 +302,23 @@ proptest::proptest! {
         check_properties(&data);
     }
 }
+
+/// A record of the largest message a listener accepts (16 MiB), with origin and peer names at
+/// their longest, fits one batch frame of the default size: the forwarder must never hold a
+/// record it cannot send.
+#[test]
+fn a_largest_record_fits_a_default_frame() {
+    let mut record = record(7);
+    record.raw = Bytes::from(vec![b'x'; crate::framing::MAX_MESSAGE_BYTES_LIMIT]);
+    record.origin = "o".repeat(u16::MAX as usize);
+    record.peer = Some("p".repeat(u16::MAX as usize));
+    record.lost_from = None;
+    let message = Message::Batch {
+        batch_id: 1,
+        records: vec![record],
+    };
+    let mut codec = ForwardCodec::default();
+    let mut bytes = BytesMut::new();
+    codec.encode(message.clone(), &mut bytes).unwrap();
+    assert_eq!(codec.decode(&mut bytes).unwrap(), Some(message));
+}
