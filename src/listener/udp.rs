@@ -197,7 +197,7 @@ async fn receive_loop(
         let received_at = Utc::now();
         // Sized like the last batch, so a busy socket does not grow its batch step by step.
         let mut batch: Vec<Record> =
-            Vec::with_capacity(last_batch_len.clamp(16, max_batch_records));
+            Vec::with_capacity(last_batch_len.max(16).min(max_batch_records));
         while batch.len() < max_batch_records {
             let num_received = match socket.try_io(Interest::READABLE, || receiver.recv(fd)) {
                 Ok(num_received) => num_received,
