@@ -55,6 +55,16 @@ impl MmsgReceiver {
 
     /// Receives up to `batch` datagrams without blocking; `WouldBlock` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_with(fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Receives up to `batch` datagrams from a blocking socket: waits for the first (until
+    /// the socket's receive timeout, then `WouldBlock`), then takes only what is queued.
+    pub fn recv_wait(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_with(fd, libc::MSG_WAITFORONE)
+    }
+
+    fn recv_with(&mut self, fd: RawFd, flags: libc::c_int) -> io::Result<usize> {
         let batch = self.headers.len();
         for i in 0..batch {
             self.iovecs[i] = libc::iovec {
@@ -81,7 +91,7 @@ impl MmsgReceiver {
                 fd,
                 self.headers.as_mut_ptr(),
                 batch as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                flags,
                 ptr::null_mut(),
             )
         };
