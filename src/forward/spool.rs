@@ -3,7 +3,8 @@
 //!
 //! Positioning (`seek`) scans every shard with a lazy `StoreReader::read` and merges the
 //! origin's records by sequence (a shard holds them in append order, hence in sequence order),
-//! then tails new records with a `Follower` (a small buffer puts those back in order). The scan starts at a remembered checkpoint when there is one; otherwise it tries
+//! then tails new records with a `Follower` that starts exactly where each shard's scan stopped,
+//! so nothing is read twice (a small buffer puts the tailed records back in order). The scan starts at a remembered checkpoint when there is one; otherwise it tries
 //! recent time windows first (5 min, 1 h, 6 h, then everything) and keeps a window only once
 //! it holds a record older than the wanted sequence far enough inside it, so a forwarder that
 //! resumes near the end of a large store does not read all of it. Records are
@@ -27,7 +28,7 @@ use tracing::warn;
 mod merge;
 mod pending;
 
-use self::merge::{Scan, SeqMerge};
+use self::merge::SeqMerge;
 use self::pending::Pending;
 use super::protocol::encoded_record_len;
 use super::source::{BatchLimits, SpoolError, SpoolSource};
@@ -53,7 +54,7 @@ enum Mode {
     /// Not positioned yet.
     Idle,
     Scan {
-        iter: Scan,
+        iter: Box<SeqMerge>,
         window: Option<Window>,
     },
     Tail(Follower),
@@ -192,13 +193,12 @@ impl StoreSpool {
                             let wider = window.index + 1;
                             self.widen(wider);
                         }
+                        // Tail from exactly where each shard's scan stopped.
                         _ => {
-                            let since = self.max_received.saturating_sub(REORDER_SLACK_MICROS);
-                            let options = ReadOptions {
-                                since_micros: Some(since),
-                                ..ReadOptions::default()
-                            };
-                            self.mode = Mode::Tail(self.reader.follow(&options));
+                            let positions = iter.positions();
+                            self.mode = Mode::Tail(
+                                self.reader.follow_from(&ReadOptions::default(), positions),
+                            );
                         }
                     },
                 },
@@ -341,13 +341,7 @@ impl StoreSpool {
             .reader
             .shards()
             .into_iter()
-            .map(|shard| -> Scan {
-                let options = ReadOptions {
-                    source: Some(shard.source),
-                    ..options.clone()
-                };
-                Box::new(self.reader.read(&options))
-            })
+            .map(|shard| self.reader.read_shard(&shard, &options))
             .collect();
         let iter = Box::new(SeqMerge::new(self.origin.clone(), shards));
         self.mode = Mode::Scan { iter, window };

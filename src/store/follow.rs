@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use super::codec;
 use super::error::ReadError;
-use super::read::{ReadOptions, StoreReader, StoredRecord};
+use super::read::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
 use super::recover::list_segments;
 use super::scan::{read_footer, read_header, Item, Scanner};
 use super::segment::segment_file_name;
@@ -20,8 +20,14 @@ struct FollowShard {
     source: String,
     dir: PathBuf,
     next_base: u64,
+    /// Continue inside segment `base` at a frame `offset` expecting `seq`: (base, offset, seq).
+    resume: Option<(u64, u64, u64)>,
     current: Option<(PathBuf, Scanner<File>)>,
 }
+
+/// A poll stops after about this many records (the next poll goes on from there), so a
+/// follower that starts behind never holds a whole store in memory at once.
+pub(crate) const MAX_POLL_RECORDS: usize = 16_384;
 
 pub struct Follower {
     reader: StoreReader,
@@ -31,17 +37,36 @@ pub struct Follower {
 }
 
 impl Follower {
-    pub(crate) fn new(reader: StoreReader, opts: ReadOptions) -> Follower {
+    pub(crate) fn new(
+        reader: StoreReader,
+        opts: ReadOptions,
+        positions: Vec<ShardPosition>,
+    ) -> Follower {
+        let mut known = HashSet::new();
+        let mut shards = Vec::new();
+        for position in positions {
+            if known.insert(position.dir.clone()) {
+                shards.push(FollowShard {
+                    source: position.source,
+                    dir: position.dir,
+                    next_base: position.next_base,
+                    resume: position.resume,
+                    current: None,
+                });
+            }
+        }
         Follower {
             reader,
             opts,
-            known: HashSet::new(),
-            shards: Vec::new(),
+            known,
+            shards,
         }
     }
 
-    /// What became readable since the last poll. The first poll returns every existing record
-    /// that matches the options (set `since_micros` to skip history).
+    /// What became readable since the last poll, at most about `MAX_POLL_RECORDS` records
+    /// (call again while it returns any). The first poll returns the existing records that
+    /// match the options (set `since_micros` to skip history), except in shards a
+    /// `StoreReader::follow_from` position already covers.
     pub fn poll(&mut self) -> Vec<Result<StoredRecord, ReadError>> {
         for (source, dir) in self.reader.selected(&self.opts) {
             if self.known.insert(dir.clone()) {
@@ -49,6 +74,7 @@ impl Follower {
                     source,
                     dir,
                     next_base: 0,
+                    resume: None,
                     current: None,
                 });
             }
@@ -57,6 +83,9 @@ impl Follower {
         let since = self.opts.since_micros.unwrap_or(i64::MIN);
         let until = self.opts.until_micros.unwrap_or(i64::MAX);
         for shard in &mut self.shards {
+            if out.len() >= MAX_POLL_RECORDS {
+                break;
+            }
             shard.drain(since, until, &mut out);
         }
         out
@@ -81,6 +110,9 @@ impl FollowShard {
                 return;
             }
             loop {
+                if out.len() >= MAX_POLL_RECORDS {
+                    return;
+                }
                 match scanner.next_item() {
                     Ok(Some(Item::Frame {
                         offset,
@@ -190,7 +222,10 @@ impl FollowShard {
                 }
             }
             match Scanner::new(file, &header, false) {
-                Ok(s) => {
+                Ok(mut s) => {
+                    if let Some((_, offset, seq)) = self.resume.take().filter(|r| r.0 == base) {
+                        s.seek(offset, seq);
+                    }
                     self.next_base = base + 1;
                     self.current = Some((path, s));
                     return true;

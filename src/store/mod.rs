@@ -39,7 +39,7 @@ pub use error::{ReadError, StoreError, TryAppendError};
 pub use follow::Follower;
 pub use handle::{AppendOutcome, AppendTicket, StoreHandle};
 pub use problem::{Problem, RecoveryReport, Truncation};
-pub use read::{ReadOptions, ShardInfo, StoreReader, StoredRecord};
+pub use read::{ReadOptions, ShardInfo, ShardPosition, ShardScan, StoreReader, StoredRecord};
 pub use retention::RetentionConfig;
 pub use stats::StoreStats;
 pub use verify::{verify, ShardVerify, VerifyReport};

@@ -146,7 +146,57 @@ impl StoreReader {
     }
 
     pub fn follow(&self, opts: &ReadOptions) -> super::Follower {
-        super::Follower::new(self.clone(), opts.clone())
+        super::Follower::new(self.clone(), opts.clone(), Vec::new())
+    }
+
+    /// One shard's records in `[since, until)`, in append order; `opts.source` is ignored.
+    /// Once it has returned `None`, `ShardScan::position` says where a `Follower` goes on.
+    pub fn read_shard(&self, shard: &ShardInfo, opts: &ReadOptions) -> ShardScan {
+        ShardScan(ShardIter::new(
+            shard.source.clone(),
+            shard.dir.clone(),
+            opts,
+        ))
+    }
+
+    /// A follower that continues every shard exactly where the given scans stopped (nothing
+    /// read twice, nothing skipped) and reads shards created since from their start.
+    pub fn follow_from(
+        &self,
+        opts: &ReadOptions,
+        positions: Vec<ShardPosition>,
+    ) -> super::Follower {
+        super::Follower::new(self.clone(), opts.clone(), positions)
+    }
+}
+
+/// Where a finished shard scan stopped: a follower resumes there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPosition {
+    pub(crate) source: String,
+    pub(crate) dir: PathBuf,
+    /// The first segment base not read yet.
+    pub(crate) next_base: u64,
+    /// The unsealed last segment `(base, frame offset, expected seq)` the scan reached the end
+    /// of: the follower continues inside it.
+    pub(crate) resume: Option<(u64, u64, u64)>,
+}
+
+/// A lazy reader of one shard (`StoreReader::read_shard`).
+pub struct ShardScan(ShardIter);
+
+impl ShardScan {
+    /// Where this scan stopped; meaningful once it has returned `None`.
+    pub fn position(&self) -> ShardPosition {
+        self.0.position()
+    }
+}
+
+impl Iterator for ShardScan {
+    type Item = Result<StoredRecord, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
     }
 }
 
@@ -205,9 +255,15 @@ pub(crate) struct ShardIter {
     bases: Vec<u64>,
     next_segment: usize,
     current: Option<(PathBuf, Scanner<File>)>,
+    /// Base of the segment in `current`.
+    current_base: u64,
     expected: Option<u64>,
     opened: usize,
     out: VecDeque<Result<StoredRecord, ReadError>>,
+    /// The first segment base not read yet (for `position`).
+    next_base: u64,
+    /// Set when the scan reached the end of the last listed segment without a seal.
+    resume: Option<(u64, u64, u64)>,
 }
 
 impl ShardIter {
@@ -231,9 +287,21 @@ impl ShardIter {
             bases,
             next_segment: 0,
             current: None,
+            current_base: 0,
             expected: None,
             opened: 0,
             out,
+            next_base: 0,
+            resume: None,
+        }
+    }
+
+    fn position(&self) -> ShardPosition {
+        ShardPosition {
+            source: self.source.clone(),
+            dir: self.dir.clone(),
+            next_base: self.resume.map_or(self.next_base, |(base, ..)| base),
+            resume: self.resume,
         }
     }
 
@@ -253,6 +321,7 @@ impl ShardIter {
             let is_first = self.expected.is_none() && self.opened == 0;
             let is_last = self.next_segment + 1 == self.bases.len();
             self.next_segment += 1;
+            self.next_base = base + 1;
             let path = self.dir.join(segment_file_name(base));
             let file = match File::open(&path) {
                 Ok(f) => f,
@@ -269,8 +338,12 @@ impl ShardIter {
             };
             let header = match read_header(&file) {
                 Ok(Ok(h)) => h,
-                // The newest segment is being created by a live writer: not written yet.
-                Ok(Err(_)) if is_last && is_blank(&file) => continue,
+                // The newest segment is being created by a live writer: not written yet (a
+                // follower continuing this scan reads it from its start).
+                Ok(Err(_)) if is_last && is_blank(&file) => {
+                    self.next_base = base;
+                    continue;
+                }
                 Ok(Err(reason)) => {
                     self.corrupt(&path, 0, format!("bad segment header: {reason}"));
                     self.expected = None;
@@ -312,6 +385,7 @@ impl ShardIter {
                     && (footer.max_recv < self.since || footer.min_recv >= self.until)
                 {
                     self.expected = Some(footer.next_seq);
+                    self.next_base = footer.next_seq.max(base + 1);
                     continue;
                 }
                 if self.since > i64::MIN {
@@ -326,6 +400,7 @@ impl ShardIter {
                 }
             }
             self.opened += 1;
+            self.current_base = base;
             self.current = Some((path, scanner));
             return true;
         }
@@ -368,12 +443,15 @@ impl ShardIter {
             Ok(Some(Item::Corrupt { offset, reason, .. })) => self.corrupt(&path, offset, reason),
             Ok(Some(Item::Footer { footer, .. })) => {
                 self.expected = Some(footer.next_seq);
+                self.next_base = footer.next_seq.max(self.current_base + 1);
                 self.current = None;
             }
             Ok(Some(Item::End { offset, .. })) => {
                 let expected = scanner.expected_seq();
                 if self.next_segment < self.bases.len() {
                     self.corrupt(&path, offset, "segment ends without a seal".to_string());
+                } else {
+                    self.resume = Some((self.current_base, offset, expected));
                 }
                 self.expected = Some(expected);
                 self.current = None;

@@ -356,6 +356,103 @@ fn follower_tails_across_rolls_and_new_shards_while_writing() {
 }
 
 #[test]
+fn a_follower_continues_exactly_where_a_shard_scan_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        segment_max_bytes: 4096,
+        ..small_config()
+    };
+    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    let append_to = |source: &str, t: i64| {
+        let r = rec(source, "me", 0, t, &"p".repeat(300));
+        store
+            .handle()
+            .blocking_append(vec![r])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    };
+    // "a" rolls several times; "b" stays in its first segment.
+    for t in 0..25 {
+        append_to(if t % 5 == 4 { "b" } else { "a" }, t);
+    }
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut scanned = Vec::new();
+    let mut positions = Vec::new();
+    for shard in reader.shards() {
+        let mut scan = reader.read_shard(&shard, &ReadOptions::default());
+        scanned.extend(scan.by_ref().map(|r| r.unwrap().record.origin_seq));
+        positions.push(scan.position());
+    }
+    assert_eq!(scanned.len(), 25);
+    let mut follower = reader.follow_from(&ReadOptions::default(), positions);
+    assert!(follower.poll().is_empty(), "nothing is read twice");
+    // More in both shards (crossing rolls) and in a shard that did not exist.
+    for t in 25..60 {
+        append_to(["a", "b", "c"][t as usize % 3], t);
+    }
+    let mut followed = Vec::new();
+    loop {
+        let got = follower.poll();
+        if got.is_empty() {
+            break;
+        }
+        followed.extend(got.into_iter().map(|r| r.unwrap().record.origin_seq));
+    }
+    store.close().unwrap();
+    followed.sort();
+    assert_eq!(followed, (26..=60).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_follower_poll_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", StoreConfig::default()).unwrap();
+    // Appended 100 at a time, so no frame holds more than 100 records.
+    let num_chunks = follow::MAX_POLL_RECORDS / 100 + 10;
+    let total = num_chunks * 100;
+    for chunk in 0..num_chunks {
+        let records = (0..100)
+            .map(|i| rec("a", "me", 0, (chunk * 100 + i) as i64, "x"))
+            .collect();
+        store
+            .handle()
+            .blocking_append(records)
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut follower = reader.follow(&ReadOptions::default());
+    let first = follower.poll();
+    assert!(
+        (follow::MAX_POLL_RECORDS..follow::MAX_POLL_RECORDS + 100).contains(&first.len()),
+        "the first poll returned {} records",
+        first.len()
+    );
+    let mut seqs: Vec<u64> = first
+        .into_iter()
+        .map(|r| r.unwrap().record.origin_seq)
+        .collect();
+    seqs.extend(
+        follower
+            .poll()
+            .into_iter()
+            .map(|r| r.unwrap().record.origin_seq),
+    );
+    let expected: Vec<u64> = (1..=total as u64).collect();
+    assert!(
+        seqs == expected,
+        "{} records, first {:?}, last {:?}",
+        seqs.len(),
+        seqs.first(),
+        seqs.last()
+    );
+    assert!(follower.poll().is_empty());
+    store.close().unwrap();
+}
+
+#[test]
 fn verify_names_file_and_offset_of_each_problem() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();

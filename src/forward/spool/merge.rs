@@ -4,16 +4,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use crate::store::{ReadError, StoredRecord};
-
-/// A lazy reader of one shard.
-pub(super) type Scan = Box<dyn Iterator<Item = Result<StoredRecord, ReadError>> + Send>;
+use crate::store::{ReadError, ShardPosition, ShardScan, StoredRecord};
 
 /// One origin's records from every shard, merged by sequence. Each shard yields them in
 /// sequence order, so one head per shard is all the buffering needed.
 pub(super) struct SeqMerge {
     origin: String,
-    shards: Vec<Scan>,
+    shards: Vec<ShardScan>,
     heads: Vec<Option<StoredRecord>>,
     order: BinaryHeap<Reverse<(u64, usize)>>,
     errors: VecDeque<ReadError>,
@@ -21,7 +18,7 @@ pub(super) struct SeqMerge {
 }
 
 impl SeqMerge {
-    pub(super) fn new(origin: String, shards: Vec<Scan>) -> SeqMerge {
+    pub(super) fn new(origin: String, shards: Vec<ShardScan>) -> SeqMerge {
         let heads = shards.iter().map(|_| None).collect();
         SeqMerge {
             origin,
@@ -31,6 +28,12 @@ impl SeqMerge {
             errors: VecDeque::new(),
             primed: false,
         }
+    }
+
+    /// Where every shard's scan stopped; once the merge has returned `None`, a follower
+    /// started there reads exactly what was appended after the scan.
+    pub(super) fn positions(&self) -> Vec<ShardPosition> {
+        self.shards.iter().map(ShardScan::position).collect()
     }
 
     fn refill(&mut self, index: usize) {
