@@ -30,13 +30,13 @@ fn record(i: u64) -> Record {
     Record {
         received_at_micros: 1_700_000_000_000_000 + i as i64,
         event_time: None,
-        origin: ORIGIN.to_string(),
+        origin: ORIGIN.to_string().into(),
         origin_seq: 0,
-        peer: Some("10.1.2.3:51514".to_string()),
+        peer: Some("10.1.2.3:51514".into()),
         transport: Transport::Tcp,
         parse: ParseStatus::Rfc5424,
         truncated: false,
-        source: format!("host-{}", i % 8),
+        source: format!("host-{}", i % 8).into(),
         raw: Bytes::from(format!(
             "<134>1 2026-11-26T10:00:00.000000Z host-{} app 1234 ID47 - request {i} served in 12 ms status=200 bytes=5120 path=/api/v1/items",
             i % 8

@@ -61,7 +61,7 @@ fn context(
     let ctx = Arc::new(ListenerContext {
         name: "bench".to_owned(),
         ingest: IngestConfig {
-            origin: "bench-node".to_owned(),
+            origin: "bench-node".to_owned().into(),
             shard_by: ShardBy::Hostname,
             rfc3164_zone: Zone::Utc,
         },

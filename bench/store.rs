@@ -35,13 +35,13 @@ fn record(i: u64, source: &str) -> Record {
     Record {
         received_at_micros: 1_764_000_000_000_000 + i as i64,
         event_time: None,
-        origin: "bench-node".to_string(),
+        origin: "bench-node".into(),
         origin_seq: 0,
-        peer: Some("10.1.2.3:51514".to_string()),
+        peer: Some("10.1.2.3:51514".into()),
         transport: Transport::Udp,
         parse: ParseStatus::Rfc5424,
         truncated: false,
-        source: source.to_string(),
+        source: source.to_string().into(),
         raw: Bytes::from(raw),
         lost_from: None,
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -66,7 +67,7 @@ impl FromStr for ShardBy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
     /// This node's id: the origin of every record it receives.
-    pub origin: String,
+    pub origin: Arc<str>,
     pub shard_by: ShardBy,
     /// Zone of RFC 3164 timestamps (which carry none).
     pub rfc3164_zone: Zone,
@@ -92,9 +93,9 @@ pub fn build_record(
 pub struct Peer {
     pub addr: SocketAddr,
     /// `ip:port`, as records carry it.
-    pub text: String,
+    pub text: Arc<str>,
     /// The IP address alone, the shard key fallback.
-    pub ip_text: String,
+    pub ip_text: Arc<str>,
 }
 
 impl Peer {
@@ -104,8 +105,8 @@ impl Peer {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         Peer {
             addr,
-            text: addr.to_string(),
-            ip_text: addr.ip().to_string(),
+            text: Arc::from(addr.to_string()),
+            ip_text: Arc::from(addr.ip().to_string()),
         }
     }
 }
@@ -149,7 +150,7 @@ pub fn build_record_from(
 }
 
 /// The shard key of a parsed message per `shard_by`.
-pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -> String {
+pub fn shard_key(parsed: &Parsed, peer: Option<SocketAddr>, shard_by: ShardBy) -> Arc<str> {
     shard_key_of(
         parsed.hostname.as_deref(),
         parsed.app_name.as_deref(),
@@ -165,17 +166,17 @@ fn shard_key_of(
     app_name: Option<&str>,
     peer: Option<&Peer>,
     shard_by: ShardBy,
-) -> String {
+) -> Arc<str> {
     let field = match shard_by {
         ShardBy::Hostname => hostname,
         ShardBy::AppName => app_name,
         ShardBy::Peer => None,
     };
     match field.map(str::trim) {
-        Some(name) if !name.is_empty() && name != "-" => name.to_owned(),
+        Some(name) if !name.is_empty() && name != "-" => Arc::from(name),
         _ => match peer {
             Some(peer) => peer.ip_text.clone(),
-            None => UNKNOWN_SOURCE.to_owned(),
+            None => Arc::from(UNKNOWN_SOURCE),
         },
     }
 }
@@ -187,7 +188,7 @@ mod tests {
 
     fn config(shard_by: ShardBy) -> IngestConfig {
         IngestConfig {
-            origin: "node-a".to_owned(),
+            origin: "node-a".to_owned().into(),
             shard_by,
             rfc3164_zone: Zone::Utc,
         }
@@ -209,7 +210,7 @@ mod tests {
             &config(shard_by),
         );
         assert_eq!(
-            (record.source.as_str(), record.parse),
+            (&*record.source, record.parse),
             (source, status),
             "{raw:?} by {shard_by}"
         );
@@ -306,7 +307,7 @@ mod tests {
         );
         assert_eq!(record.raw, raw);
         assert!(record.truncated);
-        assert_eq!(record.origin, "node-a");
+        assert_eq!(&*record.origin, "node-a");
         assert_eq!(record.origin_seq, 0);
         assert_eq!(record.peer.as_deref(), Some("[2001:db8::1]:514"));
         assert_eq!(record.transport, Transport::Tcp);
@@ -326,12 +327,12 @@ mod tests {
     fn ipv4_mapped_peers_are_recorded_as_ipv4() {
         let peer = Peer::new("[::ffff:192.0.2.7]:514".parse().unwrap());
         assert_eq!(
-            (peer.text.as_str(), peer.ip_text.as_str()),
+            (&*peer.text, &*peer.ip_text),
             ("192.0.2.7:514", "192.0.2.7")
         );
         let peer = Peer::new("[2001:db8::1]:514".parse().unwrap());
         assert_eq!(
-            (peer.text.as_str(), peer.ip_text.as_str()),
+            (&*peer.text, &*peer.ip_text),
             ("[2001:db8::1]:514", "2001:db8::1")
         );
     }
@@ -339,7 +340,10 @@ mod tests {
     #[test]
     fn missing_peer_gives_the_unknown_source() {
         let parsed = Parsed::unparsed("x".to_owned());
-        assert_eq!(shard_key(&parsed, None, ShardBy::Hostname), UNKNOWN_SOURCE);
+        assert_eq!(
+            &*shard_key(&parsed, None, ShardBy::Hostname),
+            UNKNOWN_SOURCE
+        );
     }
 
     #[test]

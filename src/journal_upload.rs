@@ -36,7 +36,7 @@ pub const CONTENT_TYPE: &str = "application/vnd.fdo.journal";
 #[derive(Clone)]
 pub struct UploadState {
     pub store: StoreHandle,
-    pub origin: String,
+    pub origin: Arc<str>,
     pub max_entry_bytes: usize,
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
@@ -56,7 +56,7 @@ impl UploadState {
         let listener_metrics = metrics.listener("journal:/upload", Transport::Journal);
         UploadState {
             store,
-            origin,
+            origin: Arc::from(origin),
             max_entry_bytes,
             stored_cursors: Arc::default(),
             metrics,
@@ -237,11 +237,13 @@ impl UploadState {
             event_time: crate::journal::event_time(&entry.raw),
             origin: self.origin.clone(),
             origin_seq: 0,
-            peer: Some(peer.to_string()),
+            peer: Some(Arc::from(peer.to_string())),
             transport: Transport::Journal,
             parse: ParseStatus::Journal,
             truncated: entry.truncated,
-            source: crate::journal::hostname(&entry.raw).unwrap_or_else(|| peer.ip().to_string()),
+            source: Arc::from(
+                crate::journal::hostname(&entry.raw).unwrap_or_else(|| peer.ip().to_string()),
+            ),
             raw: entry.raw,
             lost_from: None,
         })

@@ -540,7 +540,7 @@ fn ingest_config(
         .parse::<crate::parse::Zone>()
         .unwrap_or(crate::parse::Zone::Local);
     crate::ingest::IngestConfig {
-        origin: node_id.to_string(),
+        origin: std::sync::Arc::from(node_id),
         shard_by: match config.syslog.shard_by {
             crate::config::ShardBy::Hostname => crate::ingest::ShardBy::Hostname,
             crate::config::ShardBy::Peer => crate::ingest::ShardBy::Peer,

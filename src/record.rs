@@ -9,6 +9,8 @@
 //!
 //! This module does no I/O and imports nothing of ours.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// How a message reached the node that first accepted it.
@@ -88,19 +90,20 @@ pub struct Record {
     pub received_at_micros: i64,
     /// The message's own timestamp, if it had one that parsed.
     pub event_time: Option<EventTime>,
-    /// Node id of the node that first accepted the message.
-    pub origin: String,
+    /// Node id of the node that first accepted the message. (Shared strings: a node's records
+    /// mostly carry the same origin, peer and source, so copies only bump a count.)
+    pub origin: Arc<str>,
     /// Per-origin sequence number, gapless and persistent. `0` means "not yet assigned": the
     /// store assigns the next sequence of its local origin when it appends such a record.
     pub origin_seq: u64,
     /// Sender address (`ip:port`), if known.
-    pub peer: Option<String>,
+    pub peer: Option<Arc<str>>,
     pub transport: Transport,
     pub parse: ParseStatus,
     /// The message was longer than the configured limit and was cut to it.
     pub truncated: bool,
     /// Shard key: HOSTNAME, peer address or app name, per `shard-by`.
-    pub source: String,
+    pub source: Arc<str>,
     /// The exact bytes received, minus transport framing (after truncation, if any).
     pub raw: Bytes,
     /// Set only on a gap marker: this record stands for the origin's sequences
@@ -123,15 +126,34 @@ impl Record {
         Record {
             received_at_micros,
             event_time: None,
-            origin: origin.to_string(),
+            origin: Arc::from(origin),
             origin_seq: to,
             peer: None,
             transport: Transport::Tcp,
             parse: ParseStatus::Unparsed,
             truncated: false,
-            source: origin.to_string(),
+            source: Arc::from(origin),
             raw: gap_marker_text(origin, from, to),
             lost_from: Some(from),
+        }
+    }
+}
+
+/// Hands out one shared `Arc<str>` for as long as the same text keeps coming (one origin per
+/// store, one peer per connection, one host per shard are the common case), so decoding or
+/// receiving many records allocates a string only when it changes.
+#[derive(Debug, Default, Clone)]
+pub struct SharedStr(Option<Arc<str>>);
+
+impl SharedStr {
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        match &self.0 {
+            Some(shared) if **shared == *text => shared.clone(),
+            _ => {
+                let shared: Arc<str> = Arc::from(text);
+                self.0 = Some(shared.clone());
+                shared
+            }
         }
     }
 }

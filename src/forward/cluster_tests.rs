@@ -104,13 +104,13 @@ impl Node {
                 .map(|i| Record {
                     received_at_micros: 1_700_000_000_000_000 + (chunk * 100 + i) as i64,
                     event_time: None,
-                    origin: self.id.clone(),
+                    origin: self.id.clone().into(),
                     origin_seq: 0,
                     peer: None,
                     transport: Transport::Udp,
                     parse: ParseStatus::Unparsed,
                     truncated: false,
-                    source: format!("host-{}", i % 2),
+                    source: format!("host-{}", i % 2).into(),
                     raw: Bytes::from(format!("{} says {}", self.id, chunk * 100 + i)),
                     lost_from: None,
                 })
@@ -158,7 +158,7 @@ fn sequences(dir: &Path) -> HashMap<String, Vec<u64>> {
     {
         let record = item.unwrap().record;
         by_origin
-            .entry(record.origin)
+            .entry(record.origin.to_string())
             .or_default()
             .push(record.origin_seq);
     }

@@ -24,7 +24,7 @@ fn readable_records(dir: &Path) -> HashMap<u64, Record> {
         .read(&ReadOptions::default())
         .filter_map(Result::ok)
         .map(|stored| (stored.record.origin_seq, stored.record))
-        .filter(|(_, record)| record.origin == ORIGIN)
+        .filter(|(_, record)| *record.origin == *ORIGIN)
         .collect()
 }
 
@@ -35,7 +35,7 @@ async fn spool_in_one_shard(dir: &Path) -> Vec<std::path::PathBuf> {
     for chunk in 0..60u64 {
         let records = (chunk * 100..(chunk + 1) * 100)
             .map(|i| Record {
-                source: "one-host".to_string(),
+                source: "one-host".into(),
                 ..message(i)
             })
             .collect();
@@ -118,10 +118,7 @@ async fn records_gone_from_the_spool_become_one_gap_marker() {
     assert_eq!(markers.len(), 1, "{markers:?}");
     let marker = &markers[0];
     assert_eq!((marker.lost_from, marker.origin_seq), (Some(from), to));
-    assert_eq!(
-        (marker.origin.as_str(), marker.source.as_str()),
-        (ORIGIN, ORIGIN)
-    );
+    assert_eq!((&*marker.origin, &*marker.source), (ORIGIN, ORIGIN));
     assert_eq!(marker.parse, ParseStatus::Unparsed);
     let text = String::from_utf8(marker.raw.to_vec()).unwrap();
     assert!(
@@ -168,7 +165,7 @@ async fn records_removed_by_retention_before_forwarding_become_one_marker_at_the
     for chunk in 10..60u64 {
         let records = (chunk * 100..(chunk + 1) * 100)
             .map(|i| Record {
-                source: "one-host".to_string(),
+                source: "one-host".into(),
                 ..message(i)
             })
             .collect();
@@ -224,10 +221,7 @@ async fn records_removed_by_retention_before_forwarding_become_one_marker_at_the
     }
     let marker = &stored[&to];
     assert_eq!(marker.lost_from, Some(1001));
-    assert_eq!(
-        (marker.origin.as_str(), marker.source.as_str()),
-        (ORIGIN, ORIGIN)
-    );
+    assert_eq!((&*marker.origin, &*marker.source), (ORIGIN, ORIGIN));
     let text = String::from_utf8(marker.raw.to_vec()).unwrap();
     assert!(
         text.starts_with(&format!(

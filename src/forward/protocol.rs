@@ -17,11 +17,12 @@
 //! each is answered `Ack` once durable, or `Refused` (e.g. a gap), in order.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::record::{EventTime, ParseStatus, Record, Transport};
+use crate::record::{EventTime, ParseStatus, Record, SharedStr, Transport};
 
 /// Current protocol version, sent in `Hello`.
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -288,6 +289,10 @@ fn put_record(dst: &mut BytesMut, record: &Record) -> Result<(), ProtocolError> 
 /// Reads fields off one frame's payload, checking every length against what is left.
 struct Reader {
     buf: Bytes,
+    /// The last origin, peer and source read (a batch repeats them), shared by the records.
+    origins: SharedStr,
+    peers: SharedStr,
+    sources: SharedStr,
 }
 
 impl Reader {
@@ -354,6 +359,21 @@ impl Reader {
         })
     }
 
+    /// A string field, shared with the previous record's when it is the same.
+    fn shared_string(
+        &mut self,
+        field: &'static str,
+        pick: fn(&mut Reader) -> &mut SharedStr,
+    ) -> Result<Arc<str>, ProtocolError> {
+        let len = self.u16(field)? as usize;
+        let bytes = self.bytes(len, field)?;
+        let text = std::str::from_utf8(&bytes).map_err(|error| ProtocolError::InvalidValue {
+            field,
+            value: format!("not UTF-8 at byte {}", error.valid_up_to()),
+        })?;
+        Ok(pick(self).get(text))
+    }
+
     fn record(&mut self) -> Result<Record, ProtocolError> {
         let received_at_micros = self.i64("received_at")?;
         let event_time = if self.flag("event time flag")? {
@@ -364,7 +384,7 @@ impl Reader {
         } else {
             None
         };
-        let origin = self.string("origin")?;
+        let origin = self.shared_string("origin", |reader| &mut reader.origins)?;
         let origin_seq = self.u64("origin seq")?;
         let lost_from = if self.flag("lost flag")? {
             let first = self.u64("first lost seq")?;
@@ -379,7 +399,7 @@ impl Reader {
             None
         };
         let peer = if self.flag("peer flag")? {
-            Some(self.string("peer")?)
+            Some(self.shared_string("peer", |reader| &mut reader.peers)?)
         } else {
             None
         };
@@ -394,7 +414,7 @@ impl Reader {
             value: parse_code.to_string(),
         })?;
         let truncated = self.flag("truncated")?;
-        let source = self.string("source")?;
+        let source = self.shared_string("source", |reader| &mut reader.sources)?;
         let raw_len = self.u32("raw length")? as usize;
         let raw = self.bytes(raw_len, "raw")?;
         Ok(Record {
@@ -414,7 +434,12 @@ impl Reader {
 }
 
 fn decode_payload(payload: Bytes) -> Result<Message, ProtocolError> {
-    let mut reader = Reader { buf: payload };
+    let mut reader = Reader {
+        buf: payload,
+        origins: SharedStr::default(),
+        peers: SharedStr::default(),
+        sources: SharedStr::default(),
+    };
     let kind = reader.u8("message type")?;
     let message = match kind {
         TYPE_HELLO => {

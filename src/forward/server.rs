@@ -315,7 +315,7 @@ fn check_batch(origin: &str, next_seq: u64, records: &[Record]) -> Result<Option
     let Some(first) = records.first() else {
         return Ok(None);
     };
-    if let Some(stranger) = records.iter().find(|record| record.origin != origin) {
+    if let Some(stranger) = records.iter().find(|record| *record.origin != *origin) {
         return Err(format!(
             "record of origin {:?} on a connection of origin {origin:?}",
             stranger.origin
@@ -421,13 +421,13 @@ mod tests {
         Record {
             received_at_micros: 1,
             event_time: None,
-            origin: origin.to_string(),
+            origin: origin.to_string().into(),
             origin_seq: seq,
             peer: None,
             transport: crate::record::Transport::Udp,
             parse: crate::record::ParseStatus::Unparsed,
             truncated: false,
-            source: "h".to_string(),
+            source: "h".into(),
             raw: Bytes::from_static(b"x"),
             lost_from: None,
         }

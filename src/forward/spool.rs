@@ -87,6 +87,8 @@ pub struct StoreSpool {
     max_received: i64,
     checkpoints: BTreeMap<u64, i64>,
     recent: VecDeque<Record>,
+    /// What the tail's last poll returned (reused, so polling does not allocate).
+    polled: Vec<Result<StoredRecord, ReadError>>,
     num_corrupt: u64,
     num_scans: u64,
 }
@@ -109,6 +111,7 @@ impl StoreSpool {
             max_received: i64::MIN,
             checkpoints: BTreeMap::new(),
             recent: VecDeque::new(),
+            polled: Vec::new(),
             num_corrupt: 0,
             num_scans: 0,
         })
@@ -128,7 +131,7 @@ impl StoreSpool {
         match item {
             Ok(stored) => {
                 let record = stored.record;
-                if record.origin != self.origin {
+                if *record.origin != *self.origin {
                     return;
                 }
                 if let Mode::Scan {
@@ -203,13 +206,16 @@ impl StoreSpool {
                     },
                 },
                 Mode::Tail(follower) => {
-                    let items = follower.poll();
-                    if items.is_empty() {
+                    let mut polled = std::mem::take(&mut self.polled);
+                    follower.poll_into(&mut polled);
+                    if polled.is_empty() {
+                        self.polled = polled;
                         return true;
                     }
-                    for item in items {
+                    for item in polled.drain(..) {
                         self.accept(item);
                     }
+                    self.polled = polled;
                 }
             }
         }
@@ -373,7 +379,7 @@ impl SpoolSource for StoreSpool {
                 return Ok(vec![marker]);
             }
         }
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(limits.max_records.min(self.pending.len()).max(1));
         let mut num_bytes = 0;
         while batch.len() < limits.max_records && self.next_seq <= durable {
             let Some(record) = self.pending.first_if(self.next_seq) else {

@@ -72,13 +72,13 @@ pub(super) fn message(i: u64) -> Record {
     Record {
         received_at_micros: 1_700_000_000_000_000 + i as i64,
         event_time: None,
-        origin: ORIGIN.to_string(),
+        origin: ORIGIN.to_string().into(),
         origin_seq: 0,
-        peer: Some("127.0.0.1:40000".to_string()),
+        peer: Some("127.0.0.1:40000".into()),
         transport: Transport::Tcp,
         parse: ParseStatus::Unparsed,
         truncated: false,
-        source: format!("host-{}", i % 3),
+        source: format!("host-{}", i % 3).into(),
         raw: Bytes::from(format!(
             "message number {i} {}",
             "x".repeat((i % 50) as usize)
@@ -175,7 +175,7 @@ pub(super) fn stored_records(dir: &Path) -> HashMap<u64, Record> {
         .read(&ReadOptions::default())
     {
         let record = item.unwrap().record;
-        if record.origin != ORIGIN {
+        if *record.origin != *ORIGIN {
             continue;
         }
         let seq = record.origin_seq;

@@ -86,13 +86,13 @@ mod tests {
                 .map(|k| crate::record::Record {
                     received_at_micros: i * 10 + k,
                     event_time: None,
-                    origin: "n".to_string(),
+                    origin: "n".into(),
                     origin_seq: 0,
                     peer: None,
                     transport: crate::record::Transport::Udp,
                     parse: crate::record::ParseStatus::Unparsed,
                     truncated: false,
-                    source: "fuzz".to_string(),
+                    source: "fuzz".into(),
                     raw: bytes::Bytes::from(format!("record {i} {k}")),
                     lost_from: None,
                 })

@@ -26,7 +26,7 @@ pub(crate) fn context(
         metrics: metrics.listener(&name, transport),
         name,
         ingest: IngestConfig {
-            origin: "test-node".to_owned(),
+            origin: "test-node".to_owned().into(),
             shard_by: ShardBy::Hostname,
             rfc3164_zone: Zone::Utc,
         },

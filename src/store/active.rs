@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::codec;
@@ -77,7 +78,7 @@ pub struct ActiveSegment {
     /// First origin sequence of each origin in the open frame. When writing the frame fails,
     /// these records never reach the file: the writer lowers those origins' high-water marks
     /// to just below them (see `Writer::poison`).
-    frame_origins: Vec<(String, u64)>,
+    frame_origins: Vec<(Arc<str>, u64)>,
     data_end: usize,
     synced_end: usize,
     pub opened_at: Instant,
@@ -176,7 +177,7 @@ impl ActiveSegment {
     }
 
     /// First sequence of each origin in the frame being written (or whose write failed).
-    pub fn frame_origins(&self) -> &[(String, u64)] {
+    pub fn frame_origins(&self) -> &[(Arc<str>, u64)] {
         &self.frame_origins
     }
 

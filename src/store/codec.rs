@@ -4,9 +4,11 @@
 //!
 //! No I/O; decoding never trusts a length without checking it against the bytes at hand.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
-use crate::record::{EventTime, ParseStatus, Record, Transport};
+use crate::record::{EventTime, ParseStatus, Record, SharedStr, Transport};
 
 const FLAG_EVENT: u8 = 1;
 const FLAG_PEER: u8 = 2;
@@ -177,12 +179,20 @@ fn get_str(rec: &[u8], at: usize) -> Result<(&[u8], usize), String> {
     Ok((&rec[at + 2..end], end))
 }
 
+/// What consecutive `decode` calls share: the last origin and peer strings.
+#[derive(Debug, Default)]
+pub struct DecodeShared {
+    origin: SharedStr,
+    peer: SharedStr,
+}
+
 /// Decodes one record. `payload` is the whole frame payload (so `raw` can share it) and
 /// `range` the record's bytes inside it.
 pub fn decode(
     payload: &Bytes,
     range: std::ops::Range<usize>,
-    source: &str,
+    source: &Arc<str>,
+    shared: &mut DecodeShared,
 ) -> Result<Record, String> {
     let rec = &payload[range.clone()];
     let flags = rec[4];
@@ -219,13 +229,14 @@ pub fn decode(
         at += 8;
     }
     let (origin, next) = get_str(rec, at)?;
-    let origin =
-        String::from_utf8(origin.to_vec()).map_err(|_| "origin is not utf-8".to_string())?;
+    let origin = std::str::from_utf8(origin).map_err(|_| "origin is not utf-8".to_string())?;
+    let origin = shared.origin.get(origin);
     at = next;
     let mut peer = None;
     if flags & FLAG_PEER != 0 {
         let (p, next) = get_str(rec, at)?;
-        peer = Some(String::from_utf8(p.to_vec()).map_err(|_| "peer is not utf-8".to_string())?);
+        let p = std::str::from_utf8(p).map_err(|_| "peer is not utf-8".to_string())?;
+        peer = Some(shared.peer.get(p));
         at = next;
     }
     Ok(Record {
@@ -237,7 +248,7 @@ pub fn decode(
         transport,
         parse,
         truncated: flags & FLAG_TRUNCATED != 0,
-        source: source.to_string(),
+        source: source.clone(),
         raw: payload.slice(range.start + at..range.end),
         lost_from,
     })
@@ -254,13 +265,13 @@ pub(crate) mod tests {
                 unix_micros: -5,
                 utc_offset_secs: 3600,
             }),
-            origin: origin.to_string(),
+            origin: origin.to_string().into(),
             origin_seq: seq,
-            peer: Some("10.0.0.1:514".to_string()),
+            peer: Some("10.0.0.1:514".into()),
             transport: Transport::Tcp,
             parse: ParseStatus::Rfc5424,
             truncated: seq % 2 == 0,
-            source: source.to_string(),
+            source: source.to_string().into(),
             raw: Bytes::from(raw.to_string()),
             lost_from: None,
         }
@@ -275,7 +286,7 @@ pub(crate) mod tests {
         a.raw = Bytes::from_static(b"\xff\x00raw");
         // A gap marker, with and without an event time before its first lost sequence.
         let mut c = Record::gap_marker("n", 5, 9, 7);
-        c.source = "h".to_string();
+        c.source = "h".into();
         let mut d = c.clone();
         d.event_time = a.event_time;
         d.origin_seq = 12;
@@ -291,7 +302,16 @@ pub(crate) mod tests {
         let ranges: Vec<_> = Records::new(&payload).collect::<Result<_, _>>().unwrap();
         assert_eq!(ranges.len(), 4);
         for (range, want) in ranges.iter().zip([&a, &b, &c, &d]) {
-            assert_eq!(&decode(&payload, range.clone(), "h").unwrap(), want);
+            assert_eq!(
+                &decode(
+                    &payload,
+                    range.clone(),
+                    &Arc::from("h"),
+                    &mut DecodeShared::default()
+                )
+                .unwrap(),
+                want
+            );
         }
         let id = identity(&payload[ranges[0].clone()]).unwrap();
         assert_eq!(
@@ -322,7 +342,13 @@ pub(crate) mod tests {
         let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
         bytes.extend_from_slice(&body);
         let payload = Bytes::from(bytes);
-        let decoded = decode(&payload, 0..payload.len(), "h").unwrap();
+        let decoded = decode(
+            &payload,
+            0..payload.len(),
+            &Arc::from("h"),
+            &mut DecodeShared::default(),
+        )
+        .unwrap();
         assert_eq!((decoded.lost_from, decoded), (None, old));
     }
 
@@ -334,7 +360,13 @@ pub(crate) mod tests {
             let mut bytes = vec![0u8; encoded_len(&marker).unwrap()];
             encode_into(&marker, &mut bytes);
             let payload = Bytes::from(bytes);
-            let error = decode(&payload, 0..payload.len(), "n").unwrap_err();
+            let error = decode(
+                &payload,
+                0..payload.len(),
+                &Arc::from("n"),
+                &mut DecodeShared::default(),
+            )
+            .unwrap_err();
             assert!(error.contains("gap marker range"), "{error}");
         }
     }
@@ -346,7 +378,12 @@ pub(crate) mod tests {
             let payload = Bytes::from(bytes);
             for range in Records::new(&payload).flatten() {
                 let _ = identity(&payload[range.clone()]);
-                let _ = decode(&payload, range, "x");
+                let _ = decode(
+                    &payload,
+                    range,
+                    &Arc::from("x"),
+                    &mut DecodeShared::default(),
+                );
             }
         }
     }

@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::codec;
 use super::error::ReadError;
@@ -17,7 +18,8 @@ use super::scan::{read_footer, read_header, Item, Scanner};
 use super::segment::segment_file_name;
 
 struct FollowShard {
-    source: String,
+    source: Arc<str>,
+    shared: codec::DecodeShared,
     dir: PathBuf,
     next_base: u64,
     /// Continue inside segment `base` at a frame `offset` expecting `seq`: (base, offset, seq).
@@ -48,6 +50,7 @@ impl Follower {
             if known.insert(position.dir.clone()) {
                 shards.push(FollowShard {
                     source: position.source,
+                    shared: codec::DecodeShared::default(),
                     dir: position.dir,
                     next_base: position.next_base,
                     resume: position.resume,
@@ -68,10 +71,20 @@ impl Follower {
     /// match the options (set `since_micros` to skip history), except in shards a
     /// `StoreReader::follow_from` position already covers.
     pub fn poll(&mut self) -> Vec<Result<StoredRecord, ReadError>> {
+        let mut out = Vec::new();
+        self.poll_into(&mut out);
+        out
+    }
+
+    /// `poll`, appending to `out` (a buffer the caller reuses, so a busy tail does not grow
+    /// a fresh vector on every poll).
+    pub fn poll_into(&mut self, out: &mut Vec<Result<StoredRecord, ReadError>>) {
+        let limit = out.len() + MAX_POLL_RECORDS;
         for (source, dir) in self.reader.selected(&self.opts) {
             if self.known.insert(dir.clone()) {
                 self.shards.push(FollowShard {
-                    source,
+                    source: Arc::from(source),
+                    shared: codec::DecodeShared::default(),
                     dir,
                     next_base: 0,
                     resume: None,
@@ -79,21 +92,25 @@ impl Follower {
                 });
             }
         }
-        let mut out = Vec::new();
         let since = self.opts.since_micros.unwrap_or(i64::MIN);
         let until = self.opts.until_micros.unwrap_or(i64::MAX);
         for shard in &mut self.shards {
-            if out.len() >= MAX_POLL_RECORDS {
+            if out.len() >= limit {
                 break;
             }
-            shard.drain(since, until, &mut out);
+            shard.drain(since, until, limit, out);
         }
-        out
     }
 }
 
 impl FollowShard {
-    fn drain(&mut self, since: i64, until: i64, out: &mut Vec<Result<StoredRecord, ReadError>>) {
+    fn drain(
+        &mut self,
+        since: i64,
+        until: i64,
+        limit: usize,
+        out: &mut Vec<Result<StoredRecord, ReadError>>,
+    ) {
         for _ in 0..100_000 {
             if self.current.is_none() && !self.open_next(since, until, out) {
                 return;
@@ -110,7 +127,7 @@ impl FollowShard {
                 return;
             }
             loop {
-                if out.len() >= MAX_POLL_RECORDS {
+                if out.len() >= limit {
                     return;
                 }
                 match scanner.next_item() {
@@ -123,7 +140,9 @@ impl FollowShard {
                             continue;
                         }
                         for (i, range) in codec::Records::new(&payload).enumerate() {
-                            match range.and_then(|r| codec::decode(&payload, r, &self.source)) {
+                            match range.and_then(|r| {
+                                codec::decode(&payload, r, &self.source, &mut self.shared)
+                            }) {
                                 Ok(record)
                                     if record.received_at_micros >= since
                                         && record.received_at_micros < until =>

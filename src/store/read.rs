@@ -10,6 +10,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::codec;
 use super::error::ReadError;
@@ -134,7 +135,7 @@ impl StoreReader {
         let iters: Vec<ShardIter> = self
             .selected(opts)
             .into_iter()
-            .map(|(source, dir)| ShardIter::new(source, dir, opts))
+            .map(|(source, dir)| ShardIter::new(&source, dir, opts))
             .collect();
         ReadIter {
             heads: (0..iters.len()).map(|_| None).collect(),
@@ -152,11 +153,7 @@ impl StoreReader {
     /// One shard's records in `[since, until)`, in append order; `opts.source` is ignored.
     /// Once it has returned `None`, `ShardScan::position` says where a `Follower` goes on.
     pub fn read_shard(&self, shard: &ShardInfo, opts: &ReadOptions) -> ShardScan {
-        ShardScan(ShardIter::new(
-            shard.source.clone(),
-            shard.dir.clone(),
-            opts,
-        ))
+        ShardScan(ShardIter::new(&shard.source, shard.dir.clone(), opts))
     }
 
     /// A follower that continues every shard exactly where the given scans stopped (nothing
@@ -173,7 +170,7 @@ impl StoreReader {
 /// Where a finished shard scan stopped: a follower resumes there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardPosition {
-    pub(crate) source: String,
+    pub(crate) source: Arc<str>,
     pub(crate) dir: PathBuf,
     /// The first segment base not read yet.
     pub(crate) next_base: u64,
@@ -248,7 +245,8 @@ impl Iterator for ReadIter {
 
 /// Reads one shard's segments in order.
 pub(crate) struct ShardIter {
-    source: String,
+    source: Arc<str>,
+    shared: codec::DecodeShared,
     dir: PathBuf,
     since: i64,
     until: i64,
@@ -267,7 +265,7 @@ pub(crate) struct ShardIter {
 }
 
 impl ShardIter {
-    pub(crate) fn new(source: String, dir: PathBuf, opts: &ReadOptions) -> ShardIter {
+    pub(crate) fn new(source: &str, dir: PathBuf, opts: &ReadOptions) -> ShardIter {
         let (bases, out) = match list_segments(&dir) {
             Ok(b) => (b, VecDeque::new()),
             Err(source) => (
@@ -280,7 +278,8 @@ impl ShardIter {
             ),
         };
         ShardIter {
-            source,
+            source: Arc::from(source),
+            shared: codec::DecodeShared::default(),
             dir,
             since: opts.since(),
             until: opts.until(),
@@ -422,7 +421,8 @@ impl ShardIter {
                     return;
                 }
                 for (i, range) in codec::Records::new(&payload).enumerate() {
-                    let decoded = range.and_then(|r| codec::decode(&payload, r, &self.source));
+                    let decoded = range
+                        .and_then(|r| codec::decode(&payload, r, &self.source, &mut self.shared));
                     match decoded {
                         Ok(record) => {
                             let t = record.received_at_micros;

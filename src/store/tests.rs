@@ -16,13 +16,13 @@ pub(crate) fn rec(source: &str, origin: &str, origin_seq: u64, t: i64, raw: &str
             unix_micros: t - 7,
             utc_offset_secs: -3600,
         }),
-        origin: origin.to_string(),
+        origin: origin.to_string().into(),
         origin_seq,
-        peer: (t % 2 == 0).then(|| "192.0.2.1:40000".to_string()),
+        peer: (t % 2 == 0).then(|| "192.0.2.1:40000".into()),
         transport: Transport::Udp,
         parse: ParseStatus::Rfc3164,
         truncated: t % 5 == 0,
-        source: source.to_string(),
+        source: source.to_string().into(),
         raw: Bytes::from(raw.to_string()),
         lost_from: None,
     }
@@ -60,7 +60,7 @@ fn a_largest_record_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
     let mut record = rec("h", &"o".repeat(codec::MAX_NAME_BYTES), 1, 3, "");
-    record.peer = Some("p".repeat(codec::MAX_NAME_BYTES));
+    record.peer = Some("p".repeat(codec::MAX_NAME_BYTES).into());
     record.raw = Bytes::from(vec![b'x'; crate::framing::MAX_MESSAGE_BYTES_LIMIT]);
     let outcome = append(&store, vec![record.clone()]).unwrap();
     assert_eq!(outcome.num_stored, 1);
@@ -116,7 +116,7 @@ fn round_trip_reopen_and_local_numbering() {
     for (i, (seq, r)) in by_seq.iter().enumerate() {
         assert_eq!(*seq, i as u64 + 1);
         let mut want = sent[i].clone();
-        want.origin = "me".to_string();
+        want.origin = "me".into();
         want.origin_seq = *seq;
         assert_eq!(r, &want);
     }
@@ -144,7 +144,7 @@ fn round_trip_reopen_and_local_numbering() {
     assert_eq!(got.len(), 1001);
     let alpha: Vec<u64> = got
         .iter()
-        .filter(|r| r.record.source == "alpha")
+        .filter(|r| &*r.record.source == "alpha")
         .map(|r| r.shard_seq)
         .collect();
     let mut sorted = alpha.clone();

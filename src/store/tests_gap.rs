@@ -52,7 +52,7 @@ fn far_ranges(dir: &Path) -> Vec<(u64, u64, String)> {
     let mut ranges: Vec<_> = got
         .into_iter()
         .map(|stored| stored.record)
-        .filter(|record| record.origin == FAR)
+        .filter(|record| *record.origin == *FAR)
         .map(|record| {
             let text = String::from_utf8_lossy(&record.raw).into_owned();
             (record.first_seq(), record.origin_seq, text)

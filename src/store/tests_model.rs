@@ -142,9 +142,12 @@ fn check_and_resync(dir: &Path, model: &mut Model) -> Result<(), TestCaseError> 
     for r in got {
         let raw = String::from_utf8(r.record.raw.to_vec()).unwrap();
         by_shard
-            .entry(r.record.source.clone())
+            .entry(r.record.source.to_string())
             .or_default()
-            .push((r.shard_seq, (r.record.origin, r.record.origin_seq, raw)));
+            .push((
+                r.shard_seq,
+                (r.record.origin.to_string(), r.record.origin_seq, raw),
+            ));
     }
     for source in SOURCES {
         let mut stored = by_shard.remove(source).unwrap_or_default();
@@ -249,7 +252,7 @@ fn run(ops: Vec<Op>) -> Result<Model, TestCaseError> {
                         next_local + i as u64
                     };
                     shard.push((
-                        r.origin.clone(),
+                        r.origin.to_string(),
                         seq,
                         String::from_utf8(r.raw.to_vec()).unwrap(),
                     ));

@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     pub config: StoreConfig,
     pub ops: Arc<dyn FileOps>,
     pub local_origin: String,
+    /// `local_origin`, shared by the records it numbers.
+    local_origin_shared: Arc<str>,
     pub shards: Vec<Shard>,
     pub by_source: HashMap<String, usize>,
     pub hwm: HashMap<String, u64>,
@@ -60,7 +62,7 @@ pub(crate) struct Writer {
     unsynced_bytes: u64,
     retry_at: Option<Instant>,
     next_retention: Instant,
-    scratch: Vec<(String, u64)>,
+    scratch: Vec<(Arc<str>, u64)>,
     keep: Vec<bool>,
     /// Shard of the frame being filled. At most one frame is open at a time, and frames are
     /// closed in the order their records were processed, so a crash of the process leaves on
@@ -103,6 +105,7 @@ impl Writer {
             dir,
             config,
             ops,
+            local_origin_shared: Arc::from(local_origin.as_str()),
             local_origin,
             shards,
             by_source,
@@ -205,7 +208,7 @@ impl Writer {
                 Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
                 n => {
                     let _ = ticket.send(Err(StoreError::RecordTooLarge {
-                        source_name: r.source.clone(),
+                        source_name: r.source.to_string(),
                         bytes: n.unwrap_or(usize::MAX),
                     }));
                     return;
@@ -213,7 +216,7 @@ impl Writer {
             }
             if let Some(from) = r.lost_from.filter(|&f| f == 0 || f > r.origin_seq) {
                 let _ = ticket.send(Err(StoreError::BadGapMarker {
-                    origin: r.origin.clone(),
+                    origin: r.origin.to_string(),
                     from,
                     to: r.origin_seq,
                 }));
@@ -231,7 +234,7 @@ impl Writer {
             }
             let stored = match self.scratch.iter().find(|(o, _)| *o == r.origin) {
                 Some((_, s)) => *s,
-                None => self.hwm.get(&r.origin).copied().unwrap_or(0),
+                None => self.hwm.get(&*r.origin).copied().unwrap_or(0),
             };
             // A gap marker (seqs `first..=origin_seq` lost) counts like that many records.
             let first = r.first_seq();
@@ -249,7 +252,7 @@ impl Writer {
             } else {
                 Counters::add(&counters.gaps_refused, 1);
                 let _ = ticket.send(Err(StoreError::Gap {
-                    origin: r.origin.clone(),
+                    origin: r.origin.to_string(),
                     stored,
                     got: first,
                 }));
@@ -274,7 +277,12 @@ impl Writer {
             records.retain(|_| *keep.next().unwrap_or(&true));
         }
         for (origin, seq) in self.scratch.drain(..) {
-            self.hwm.insert(origin, seq);
+            match self.hwm.get_mut(&*origin) {
+                Some(stored) => *stored = seq,
+                None => {
+                    self.hwm.insert(origin.to_string(), seq);
+                }
+            }
         }
         let mut assigned = None;
         if records.iter().any(|r| r.origin_seq == 0) {
@@ -283,8 +291,8 @@ impl Writer {
             for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
                 seq += 1;
                 r.origin_seq = seq;
-                if r.origin != self.local_origin {
-                    r.origin.clone_from(&self.local_origin);
+                if *r.origin != *self.local_origin {
+                    r.origin = self.local_origin_shared.clone();
                 }
             }
             self.hwm.insert(self.local_origin.clone(), seq);
@@ -363,7 +371,7 @@ impl Writer {
         if f.failed.is_some() {
             // The rest of a failed batch was admitted but is never written.
             for record in &f.records[f.next..] {
-                if record.origin != self.local_origin {
+                if *record.origin != *self.local_origin {
                     lower_hwm(
                         &mut self.hwm,
                         &record.origin,
@@ -559,7 +567,7 @@ impl Writer {
         // (Frames are closed in admission order, so everything before them is written.)
         if let Some(active) = shard.active.as_ref() {
             for (origin, first) in active.frame_origins() {
-                if *origin != self.local_origin {
+                if **origin != *self.local_origin {
                     lower_hwm(&mut self.hwm, origin, first.saturating_sub(1));
                 }
             }

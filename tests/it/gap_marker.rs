@@ -15,13 +15,13 @@ fn forwarded(seq: u64) -> Record {
     Record {
         received_at_micros: 1_764_000_000_000_000 + seq as i64,
         event_time: None,
-        origin: "node-b".to_string(),
+        origin: "node-b".into(),
         origin_seq: seq,
-        peer: Some("192.0.2.7:514".to_string()),
+        peer: Some("192.0.2.7:514".into()),
         transport: Transport::Udp,
         parse: ParseStatus::Unparsed,
         truncated: false,
-        source: "host-b".to_string(),
+        source: "host-b".into(),
         raw: Bytes::from(format!("record {seq}")),
         lost_from: None,
     }

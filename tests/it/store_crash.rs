@@ -31,13 +31,13 @@ fn record(source: &str, origin: &str, origin_seq: u64, i: u64) -> Record {
     Record {
         received_at_micros: 1_700_000_000_000_000 + i as i64,
         event_time: None,
-        origin: origin.to_string(),
+        origin: origin.to_string().into(),
         origin_seq,
         peer: None,
         transport: Transport::Tcp,
         parse: ParseStatus::Unparsed,
         truncated: false,
-        source: source.to_string(),
+        source: source.to_string().into(),
         raw: Bytes::from(format!(
             "<13>kill9 test message {i} {}",
             "p".repeat((i % 97) as usize)
@@ -168,7 +168,7 @@ fn kill9_loop_loses_no_durable_record() {
     for item in reader.read(&ReadOptions::default()) {
         let r = item.expect("no corrupt frame after kill -9");
         stored
-            .entry(r.record.origin.clone())
+            .entry(r.record.origin.to_string())
             .or_default()
             .push(r.record.origin_seq);
     }

@@ -50,13 +50,13 @@ fn record(i: u64) -> Record {
     Record {
         received_at_micros: i as i64,
         event_time: None,
-        origin: "node".to_string(),
+        origin: "node".into(),
         origin_seq: 0,
         peer: None,
         transport: Transport::Udp,
         parse: ParseStatus::Unparsed,
         truncated: false,
-        source: "full".to_string(),
+        source: "full".into(),
         raw: Bytes::from(vec![b'x'; 1000]),
         lost_from: None,
     }

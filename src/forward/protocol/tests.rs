@@ -12,13 +12,13 @@ fn record(seq: u64) -> Record {
             unix_micros: -5,
             utc_offset_secs: 3600,
         }),
-        origin: "node-a".to_string(),
+        origin: "node-a".into(),
         origin_seq: seq,
-        peer: Some("10.0.0.1:514".to_string()),
+        peer: Some("10.0.0.1:514".into()),
         transport: Transport::Tcp,
         parse: ParseStatus::Rfc5424,
         truncated: seq % 2 == 0,
-        source: "host-1".to_string(),
+        source: "host-1".into(),
         raw: Bytes::from(format!("<13>1 - host-1 app - - - message {seq}")),
         lost_from: None,
     }
@@ -28,13 +28,13 @@ fn bare_record() -> Record {
     Record {
         received_at_micros: 0,
         event_time: None,
-        origin: String::new(),
+        origin: String::new().into(),
         origin_seq: 0,
         peer: None,
         transport: Transport::Journal,
         parse: ParseStatus::Journal,
         truncated: false,
-        source: String::new(),
+        source: String::new().into(),
         raw: Bytes::new(),
         lost_from: None,
     }
@@ -310,8 +310,8 @@ proptest::proptest! {
 fn a_largest_record_fits_a_default_frame() {
     let mut record = record(7);
     record.raw = Bytes::from(vec![b'x'; crate::framing::MAX_MESSAGE_BYTES_LIMIT]);
-    record.origin = "o".repeat(u16::MAX as usize);
-    record.peer = Some("p".repeat(u16::MAX as usize));
+    record.origin = "o".repeat(u16::MAX as usize).into();
+    record.peer = Some("p".repeat(u16::MAX as usize).into());
     record.lost_from = None;
     let message = Message::Batch {
         batch_id: 1,

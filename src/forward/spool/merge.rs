@@ -39,7 +39,7 @@ impl SeqMerge {
     fn refill(&mut self, index: usize) {
         for item in self.shards[index].by_ref() {
             match item {
-                Ok(stored) if stored.record.origin == self.origin => {
+                Ok(stored) if *stored.record.origin == *self.origin => {
                     self.order.push(Reverse((stored.record.origin_seq, index)));
                     self.heads[index] = Some(stored);
                     return;

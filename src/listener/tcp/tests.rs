@@ -84,11 +84,11 @@ async fn both_framings_and_mixed_on_one_connection() {
             "<13>Nov 26 10:00:03 web4 app: last at eof",
         ]
     );
-    let sources: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
+    let sources: Vec<&str> = records.iter().map(|r| &*r.source).collect();
     assert_eq!(sources, ["web1", "db1", "web2", "web3", "web4"]);
     assert_eq!(records[1].parse, ParseStatus::Rfc5424);
     assert!(records.iter().all(|r| r.transport == Transport::Tcp
-        && r.origin == "test-node"
+        && &*r.origin == "test-node"
         && r.peer
             .as_deref()
             .is_some_and(|p| p.starts_with("127.0.0.1:"))
@@ -163,7 +163,7 @@ async fn nul_bytes_and_invalid_utf8_are_stored_byte_exact() {
     assert_eq!(&records[1].raw[..], b"<13>Nov 26 10:00:01 h app: caf\xe9");
     assert!(records
         .iter()
-        .all(|r| r.parse == ParseStatus::Rfc3164 && r.source == "h"));
+        .all(|r| r.parse == ParseStatus::Rfc3164 && &*r.source == "h"));
     running.stop().await;
 }
 

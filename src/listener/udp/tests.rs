@@ -88,7 +88,7 @@ async fn one_datagram_is_one_message_with_its_trailer_trimmed() {
             "<34>1 2026-11-26T10:00:03Z db1 su - - - two\nlines",
         ]
     );
-    let sources: Vec<&str> = records.iter().map(|r| r.source.as_str()).collect();
+    let sources: Vec<&str> = records.iter().map(|r| &*r.source).collect();
     assert_eq!(sources, ["web1", "web2", "web3", "db1"]);
     let peer = sender.local_addr().unwrap().to_string();
     assert!(records.iter().all(|r| r.transport == Transport::Udp
