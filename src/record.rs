@@ -146,6 +146,15 @@ impl Record {
 pub struct SharedStr(Option<Arc<str>>);
 
 impl SharedStr {
+    /// The shared string for `bytes`, which are checked to be UTF-8 only when they differ
+    /// from the previous ones (which were).
+    pub fn get_utf8(&mut self, bytes: &[u8]) -> Result<Arc<str>, std::str::Utf8Error> {
+        match &self.0 {
+            Some(shared) if shared.as_bytes() == bytes => Ok(shared.clone()),
+            _ => Ok(self.get(std::str::from_utf8(bytes)?)),
+        }
+    }
+
     pub fn get(&mut self, text: &str) -> Arc<str> {
         match &self.0 {
             Some(shared) if **shared == *text => shared.clone(),
@@ -164,4 +173,23 @@ pub fn gap_marker_text(origin: &str, from: u64, to: u64) -> Bytes {
         "starling: seqs {from}..={to} of origin {origin} were lost before they were forwarded \
          (no longer in the origin's spool: removed by retention, damaged on disk or never synced)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_str_shares_while_the_text_repeats() {
+        let mut shared = SharedStr::default();
+        let a = shared.get_utf8(b"node-a").unwrap();
+        let b = shared.get("node-a");
+        assert!(Arc::ptr_eq(&a, &b), "the same text is one allocation");
+        let c = shared.get_utf8(b"node-b").unwrap();
+        assert_eq!(&*c, "node-b");
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Bytes that are not UTF-8 are refused, also right after a valid text.
+        assert!(shared.get_utf8(b"node-\xff").is_err());
+        assert_eq!(&*shared.get_utf8(b"node-b").unwrap(), "node-b");
+    }
 }

@@ -97,7 +97,7 @@ async fn records_gone_from_the_spool_become_one_gap_marker() {
     while got.last().is_none_or(|(_, last)| *last < 6000) {
         let batch = source.next_batch(limits).unwrap();
         assert!(!batch.is_empty(), "stalled after {:?}", got.last());
-        for record in &batch {
+        for record in batch.iter() {
             if record.lost_from.is_some() {
                 assert_eq!(batch.len(), 1, "a gap marker goes alone");
                 markers.push(record.clone());

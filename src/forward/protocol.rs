@@ -61,8 +61,12 @@ pub enum Message {
     },
     /// The handshake failed (version, cluster id, origin): do not retry this connection as is.
     Rejected { reason: String },
-    /// Forwarder → master: records of the hello's origin, consecutive sequences.
-    Batch { batch_id: u64, records: Vec<Record> },
+    /// Forwarder → master: records of the hello's origin, consecutive sequences. (Shared: the
+    /// forwarder's spool keeps the batches it handed out, to resend them without a re-read.)
+    Batch {
+        batch_id: u64,
+        records: Arc<Vec<Record>>,
+    },
     /// Master → forwarder: batch `batch_id` is durable; the origin's high-water mark now.
     Ack { batch_id: u64, high_water_mark: u64 },
     /// Master → forwarder: batch `batch_id` was not stored (gap, store error, ...).
@@ -216,7 +220,7 @@ fn encode_payload(message: &Message, dst: &mut BytesMut) -> Result<(), ProtocolE
                 len: records.len(),
             })?;
             dst.put_u32(count);
-            for record in records {
+            for record in records.iter() {
                 put_record(dst, record)?;
             }
         }
@@ -367,11 +371,12 @@ impl Reader {
     ) -> Result<Arc<str>, ProtocolError> {
         let len = self.u16(field)? as usize;
         let bytes = self.bytes(len, field)?;
-        let text = std::str::from_utf8(&bytes).map_err(|error| ProtocolError::InvalidValue {
-            field,
-            value: format!("not UTF-8 at byte {}", error.valid_up_to()),
-        })?;
-        Ok(pick(self).get(text))
+        pick(self)
+            .get_utf8(&bytes)
+            .map_err(|error| ProtocolError::InvalidValue {
+                field,
+                value: format!("not UTF-8 at byte {}", error.valid_up_to()),
+            })
     }
 
     fn record(&mut self) -> Result<Record, ProtocolError> {
@@ -489,7 +494,10 @@ fn decode_payload(payload: Bytes) -> Result<Message, ProtocolError> {
             for _ in 0..count {
                 records.push(reader.record()?);
             }
-            Message::Batch { batch_id, records }
+            Message::Batch {
+                batch_id,
+                records: Arc::new(records),
+            }
         }
         TYPE_ACK => Message::Ack {
             batch_id: reader.u64("batch id")?,

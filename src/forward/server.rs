@@ -180,7 +180,11 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
         };
         let (batch_id, records) = match frame {
             None => break,
-            Some(Ok(Message::Batch { batch_id, records })) => (batch_id, records),
+            // Decoded here, so not shared: unwrapping copies nothing.
+            Some(Ok(Message::Batch { batch_id, records })) => (
+                batch_id,
+                Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone()),
+            ),
             Some(Ok(other)) => {
                 bump(&ctx.stats.protocol_errors, 1);
                 warn!(message = ?message_kind(&other), "unexpected message from forwarder");

@@ -41,7 +41,7 @@ pub trait SpoolSource: Send + 'static {
     /// newer is durable yet. Never blocks for long. Sequences proven gone from the spool come
     /// as one gap marker (`Record::lost_from`), alone in its batch; they are never skipped
     /// silently.
-    fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Record>, SpoolError>;
+    fn next_batch(&mut self, limits: BatchLimits) -> Result<Arc<Vec<Record>>, SpoolError>;
 }
 
 /// Start reading for session `session_id` right after sequence `after`.
@@ -54,7 +54,7 @@ pub struct ReaderCommand {
 #[derive(Debug)]
 pub struct SpoolBatch {
     pub session_id: u64,
-    pub records: Vec<Record>,
+    pub records: Arc<Vec<Record>>,
 }
 
 /// The forwarder's end of the reader thread.

@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::Path;
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -86,7 +87,10 @@ pub struct StoreSpool {
     /// Highest receive time seen since the last seek.
     max_received: i64,
     checkpoints: BTreeMap<u64, i64>,
-    recent: VecDeque<Record>,
+    /// The batches handed out recently (shared with the forwarder, so keeping them copies
+    /// nothing), oldest first, holding `num_recent` records.
+    recent: VecDeque<Arc<Vec<Record>>>,
+    num_recent: usize,
     /// What the tail's last poll returned (reused, so polling does not allocate).
     polled: Vec<Result<StoredRecord, ReadError>>,
     num_corrupt: u64,
@@ -111,6 +115,7 @@ impl StoreSpool {
             max_received: i64::MIN,
             checkpoints: BTreeMap::new(),
             recent: VecDeque::new(),
+            num_recent: 0,
             polled: Vec::new(),
             num_corrupt: 0,
             num_scans: 0,
@@ -228,18 +233,23 @@ impl StoreSpool {
         let in_recent = self
             .recent
             .front()
+            .and_then(|batch| batch.first())
             .is_some_and(|record| record.origin_seq <= next_seq);
         let near_ahead = next_seq >= self.next_seq
             && next_seq - self.next_seq <= MAX_PENDING_RECORDS as u64
             && !matches!(self.mode, Mode::Idle);
         if near_ahead || in_recent {
-            while self
-                .recent
-                .back()
-                .is_some_and(|record| record.origin_seq >= next_seq)
-            {
-                if let Some(record) = self.recent.pop_back() {
-                    self.pending.insert(record.origin_seq, record);
+            // Batches handed out from `next_seq` on go back to pending.
+            while let Some(batch) = self.recent.pop_back() {
+                self.num_recent -= batch.len();
+                let keep = batch.partition_point(|record| record.origin_seq < next_seq);
+                for record in &batch[keep..] {
+                    self.pending.insert(record.origin_seq, record.clone());
+                }
+                if keep > 0 {
+                    self.num_recent += keep;
+                    self.recent.push_back(Arc::new(batch[..keep].to_vec()));
+                    break;
                 }
             }
             self.next_seq = next_seq;
@@ -251,6 +261,7 @@ impl StoreSpool {
 
     fn seek_to(&mut self, next_seq: u64) {
         self.recent.clear();
+        self.num_recent = 0;
         self.next_seq = next_seq;
         self.pending.drop_below(next_seq);
         let checkpoint = self
@@ -360,7 +371,7 @@ impl SpoolSource for StoreSpool {
         Ok(())
     }
 
-    fn next_batch(&mut self, limits: BatchLimits) -> Result<Vec<Record>, SpoolError> {
+    fn next_batch(&mut self, limits: BatchLimits) -> Result<Arc<Vec<Record>>, SpoolError> {
         let durable = self
             .handle
             .high_water_marks()
@@ -368,7 +379,7 @@ impl SpoolSource for StoreSpool {
             .copied()
             .unwrap_or(0);
         if self.next_seq > durable {
-            return Ok(Vec::new());
+            return Ok(Arc::default());
         }
         if self.fill() && !self.pending.contains_key(self.next_seq) {
             // Durable, yet not found: if it is really gone, declare the range lost rather
@@ -376,7 +387,7 @@ impl SpoolSource for StoreSpool {
             if let Some(to) = self.confirm_lost(durable)? {
                 let marker = Record::gap_marker(&self.origin, self.next_seq, to, now_micros());
                 self.next_seq = to + 1;
-                return Ok(vec![marker]);
+                return Ok(Arc::new(vec![marker]));
             }
         }
         let mut batch = Vec::with_capacity(limits.max_records.min(self.pending.len()).max(1));
@@ -400,14 +411,21 @@ impl SpoolSource for StoreSpool {
                     self.checkpoints.pop_first();
                 }
             }
-            if self.recent.len() >= MAX_RECENT_RECORDS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(record.clone());
             batch.push(record);
             self.next_seq += 1;
             if !self.pending.contains_key(self.next_seq) {
                 self.fill();
+            }
+        }
+        let batch = Arc::new(batch);
+        if !batch.is_empty() {
+            self.num_recent += batch.len();
+            self.recent.push_back(batch.clone());
+            while self.num_recent > MAX_RECENT_RECORDS {
+                match self.recent.pop_front() {
+                    Some(old) => self.num_recent -= old.len(),
+                    None => break,
+                }
             }
         }
         Ok(batch)

@@ -447,13 +447,13 @@ async fn server_handshakes_refusals_and_bad_peers() {
     );
     conn.send(Message::Batch {
         batch_id: 1,
-        records: (1..=3).map(seq_record).collect(),
+        records: Arc::new((1..=3).map(seq_record).collect()),
     })
     .await
     .unwrap();
     conn.send(Message::Batch {
         batch_id: 2,
-        records: (2..=5).map(seq_record).collect(),
+        records: Arc::new((2..=5).map(seq_record).collect()),
     })
     .await
     .unwrap();
@@ -473,7 +473,7 @@ async fn server_handshakes_refusals_and_bad_peers() {
     );
     conn.send(Message::Batch {
         batch_id: 3,
-        records: vec![seq_record(9)],
+        records: Arc::new(vec![seq_record(9)]),
     })
     .await
     .unwrap();

@@ -229,14 +229,17 @@ pub fn decode(
         at += 8;
     }
     let (origin, next) = get_str(rec, at)?;
-    let origin = std::str::from_utf8(origin).map_err(|_| "origin is not utf-8".to_string())?;
-    let origin = shared.origin.get(origin);
+    let origin = (shared.origin)
+        .get_utf8(origin)
+        .map_err(|_| "origin is not utf-8".to_string())?;
     at = next;
     let mut peer = None;
     if flags & FLAG_PEER != 0 {
         let (p, next) = get_str(rec, at)?;
-        let p = std::str::from_utf8(p).map_err(|_| "peer is not utf-8".to_string())?;
-        peer = Some(shared.peer.get(p));
+        let p = (shared.peer)
+            .get_utf8(p)
+            .map_err(|_| "peer is not utf-8".to_string())?;
+        peer = Some(p);
         at = next;
     }
     Ok(Record {

@@ -59,15 +59,15 @@ fn all_messages() -> Vec<Message> {
         },
         Message::Batch {
             batch_id: 7,
-            records: vec![record(1), record(2), bare_record()],
+            records: Arc::new(vec![record(1), record(2), bare_record()]),
         },
         Message::Batch {
             batch_id: 10,
-            records: vec![Record::gap_marker("node-a", 3, 900, 17), record(901)],
+            records: Arc::new(vec![Record::gap_marker("node-a", 3, 900, 17), record(901)]),
         },
         Message::Batch {
             batch_id: 8,
-            records: Vec::new(),
+            records: Arc::new(Vec::new()),
         },
         Message::Ack {
             batch_id: 7,
@@ -191,7 +191,7 @@ fn bad_input_table() {
 fn bad_record_fields_are_refused() {
     let good = encode(Message::Batch {
         batch_id: 1,
-        records: vec![bare_record()],
+        records: Arc::new(vec![bare_record()]),
     });
     let payload = &good[4..];
     // Offsets inside the payload: type 1, batch id 8, count 4, then the record.
@@ -223,7 +223,7 @@ fn a_gap_marker_with_an_impossible_range_is_refused() {
         marker.lost_from = Some(from);
         let bytes = encode(Message::Batch {
             batch_id: 1,
-            records: vec![marker],
+            records: Arc::new(vec![marker]),
         });
         check(
             &bytes,
@@ -238,7 +238,7 @@ fn encoder_refuses_oversize_frames_and_fields_and_leaves_the_buffer_clean() {
     let mut buf = BytesMut::from(&b"keep"[..]);
     let batch = Message::Batch {
         batch_id: 1,
-        records: vec![record(1), record(2)],
+        records: Arc::new(vec![record(1), record(2)]),
     };
     let error = codec.encode(batch, &mut buf).unwrap_err();
     assert!(
@@ -265,12 +265,12 @@ fn encoded_record_len_matches_the_encoding() {
     ] {
         let one = encode(Message::Batch {
             batch_id: 0,
-            records: vec![record.clone()],
+            records: Arc::new(vec![record.clone()]),
         })
         .len();
         let none = encode(Message::Batch {
             batch_id: 0,
-            records: Vec::new(),
+            records: Arc::new(Vec::new()),
         })
         .len();
         assert_eq!(none, BATCH_OVERHEAD_BYTES);
@@ -315,7 +315,7 @@ fn a_largest_record_fits_a_default_frame() {
     record.lost_from = None;
     let message = Message::Batch {
         batch_id: 1,
-        records: vec![record],
+        records: Arc::new(vec![record]),
     };
     let mut codec = ForwardCodec::default();
     let mut bytes = BytesMut::new();
