@@ -139,6 +139,23 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The record a spool appends when the master already holds `origin`'s seqs up to `to`
+    /// from an earlier data directory with the same node id: it takes up `from..=to` in this
+    /// store (a gap marker, so numbering continues after `to`), and says so in words.
+    pub fn renumber_note(origin: &str, from: u64, to: u64, received_at_micros: i64) -> Record {
+        Record {
+            raw: Bytes::from(format!(
+                "starling: the master already holds seqs up to {to} of origin {origin} from an \
+                 earlier data directory with this node id; seqs {from}..={to} are not used in \
+                 this one, and its records numbered at or below {to} were appended again after \
+                 them to be forwarded"
+            )),
+            ..Record::gap_marker(origin, from, to, received_at_micros)
+        }
+    }
+}
+
 /// Hands out one shared `Arc<str>` for as long as the same text keeps coming (one origin per
 /// store, one peer per connection, one host per shard are the common case), so decoding or
 /// receiving many records allocates a string only when it changes.

@@ -93,6 +93,9 @@ pub struct ForwarderStats {
     pub gap_markers: AtomicU64,
     /// Sequences of this origin those gap markers declare lost.
     pub lost_seqs: AtomicU64,
+    /// This node's records appended again under new sequences because the master already held
+    /// their sequences from an earlier store with this node id (`SpoolSource::seek`).
+    pub renumbered: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {

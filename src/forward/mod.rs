@@ -12,4 +12,6 @@ mod cluster_tests;
 #[cfg(test)]
 mod gap_tests;
 #[cfg(test)]
+mod renumber_tests;
+#[cfg(test)]
 mod tests;

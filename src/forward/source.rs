@@ -35,8 +35,16 @@ pub enum SpoolError {
 
 /// Records of one origin, in sequence order, from a local durable spool.
 pub trait SpoolSource: Send + 'static {
-    /// The next `next_batch` starts right after sequence `after`.
+    /// The next `next_batch` starts right after sequence `after`. An `after` beyond what the
+    /// spool ever numbered means the master holds this origin's sequences from another store
+    /// (the node id was reused with a new data directory): the source numbers its own records
+    /// past `after` instead of letting them pass for duplicates, and counts them in
+    /// `take_renumbered`.
     fn seek(&mut self, after: u64) -> Result<(), SpoolError>;
+    /// Records renumbered by `seek` since the last call.
+    fn take_renumbered(&mut self) -> u64 {
+        0
+    }
     /// The next records in sequence order, consecutive, within `limits`; empty when nothing
     /// newer is durable yet. Never blocks for long. Sequences proven gone from the spool come
     /// as one gap marker (`Record::lost_from`), alone in its batch; they are never skipped
@@ -140,7 +148,11 @@ fn read_loop<S: SpoolSource>(
             while let Ok(newer) = command_rx.try_recv() {
                 command = newer;
             }
-            match source.seek(command.after) {
+            let result = source.seek(command.after);
+            stats
+                .renumbered
+                .fetch_add(source.take_renumbered(), Ordering::Relaxed);
+            match result {
                 Ok(()) => session = Some(command.session_id),
                 Err(error) => {
                     stats.spool_errors.fetch_add(1, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{error, warn};
 
 mod merge;
 mod pending;
@@ -95,6 +95,10 @@ pub struct StoreSpool {
     polled: Vec<Result<StoredRecord, ReadError>>,
     num_corrupt: u64,
     num_scans: u64,
+    /// Records appended again by `renumber_past`, not yet taken by `take_renumbered`.
+    num_renumbered: u64,
+    /// A renumbering under way: (the master's high-water mark, originals copied so far).
+    renumbering: Option<(u64, u64)>,
 }
 
 impl StoreSpool {
@@ -119,6 +123,8 @@ impl StoreSpool {
             polled: Vec::new(),
             num_corrupt: 0,
             num_scans: 0,
+            num_renumbered: 0,
+            renumbering: None,
         })
     }
 
@@ -365,9 +371,132 @@ impl StoreSpool {
     }
 }
 
+/// Records appended again per append while renumbering.
+const RENUMBER_CHUNK: usize = 4_096;
+
+impl StoreSpool {
+    fn durable(&self) -> u64 {
+        self.handle
+            .high_water_marks()
+            .get(&self.origin)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn append_durably(&self, records: Vec<Record>) -> Result<(), SpoolError> {
+        self.handle
+            .blocking_append(records)
+            .and_then(|ticket| ticket.wait_durable())
+            .map(|_| ())
+            .map_err(|error| SpoolError::Read {
+                what: self.reader.dir().display().to_string(),
+                reason: format!("cannot append while renumbering: {error}"),
+            })
+    }
+
+    /// The master holds this origin's seqs up to `after`, beyond anything this store has
+    /// numbered: the node id was reused with a new data directory. This store's records of
+    /// the origin numbered up to `after` share their sequences with other records at the
+    /// master, which would drop them as duplicates. So a note (`Record::renumber_note`) takes
+    /// up the unused seqs up to `after`, and every record of the origin numbered at or below
+    /// `after` is appended again as a new record, which the store numbers after it and the
+    /// forwarder then sends. (A data directory restored from an older backup looks the same;
+    /// its records the master already had are then stored there twice.)
+    ///
+    /// After a failed append, the next `seek` resumes where this one stopped; a process that
+    /// dies half-way does not resume (the note already moved the numbering past `after`).
+    fn renumber_past(&mut self, after: u64) -> Result<(), SpoolError> {
+        let durable = self.durable();
+        error!(
+            origin = %self.origin,
+            master_high_water_mark = after,
+            local_high_water_mark = durable,
+            "the master already holds sequences of this node id that this data directory never \
+             assigned (node id reused with a new data directory?); renumbering this node's \
+             records past them so that none is dropped as a duplicate"
+        );
+        let note = Record::renumber_note(&self.origin, durable + 1, after, now_micros());
+        self.append_durably(vec![note])?;
+        self.renumbering = Some((after, 0));
+        self.copy_renumbered()
+    }
+
+    /// Appends again the records of `renumbering` not yet copied.
+    fn copy_renumbered(&mut self) -> Result<(), SpoolError> {
+        let Some((after, mut done)) = self.renumbering else {
+            return Ok(());
+        };
+        let mut chunk = Vec::new();
+        let mut skip = done;
+        for item in self.reader.read(&ReadOptions::default()) {
+            let record = match item {
+                Ok(stored) => stored.record,
+                Err(error) => {
+                    self.num_corrupt += 1;
+                    warn!(%error, "skipping damaged spool frame while renumbering");
+                    continue;
+                }
+            };
+            if *record.origin != *self.origin
+                || record.origin_seq > after
+                || record.lost_from.is_some()
+            {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            chunk.push(Record {
+                origin_seq: 0,
+                ..record
+            });
+            if chunk.len() >= RENUMBER_CHUNK {
+                self.append_copies(&mut chunk, &mut done, after)?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.append_copies(&mut chunk, &mut done, after)?;
+        }
+        self.renumbering = None;
+        error!(
+            origin = %self.origin,
+            records = done,
+            "renumbered this node's records past the master's high-water mark"
+        );
+        Ok(())
+    }
+
+    fn append_copies(
+        &mut self,
+        chunk: &mut Vec<Record>,
+        done: &mut u64,
+        after: u64,
+    ) -> Result<(), SpoolError> {
+        let num = chunk.len() as u64;
+        self.append_durably(std::mem::take(chunk))?;
+        *done += num;
+        self.num_renumbered += num;
+        self.renumbering = Some((after, *done));
+        Ok(())
+    }
+}
+
 impl SpoolSource for StoreSpool {
+    fn take_renumbered(&mut self) -> u64 {
+        std::mem::take(&mut self.num_renumbered)
+    }
+
     fn seek(&mut self, after: u64) -> Result<(), SpoolError> {
-        self.position(after.saturating_add(1));
+        if self.renumbering.is_some() {
+            self.copy_renumbered()?;
+        } else if after > self.durable() {
+            self.renumber_past(after)?;
+        } else {
+            self.position(after.saturating_add(1));
+            return Ok(());
+        }
+        self.seek_to(after.saturating_add(1));
         Ok(())
     }
 

@@ -478,6 +478,11 @@ fn cluster_metrics(
             &forwarder.lost_seqs,
         ),
         (
+            "starling_forward_renumbered_records_total",
+            "Records of this node appended again under new sequences: the master held their sequences from an earlier data directory with this node id.",
+            &forwarder.renumbered,
+        ),
+        (
             "starling_forward_in_connections_total",
             "Forward connections accepted.",
             &server.connections_accepted,

@@ -1,0 +1,90 @@
+//! A node id reused with a new data directory: the master already holds the origin's low
+//! sequences (from the earlier directory), so the new directory's records are renumbered past
+//! them instead of being dropped there as duplicates (real stores, a real TCP connection).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::tests::{
+    message, open_store, spool_messages, start_forwarder, stored_records, view, wait_until, Master,
+    ORIGIN,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let (old_dir, new_dir, master_dir) = (
+        temp.path().join("old"),
+        temp.path().join("new"),
+        temp.path().join("master"),
+    );
+    let master = Master::start(&master_dir, "master").await;
+    let (_view_tx, view_rx) = watch::channel(view(ORIGIN, "master", master.addr));
+
+    // The earlier data directory forwarded messages 0..300 as seqs 1..=300.
+    let old = open_store(&old_dir, ORIGIN);
+    spool_messages(&old.handle(), 0, 300).await;
+    let (_, cancel, task) = start_forwarder(&old_dir, &old, view_rx.clone());
+    assert!(wait_until(Duration::from_secs(20), || master.hwm() == 300).await);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    old.close().unwrap();
+
+    // The node comes back with an empty data directory and numbers from 1 again.
+    let new = open_store(&new_dir, ORIGIN);
+    spool_messages(&new.handle(), 1000, 1050).await;
+    let (stats, cancel, task) = start_forwarder(&new_dir, &new, view_rx.clone());
+    assert!(
+        wait_until(Duration::from_secs(20), || master.hwm() == 350).await,
+        "master hwm {}",
+        master.hwm()
+    );
+    assert_eq!(stats.renumbered.load(Ordering::Relaxed), 50);
+    // Live records follow the renumbered ones.
+    spool_messages(&new.handle(), 1050, 1060).await;
+    assert!(wait_until(Duration::from_secs(20), || master.hwm() == 360).await);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    // A restarted forwarder on the same directory does not renumber again.
+    let (stats, cancel, task) = start_forwarder(&new_dir, &new, view_rx);
+    spool_messages(&new.handle(), 1060, 1065).await;
+    assert!(wait_until(Duration::from_secs(20), || master.hwm() == 365).await);
+    assert_eq!(stats.renumbered.load(Ordering::Relaxed), 0);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    new.close().unwrap();
+
+    let stored = master.stop(&master_dir).await;
+    assert_eq!(
+        stored.len(),
+        365,
+        "every record once (stored_records panics on a duplicate)"
+    );
+    let raw_of = |seq: u64| stored[&seq].raw.clone();
+    for (i, seq) in (0..300).zip(1..=300u64) {
+        assert_eq!(
+            raw_of(seq),
+            message(i).raw,
+            "seq {seq}: the earlier directory's record"
+        );
+    }
+    for (i, seq) in (1000..1065).zip(301..=365u64) {
+        assert_eq!(
+            raw_of(seq),
+            message(i).raw,
+            "seq {seq}: the new directory's record"
+        );
+    }
+    // The new directory keeps a note that took up seqs 51..=300.
+    let local = stored_records(&new_dir);
+    let note = &local[&300];
+    assert_eq!(note.lost_from, Some(51));
+    assert!(
+        String::from_utf8_lossy(&note.raw).contains("earlier data directory"),
+        "{:?}",
+        note.raw
+    );
+}
