@@ -247,13 +247,16 @@ impl StoreSpool {
         if near_ahead || in_recent {
             // Batches handed out from `next_seq` on go back to pending.
             while let Some(batch) = self.recent.pop_back() {
-                self.num_recent -= batch.len();
                 let keep = batch.partition_point(|record| record.origin_seq < next_seq);
+                if keep == batch.len() {
+                    self.recent.push_back(batch);
+                    break;
+                }
+                self.num_recent -= batch.len() - keep;
                 for record in &batch[keep..] {
                     self.pending.insert(record.origin_seq, record.clone());
                 }
                 if keep > 0 {
-                    self.num_recent += keep;
                     self.recent.push_back(Arc::new(batch[..keep].to_vec()));
                     break;
                 }
