@@ -19,7 +19,8 @@
 # acknowledgements after the master's sync. `forwarded` is the whole cluster's ingest rate
 # with loadgen, the follower (ingest, store, read back, send) and the master (receive, store)
 # all sharing this machine's cores, so it is bounded by their summed CPU per message, which is
-# printed with it; on a 2-core machine that bound is below 70% of a single node's rate.
+# printed with it (on the 2-core development VM about 1.1 CPU s per million, so at most about
+# 1.8 M msg/s even with both cores busy all the time).
 # Rates are wall-clock and so depend on what else runs on the machine; the CPU seconds per
 # million messages (user + system from /proc/PID/stat) of each process are printed too. The
 # three runs are repeated RUNS times, interleaved, and the ratios are taken of the medians.
