@@ -314,14 +314,19 @@ fn retention_by_bytes_per_shard_and_total() {
     }
 }
 
-#[test]
-fn follower_tails_across_rolls_and_new_shards_while_writing() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store of origin "me" whose segments roll every 4 KiB.
+fn rolling_store(dir: &Path) -> Store {
     let config = StoreConfig {
         segment_max_bytes: 4096,
         ..small_config()
     };
-    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    Store::open(dir, "me", config).unwrap().0
+}
+
+#[test]
+fn follower_tails_across_rolls_and_new_shards_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rolling_store(dir.path());
     let reader = StoreReader::open(dir.path()).unwrap();
     let mut follower = reader.follow(&ReadOptions::default());
     assert!(follower.poll().is_empty());
@@ -330,12 +335,7 @@ fn follower_tails_across_rolls_and_new_shards_while_writing() {
         for i in 0..10 {
             let source = if round < 3 { "first" } else { "second" };
             let r = rec(source, "me", 0, round * 100 + i, &"f".repeat(200));
-            store
-                .handle()
-                .blocking_append(vec![r])
-                .unwrap()
-                .wait_durable()
-                .unwrap();
+            append(&store, vec![r]).unwrap();
         }
         let got: Vec<_> = follower.poll().into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got.len(), 10, "round {round}");
@@ -358,19 +358,9 @@ fn follower_tails_across_rolls_and_new_shards_while_writing() {
 #[test]
 fn a_follower_continues_exactly_where_a_shard_scan_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        segment_max_bytes: 4096,
-        ..small_config()
-    };
-    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    let store = rolling_store(dir.path());
     let append_to = |source: &str, t: i64| {
-        let r = rec(source, "me", 0, t, &"p".repeat(300));
-        store
-            .handle()
-            .blocking_append(vec![r])
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append(&store, vec![rec(source, "me", 0, t, &"p".repeat(300))]).unwrap();
     };
     // "a" rolls several times; "b" stays in its first segment.
     for t in 0..25 {
@@ -415,12 +405,7 @@ fn a_follower_poll_is_bounded() {
         let records = (0..100)
             .map(|i| rec("a", "me", 0, (chunk * 100 + i) as i64, "x"))
             .collect();
-        store
-            .handle()
-            .blocking_append(records)
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append(&store, records).unwrap();
     }
     let reader = StoreReader::open(dir.path()).unwrap();
     let mut follower = reader.follow(&ReadOptions::default());
