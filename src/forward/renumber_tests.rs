@@ -88,3 +88,34 @@ async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
         note.raw
     );
 }
+
+/// Two live nodes sharing one node id would make each other's sequences look foreign again
+/// and again: a spool renumbers once, and after that only reports the conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_renumbers_at_most_once() {
+    use super::source::{BatchLimits, SpoolSource};
+    use super::spool::StoreSpool;
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(temp.path(), ORIGIN);
+    spool_messages(&store.handle(), 0, 50).await;
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+    };
+    let mut source = StoreSpool::new(temp.path(), ORIGIN, store.handle()).unwrap();
+    tokio::task::block_in_place(|| {
+        source.seek(300).unwrap();
+        assert_eq!(source.take_renumbered(), 50);
+        let batch = source.next_batch(limits).unwrap();
+        assert_eq!(
+            (batch.first().map(|r| r.origin_seq), batch.len()),
+            (Some(301), 50),
+            "the copies, numbered after the master's mark"
+        );
+        // The master's mark jumps past this store again.
+        source.seek(1000).unwrap();
+        assert_eq!(source.take_renumbered(), 0, "no second renumbering");
+        assert!(source.next_batch(limits).unwrap().is_empty());
+    });
+    store.close().unwrap();
+}

@@ -99,6 +99,9 @@ pub struct StoreSpool {
     num_renumbered: u64,
     /// A renumbering under way: (the master's high-water mark, originals copied so far).
     renumbering: Option<(u64, u64)>,
+    /// A renumbering was started by this process: another conflict is only reported (two
+    /// live nodes sharing one node id would otherwise copy each other's records forever).
+    renumbered_once: bool,
 }
 
 impl StoreSpool {
@@ -125,6 +128,7 @@ impl StoreSpool {
             num_scans: 0,
             num_renumbered: 0,
             renumbering: None,
+            renumbered_once: false,
         })
     }
 
@@ -420,6 +424,7 @@ impl StoreSpool {
         );
         let note = Record::renumber_note(&self.origin, durable + 1, after, now_micros());
         self.append_durably(vec![note])?;
+        self.renumbered_once = true;
         self.renumbering = Some((after, 0));
         self.copy_renumbered()
     }
@@ -491,11 +496,22 @@ impl SpoolSource for StoreSpool {
     }
 
     fn seek(&mut self, after: u64) -> Result<(), SpoolError> {
+        let durable = self.durable();
         if self.renumbering.is_some() {
             self.copy_renumbered()?;
-        } else if after > self.durable() {
+        } else if after > durable && !self.renumbered_once {
             self.renumber_past(after)?;
         } else {
+            if after > durable {
+                error!(
+                    origin = %self.origin,
+                    master_high_water_mark = after,
+                    local_high_water_mark = durable,
+                    "the master holds sequences of this node id beyond this data directory's \
+                     again, after a renumbering: is another node running with the same node \
+                     id? Records numbered up to the master's high-water mark are not forwarded"
+                );
+            }
             self.position(after.saturating_add(1));
             return Ok(());
         }
