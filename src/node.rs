@@ -116,11 +116,11 @@ impl Node {
         };
         if let Some(max_age) = config.store.retention.max_age {
             if max_age < config.cluster.spool_retention {
-                tracing::warn!(
+                tracing::info!(
                     ?max_age,
                     spool_retention = ?config.cluster.spool_retention,
-                    "store.retention.max-age is shorter than cluster.spool-retention: \
-                     acknowledged records leave the spool earlier"
+                    "store.retention.max-age is shorter than cluster.spool-retention: segments \
+                     holding this node's own records are kept for cluster.spool-retention"
                 );
             }
         }
@@ -489,6 +489,12 @@ fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
             stats.segments_deleted,
         ),
         gauge(
+            "starling_store_retention_held",
+            "1 while retention keeps segments over its limits because they hold this node's \
+             records that no master has acknowledged yet.",
+            u64::from(stats.retention_held),
+        ),
+        gauge(
             "starling_store_segments",
             "Segment files in the store.",
             stats.num_segments,
@@ -561,6 +567,7 @@ fn store_config(config: &Config) -> crate::store::StoreConfig {
             max_age: store.retention.max_age,
             shard_max_bytes: store.retention.shard_max_bytes,
             total_max_bytes: store.retention.total_max_bytes,
+            spool_retention: Some(config.cluster.spool_retention),
         },
         ..crate::store::StoreConfig::default()
     }

@@ -317,6 +317,10 @@ impl Measurer {
             }
             let stats = self.store.stats();
             let is_master = self.handle.view().is_master();
+            let acknowledged = self.forwarder_stats.acked_seq.load(Ordering::Relaxed);
+            // Retention keeps whatever of this node's records no master has acknowledged.
+            self.store
+                .set_unforwarded_after((!is_master).then_some(acknowledged));
             let forward_lag = if is_master {
                 0
             } else {
@@ -326,8 +330,7 @@ impl Measurer {
                     .get(&self.origin)
                     .copied()
                     .unwrap_or(0);
-                high_water_mark
-                    .saturating_sub(self.forwarder_stats.acked_seq.load(Ordering::Relaxed))
+                high_water_mark.saturating_sub(acknowledged)
             };
             let backlog_bytes =
                 backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);

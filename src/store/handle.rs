@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -35,6 +36,8 @@ pub(crate) enum Msg {
     Close(oneshot::Sender<Result<(), StoreError>>),
     /// Commit now, whatever the policy says.
     Commit(oneshot::Sender<()>),
+    /// Apply retention now instead of at the next seal or period.
+    Retention(Option<oneshot::Sender<()>>),
     /// Tests: stop the writer at once, like a killed process (no commit, no seal).
     Abandon,
 }
@@ -46,16 +49,21 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     pub counters: Counters,
     pub durable_hwm: Mutex<HashMap<String, u64>>,
+    /// Retention keeps the local origin's records numbered above this (a spool's records
+    /// that no master has acknowledged); `u64::MAX`: none.
+    pub unforwarded_after: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(queue_capacity: usize) -> Shared {
+    pub fn new(queue_capacity: usize, spool: bool) -> Shared {
         Shared {
             queue: Mutex::new(VecDeque::new()),
             wake: Condvar::new(),
             permits: Arc::new(Semaphore::new(queue_capacity.max(1))),
             counters: Counters::default(),
             durable_hwm: Mutex::new(HashMap::new()),
+            // A spool keeps every local record until told what a master has.
+            unforwarded_after: AtomicU64::new(if spool { 0 } else { u64::MAX }),
         }
     }
 
@@ -123,6 +131,14 @@ impl StoreHandle {
         futures::executor::block_on(rx).map_err(|_| StoreError::Closed)
     }
 
+    /// Applies retention now (it otherwise runs after a segment is sealed and every 30 s),
+    /// e.g. right after `set_unforwarded_after` or in tests.
+    pub fn run_retention_now(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.push(Msg::Retention(Some(tx)));
+        futures::executor::block_on(rx).map_err(|_| StoreError::Closed)
+    }
+
     /// Per origin, the highest origin sequence durably stored.
     pub fn high_water_marks(&self) -> HashMap<String, u64> {
         self.shared
@@ -130,6 +146,21 @@ impl StoreHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Tells retention which of the local origin's records have reached a master: those
+    /// numbered up to `Some(seq)` have, the rest are kept whatever the limits say; `None`
+    /// when this node is the master (nothing to forward). Only a spool store
+    /// (`RetentionConfig::spool_retention`) uses it; until the first call it keeps every local
+    /// record.
+    /// Retention runs again at once when the value changed while it was holding segments
+    /// back, so acknowledged records free space without waiting for its next period.
+    pub fn set_unforwarded_after(&self, acknowledged: Option<u64>) {
+        let new = acknowledged.unwrap_or(u64::MAX);
+        let old = self.shared.unforwarded_after.swap(new, Ordering::Relaxed);
+        if old != new && self.shared.counters.retention_held.load(Ordering::Relaxed) != 0 {
+            self.shared.push(Msg::Retention(None));
+        }
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -169,7 +169,10 @@ impl Store {
         for t in &report.truncated {
             tracing::info!(file = %t.file.display(), offset = t.offset, bytes = t.bytes_removed, "cut torn tail");
         }
-        let shared = Arc::new(Shared::new(config.queue_capacity));
+        let shared = Arc::new(Shared::new(
+            config.queue_capacity,
+            config.retention.spool_retention.is_some(),
+        ));
         let writer = Writer::new(
             dir.to_path_buf(),
             config,
@@ -253,3 +256,5 @@ mod tests_damage;
 mod tests_gap;
 #[cfg(test)]
 mod tests_model;
+#[cfg(test)]
+mod tests_spool;

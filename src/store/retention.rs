@@ -2,6 +2,12 @@
 //! receive time, by bytes per shard and by bytes for the whole store, oldest first. Deletion
 //! is `unlink` plus a directory sync: it allocates nothing, so it works on a full disk, and a
 //! reader holding the file open keeps reading it. Active segments are never touched.
+//!
+//! In a cluster node's store, which is also its spool, the local origin's records get a
+//! floor: segments holding any are kept from age deletion for `spool_retention`, and kept
+//! from all deletion while they hold records no master has acknowledged. The second makes
+//! the store exceed its byte limits by at most the unforwarded backlog, which the node bounds
+//! with `spool-max-bytes` by holding ingest back.
 
 use std::fs::File;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,24 +27,60 @@ pub struct RetentionConfig {
     pub shard_max_bytes: Option<u64>,
     /// Delete the oldest sealed segments of any shard while the store is larger than this.
     pub total_max_bytes: Option<u64>,
+    /// The store is a cluster node's spool (`cluster.spool-retention`). A sealed segment that
+    /// holds records of the local origin is then kept from deletion by age until its newest
+    /// record is this old (the byte limits still apply), and one that holds local records
+    /// no master has acknowledged yet (`StoreHandle::set_unforwarded_after`) is kept from
+    /// every deletion.
+    pub spool_retention: Option<Duration>,
 }
 
-fn info(shard: &mut Shard, base: u64) -> (u64, i64) {
+/// What retention knows of one sealed segment (cached per segment).
+#[derive(Debug, Clone, Copy)]
+pub struct SealedInfo {
+    /// File bytes.
+    bytes: u64,
+    /// Newest receive time (microseconds).
+    newest: i64,
+    /// The local origin's high-water mark in the shard up to and including this segment
+    /// (the footer's cumulative mark); `None` without a readable footer.
+    local_hwm: Option<u64>,
+}
+
+/// What retention keeps of the local origin's records (the spool).
+struct LocalFloor<'a> {
+    origin: &'a str,
+    /// Oldest receive time (microseconds) a segment with local records is kept from age
+    /// deletion for; `None` when the store is not a spool.
+    keep_since: Option<i64>,
+    /// Local records numbered above this have not reached a master; `None`: none to keep.
+    unforwarded_after: Option<u64>,
+}
+
+fn info(shard: &mut Shard, base: u64, origin: &str) -> SealedInfo {
     if let Some(&i) = shard.sealed_info.get(&base) {
         return i;
     }
     let path = shard.dir.join(segment_file_name(base));
     let Ok(file) = File::open(&path) else {
-        return (0, i64::MIN);
+        return SealedInfo {
+            bytes: 0,
+            newest: i64::MIN,
+            local_hwm: None,
+        };
     };
     let size = file.metadata().map_or(0, |m| m.len());
-    let newest = match read_header(&file) {
+    let footer = match read_header(&file) {
         Ok(Ok(h)) => match read_footer(&file, h.nonce) {
-            Ok(Some((_, f))) if f.num_records > 0 => Some(f.max_recv),
+            Ok(Some((_, f))) => Some(f),
             _ => None,
         },
         _ => None,
     };
+    let newest = footer
+        .as_ref()
+        .filter(|f| f.num_records > 0)
+        .map(|f| f.max_recv);
     // A segment without a readable footer ages by its modification time.
     let newest = newest.unwrap_or_else(|| {
         file.metadata()
@@ -47,13 +89,41 @@ fn info(shard: &mut Shard, base: u64) -> (u64, i64) {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(i64::MAX, |d| d.as_micros() as i64)
     });
-    shard.sealed_info.insert(base, (size, newest));
-    (size, newest)
+    let info = SealedInfo {
+        bytes: size,
+        newest,
+        local_hwm: footer.map(|f| f.hwm.get(origin).copied().unwrap_or(0)),
+    };
+    shard.sealed_info.insert(base, info);
+    info
+}
+
+/// Whether the oldest sealed segment of `shard` holds records of the local origin, and
+/// whether it holds any that have not reached a master.
+fn oldest_local(shard: &mut Shard, floor: &LocalFloor) -> (bool, bool) {
+    if floor.keep_since.is_none() && floor.unforwarded_after.is_none() {
+        return (false, false);
+    }
+    let Some(&base) = shard.segments.first() else {
+        return (false, false);
+    };
+    // Without a footer, the next segment's cumulative mark bounds this one's.
+    let mark = info(shard, base, floor.origin).local_hwm.or_else(|| {
+        let next = *shard.segments.get(1)?;
+        info(shard, next, floor.origin).local_hwm
+    });
+    let mark = mark.unwrap_or(u64::MAX);
+    let holds = mark > shard.deleted_local_hwm.unwrap_or(0);
+    let unforwarded = holds && floor.unforwarded_after.is_some_and(|after| mark > after);
+    (holds, unforwarded)
 }
 
 fn delete(shard: &mut Shard, pos: usize, ops: &dyn FileOps, counters: &Counters) {
     let base = shard.segments.remove(pos);
-    shard.sealed_info.remove(&base);
+    let local_hwm = shard.sealed_info.remove(&base).and_then(|i| i.local_hwm);
+    if pos == 0 {
+        shard.deleted_local_hwm = local_hwm;
+    }
     let seg = shard.dir.join(segment_file_name(base));
     let size = std::fs::metadata(&seg).map_or(0, |m| m.len());
     match std::fs::remove_file(&seg) {
@@ -71,10 +141,34 @@ fn delete(shard: &mut Shard, pos: usize, ops: &dyn FileOps, counters: &Counters)
 }
 
 /// Applies `cfg` to the sealed segments of `shards` and refreshes the size gauges.
-pub fn apply(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, counters: &Counters) {
+/// `local_origin` is this node's origin and `unforwarded_after` the highest of its sequences
+/// a master has acknowledged (`None`: nothing to keep for forwarding); both matter only for a
+/// spool (`cfg.spool_retention`).
+pub fn apply(
+    shards: &mut [Shard],
+    cfg: &RetentionConfig,
+    local_origin: &str,
+    unforwarded_after: Option<u64>,
+    ops: &dyn FileOps,
+    counters: &Counters,
+) {
+    let mut held = false;
     if *cfg != RetentionConfig::default() {
-        enforce(shards, cfg, ops, counters);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let floor = LocalFloor {
+            origin: local_origin,
+            keep_since: cfg
+                .spool_retention
+                .map(|keep| now.saturating_sub(keep.as_micros() as i64)),
+            unforwarded_after: cfg.spool_retention.and(unforwarded_after),
+        };
+        held = enforce(shards, cfg, &floor, now, ops, counters);
     }
+    counters
+        .retention_held
+        .store(u64::from(held), Ordering::Relaxed);
     gauges(shards, counters);
 }
 
@@ -92,15 +186,28 @@ pub fn gauges(shards: &[Shard], counters: &Counters) {
     counters.bytes_on_disk.store(bytes, Ordering::Relaxed);
 }
 
-fn enforce(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, counters: &Counters) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+/// Deletes what `cfg` allows, oldest first in each shard. Returns whether a deletion was
+/// held back because the segment holds local records no master has yet.
+fn enforce(
+    shards: &mut [Shard],
+    cfg: &RetentionConfig,
+    floor: &LocalFloor,
+    now: i64,
+    ops: &dyn FileOps,
+    counters: &Counters,
+) -> bool {
+    let mut held = false;
     if let Some(age) = cfg.max_age {
         let cutoff = now.saturating_sub(age.as_micros() as i64);
         for shard in shards.iter_mut() {
             while let Some(&base) = shard.segments.first() {
-                if info(shard, base).1 >= cutoff {
+                let newest = info(shard, base, floor.origin).newest;
+                if newest >= cutoff {
+                    break;
+                }
+                let (holds_local, unforwarded) = oldest_local(shard, floor);
+                held |= unforwarded;
+                if unforwarded || (holds_local && floor.keep_since.is_some_and(|t| newest >= t)) {
                     break;
                 }
                 delete(shard, 0, ops, counters);
@@ -113,12 +220,16 @@ fn enforce(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, count
         let mut bytes = active_bytes(shard);
         for i in 0..shard.segments.len() {
             let base = shard.segments[i];
-            bytes += info(shard, base).0;
+            bytes += info(shard, base, floor.origin).bytes;
         }
         if let Some(limit) = cfg.shard_max_bytes {
             while bytes > limit && !shard.segments.is_empty() {
+                if oldest_local(shard, floor).1 {
+                    held = true;
+                    break;
+                }
                 let base = shard.segments[0];
-                bytes -= info(shard, base).0.min(bytes);
+                bytes -= info(shard, base, floor.origin).bytes.min(bytes);
                 delete(shard, 0, ops, counters);
             }
         }
@@ -126,11 +237,16 @@ fn enforce(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, count
     }
     if let Some(limit) = cfg.total_max_bytes {
         while total > limit {
-            // The shard whose oldest sealed segment has the oldest newest-record time.
+            // The shard whose oldest sealed segment has the oldest newest-record time, among
+            // those whose oldest segment may go.
             let mut oldest: Option<(usize, i64)> = None;
             for (i, shard) in shards.iter_mut().enumerate() {
                 if let Some(&base) = shard.segments.first() {
-                    let t = info(shard, base).1;
+                    if oldest_local(shard, floor).1 {
+                        held = true;
+                        continue;
+                    }
+                    let t = info(shard, base, floor.origin).newest;
                     if oldest.is_none_or(|(_, o)| t < o) {
                         oldest = Some((i, t));
                     }
@@ -138,8 +254,9 @@ fn enforce(shards: &mut [Shard], cfg: &RetentionConfig, ops: &dyn FileOps, count
             }
             let Some((i, _)) = oldest else { break };
             let base = shards[i].segments[0];
-            total -= info(&mut shards[i], base).0.min(total);
+            total -= info(&mut shards[i], base, floor.origin).bytes.min(total);
             delete(&mut shards[i], 0, ops, counters);
         }
     }
+    held
 }

@@ -19,8 +19,12 @@ pub struct Shard {
     hwm: HashMap<String, u64>,
     /// Sealed segments' base sequences, ascending.
     pub segments: Vec<u64>,
-    /// Retention's cache per sealed segment: (file bytes, newest receive time).
-    pub sealed_info: HashMap<u64, (u64, i64)>,
+    /// Retention's cache per sealed segment.
+    pub sealed_info: HashMap<u64, super::retention::SealedInfo>,
+    /// The local origin's high-water mark in the last segment retention deleted from this
+    /// shard (`None`: not known), so it can tell whether the oldest segment left holds any
+    /// of the local origin's records.
+    pub deleted_local_hwm: Option<u64>,
     /// Bytes of the sealed segments on disk.
     pub sealed_bytes: u64,
     /// Recovery of this shard failed (I/O error): appends to it fail instead of risking
@@ -44,6 +48,7 @@ impl Shard {
             hwm: HashMap::new(),
             segments: Vec::new(),
             sealed_info: HashMap::new(),
+            deleted_local_hwm: None,
             sealed_bytes: 0,
             broken: None,
             dirty: false,

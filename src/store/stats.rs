@@ -24,6 +24,7 @@ pub struct Counters {
     pub num_shards: AtomicU64,
     pub bytes_on_disk: AtomicU64,
     pub disk_full: AtomicU64,
+    pub retention_held: AtomicU64,
 }
 
 /// A snapshot of the store's counters (monotone unless noted).
@@ -54,6 +55,9 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Gauge: the writer is waiting for disk space.
     pub disk_full: bool,
+    /// Gauge: the last retention run kept a segment it would have deleted because it holds
+    /// this node's records that no master has acknowledged yet.
+    pub retention_held: bool,
 }
 
 impl Counters {
@@ -83,6 +87,7 @@ impl Counters {
             num_shards: g(&self.num_shards),
             bytes_on_disk: g(&self.bytes_on_disk),
             disk_full: g(&self.disk_full) != 0,
+            retention_held: g(&self.retention_held) != 0,
         }
     }
 }

@@ -279,6 +279,7 @@ fn retention_by_bytes_per_shard_and_total() {
             max_age: None,
             shard_max_bytes: shard_max,
             total_max_bytes: total_max,
+            spool_retention: None,
         };
         let config = StoreConfig {
             segment_max_bytes: 4096,

@@ -155,6 +155,12 @@ impl Writer {
                         self.commit();
                         let _ = reply.send(());
                     }
+                    Some(Msg::Retention(reply)) => {
+                        self.run_retention();
+                        if let Some(reply) = reply {
+                            let _ = reply.send(());
+                        }
+                    }
                     Some(Msg::Close(reply)) => {
                         let result = self.close();
                         let _ = reply.send(result.clone());
@@ -654,9 +660,15 @@ impl Writer {
 
     fn run_retention(&mut self) {
         self.next_retention = Instant::now() + RETENTION_EVERY;
+        let unforwarded_after = match self.shared.unforwarded_after.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            seq => Some(seq),
+        };
         retention::apply(
             &mut self.shards,
             &self.config.retention,
+            &self.local_origin,
+            unforwarded_after,
             self.ops.as_ref(),
             &self.shared.counters,
         );

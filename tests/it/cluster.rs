@@ -747,7 +747,8 @@ fn partition_keeps_both_sides_storing_and_heals_into_one_union() {
 #[test]
 fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
     let _serial = serial();
-    // A node that may not be master and has none: nothing leaves its spool.
+    // A node that may not be master and has none: nothing leaves its spool. Its retention
+    // would keep only 200 kB, but it must not delete what no master has.
     let spooler_id = node_id(1);
     let spooler = Node::start(&[
         "--node-id",
@@ -756,6 +757,10 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
         "false",
         "--spool-max-bytes",
         "1000000",
+        "--segment-max-bytes",
+        "65536",
+        "--retention-total-max-bytes",
+        "200000",
     ]);
     assert_eq!(spooler.status()["role"], "electing");
     let tag = "spool-full";
@@ -771,6 +776,17 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
     assert!(wait_until(WAIT, || spooler
         .metric("starling_forward_lag_records")
         > 0.0));
+    assert!(
+        wait_until(WAIT, || spooler.metric("starling_store_retention_held")
+            == 1.0),
+        "retention never reported holding unforwarded segments\n{}",
+        spooler.stderr()
+    );
+    assert_eq!(spooler.metric("starling_store_segments_deleted_total"), 0.0);
+    assert!(
+        count_tagged(&spooler, tag) >= held_back,
+        "retention deleted spooled records"
+    );
 
     // A master appears: the backlog drains, the gate opens, and every record arrives once.
     let gossip = spooler.gossip.unwrap().to_string();
@@ -801,4 +817,12 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
     assert_exactly_once(&master, tag, &expected);
     assert!(wait_until(WAIT, || spooler.metric("starling_spool_full") == 0.0));
     assert!(spooler.metric("starling_spool_full_total") >= 1.0);
+    // Acknowledged, the spooled records are no longer held: retention brings the spool down.
+    assert!(
+        wait_until(WAIT, || spooler.metric("starling_store_retention_held")
+            == 0.0
+            && spooler.metric("starling_store_segments_deleted_total") > 0.0),
+        "retention did not resume after the master acknowledged the spool\n{}",
+        spooler.metrics()
+    );
 }
