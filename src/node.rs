@@ -8,6 +8,7 @@
 //! server, forwarder, spool gate) is wired in `node::cluster`. This module owns no protocol
 //! and no file format; it only wires the pieces below it.
 
+mod acked_mark;
 mod cluster;
 mod spool_gate;
 

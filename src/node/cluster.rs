@@ -30,12 +30,15 @@ use crate::forward::spool::StoreSpool;
 use crate::store::StoreHandle;
 use crate::telemetry::{ExternalMetric, MetricKind};
 
+use super::acked_mark;
 use super::spool_gate::SpoolGate;
 
 /// How often spool size and forward lag are measured (and the spool gate re-evaluated).
 const MEASURE_INTERVAL: Duration = Duration::from_millis(250);
 /// Every this many measurements, they are published in gossip (every change is gossiped).
 const PUBLISH_EVERY: u32 = 4;
+/// Every this many measurements, a moved acknowledged mark is saved (`acked_mark`).
+const SAVE_ACKED_EVERY: u32 = 4;
 /// Longest wait between two attempts to reach the master.
 const FORWARD_RETRY_MAX: Duration = Duration::from_millis(500);
 
@@ -155,6 +158,20 @@ impl NodeCluster {
         let spool = StoreSpool::new(start.data_dir, start.node_id, start.store.clone())
             .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?;
         let forwarder_stats = Arc::new(ForwarderStats::default());
+        // What a master acknowledged before the restart, capped at what this store holds.
+        let local_hwm = start
+            .store
+            .high_water_marks()
+            .get(start.node_id)
+            .copied()
+            .unwrap_or(0);
+        let saved = acked_mark::load(start.data_dir, start.node_id).map(|seq| seq.min(local_hwm));
+        if let Some(acknowledged) = saved {
+            forwarder_stats
+                .acked_seq
+                .store(acknowledged, Ordering::Relaxed);
+            tracing::info!(acknowledged, "acknowledged by a master before the restart");
+        }
         let forwarder = crate::forward::client::run(
             spool,
             handle.watch(),
@@ -176,6 +193,9 @@ impl NodeCluster {
                 handle: handle.clone(),
                 store: start.store,
                 origin: start.node_id.to_string(),
+                data_dir: start.data_dir.to_path_buf(),
+                saved_acked: saved,
+                save_failing: false,
                 forwarder_stats: forwarder_stats.clone(),
                 measured: measured.clone(),
                 spool_gate: spool_gate.clone(),
@@ -300,13 +320,37 @@ struct Measurer {
     handle: Arc<ClusterHandle>,
     store: StoreHandle,
     origin: String,
+    data_dir: std::path::PathBuf,
+    /// The acknowledged mark last saved in the data directory (`acked_mark`).
+    saved_acked: Option<u64>,
+    save_failing: bool,
     forwarder_stats: Arc<ForwarderStats>,
     measured: Arc<Measured>,
     spool_gate: Arc<SpoolGate>,
 }
 
 impl Measurer {
-    async fn run(self, cancel: CancellationToken) {
+    /// Saves the acknowledged mark when it moved (at most once per `SAVE_ACKED_EVERY`, and at
+    /// shutdown). A failure is logged once per run of failures; the file is only a hint.
+    fn save_acked(&mut self, acknowledged: u64) {
+        if self.saved_acked == Some(acknowledged) {
+            return;
+        }
+        match acked_mark::save(&self.data_dir, &self.origin, acknowledged) {
+            Ok(()) => {
+                self.saved_acked = Some(acknowledged);
+                self.save_failing = false;
+            }
+            Err(error) => {
+                if !self.save_failing {
+                    tracing::warn!(%error, file = acked_mark::FILE, "cannot save the acknowledged mark");
+                }
+                self.save_failing = true;
+            }
+        }
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(MEASURE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut round = 0u32;
@@ -349,7 +393,13 @@ impl Measurer {
                     .publish_stats(stats.bytes_on_disk, forward_lag)
                     .await;
             }
+            if !is_master && round % SAVE_ACKED_EVERY == 0 {
+                self.save_acked(acknowledged);
+            }
             round = round.wrapping_add(1);
+        }
+        if !self.handle.view().is_master() {
+            self.save_acked(self.forwarder_stats.acked_seq.load(Ordering::Relaxed));
         }
         // Nobody waits on a closed gate after shutdown.
         self.spool_gate.open();

@@ -745,7 +745,7 @@ fn partition_keeps_both_sides_storing_and_heals_into_one_union() {
 }
 
 #[test]
-fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
+fn full_spool_pushes_tcp_back_until_a_master_drains_it_and_retention_keeps_it() {
     let _serial = serial();
     // A node that may not be master and has none: nothing leaves its spool. Its retention
     // would keep only 200 kB, but it must not delete what no master has.
@@ -824,5 +824,29 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it() {
             && spooler.metric("starling_store_segments_deleted_total") > 0.0),
         "retention did not resume after the master acknowledged the spool\n{}",
         spooler.metrics()
+    );
+
+    // Restarted while no master is reachable, the node remembers what was acknowledged: its
+    // 100,000 forwarded records do not count as a backlog, so it accepts at once.
+    drop(master);
+    let mut spooler = spooler;
+    spooler.terminate(WAIT);
+    spooler.spawn();
+    let tag = "after-restart";
+    send_tcp(
+        spooler.tcp.unwrap(),
+        (0..1_000).map(|i| message(tag, &host(1), i)),
+    );
+    assert!(
+        wait_until(WAIT, || count_tagged(&spooler, tag) == 1_000),
+        "the restarted node held ingest back\n{}",
+        spooler.metrics()
+    );
+    assert_eq!(spooler.metric("starling_spool_full"), 0.0);
+    assert!(
+        wait_until(WAIT, || spooler.metric("starling_forward_lag_records")
+            == 1_000.0),
+        "forward lag {} after the restart, not the 1,000 new records",
+        spooler.metric("starling_forward_lag_records")
     );
 }
