@@ -154,6 +154,22 @@ impl Record {
             ..Record::gap_marker(origin, from, to, received_at_micros)
         }
     }
+
+    /// The record a spool appends when the master already holds `origin`'s seqs up to `to`
+    /// that this data directory, which forwarded to a master before, no longer holds (its
+    /// newest records were lost, or it was restored from an older backup): it takes up
+    /// `from..=to` here so that numbering continues after them, and says so in words.
+    pub fn skip_note(origin: &str, from: u64, to: u64, received_at_micros: i64) -> Record {
+        Record {
+            raw: Bytes::from(format!(
+                "starling: the master already holds seqs up to {to} of origin {origin}, which \
+                 this data directory no longer holds (newest records lost, or restored from an \
+                 older backup); seqs {from}..={to} are not used here, and records numbered at \
+                 or below {to} since the node started were appended again after them"
+            )),
+            ..Record::gap_marker(origin, from, to, received_at_micros)
+        }
+    }
 }
 
 /// Hands out one shared `Arc<str>` for as long as the same text keeps coming (one origin per

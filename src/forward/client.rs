@@ -80,6 +80,10 @@ pub struct ForwarderStats {
     /// Highest sequence of this origin the current master has acknowledged (or reported in its
     /// handshake). Forward lag = the spool's highest sequence minus this.
     pub acked_seq: AtomicU64,
+    /// Highest sequence this spool sent and a master acknowledged, in this process or (set
+    /// by the node at start) an earlier one on the same data directory: a master's records of
+    /// this origin up to it came from this data directory.
+    pub sent_acked_seq: AtomicU64,
     pub records_acked: AtomicU64,
     pub batches_acked: AtomicU64,
     pub batches_sent: AtomicU64,
@@ -316,6 +320,7 @@ impl Session<'_> {
                             Some((expected, last_seq, num_records)) if expected == acked => {
                                 let acked_seq = high_water_mark.max(last_seq);
                                 self.stats.acked_seq.fetch_max(acked_seq, Ordering::Relaxed);
+                                self.stats.sent_acked_seq.fetch_max(last_seq, Ordering::Relaxed);
                                 bump(&self.stats.batches_acked, 1);
                                 bump(&self.stats.records_acked, num_records as u64);
                                 last_progress = Instant::now();

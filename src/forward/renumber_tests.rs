@@ -119,3 +119,52 @@ async fn a_spool_renumbers_at_most_once() {
     });
     store.close().unwrap();
 }
+
+/// A data directory that forwarded before and now holds less than the master (its newest
+/// records were lost, or it was restored from an older backup): its records from before the
+/// start are the master's already, so only those accepted since are renumbered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_forwarded_before_renumbers_only_what_it_accepted_since_the_start() {
+    use super::source::{BatchLimits, SpoolSource};
+    use super::spool::StoreSpool;
+    let temp = tempfile::tempdir().unwrap();
+    let store = open_store(temp.path(), ORIGIN);
+    // 50 records from before the restart, 10 accepted since (numbered 51..=60).
+    spool_messages(&store.handle(), 0, 50).await;
+    let mut source = StoreSpool::new(temp.path(), ORIGIN, store.handle())
+        .unwrap()
+        .with_forwarded_before(Some(50));
+    spool_messages(&store.handle(), 1000, 1010).await;
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+    };
+    tokio::task::block_in_place(|| {
+        source.seek(300).unwrap();
+        assert_eq!(
+            source.take_renumbered(),
+            10,
+            "only the records since the start"
+        );
+        let batch = source.next_batch(limits).unwrap();
+        let seqs: Vec<u64> = batch.iter().map(|r| r.origin_seq).collect();
+        assert_eq!(seqs, (301..=310).collect::<Vec<_>>());
+        for (record, i) in batch.iter().zip(1000..) {
+            assert_eq!(record.raw, message(i).raw);
+        }
+    });
+    store.close().unwrap();
+    let local = stored_records(temp.path());
+    assert_eq!(
+        local.len(),
+        60 + 1 + 10,
+        "the 60, the note and the 10 copies"
+    );
+    let note = &local[&300];
+    assert_eq!(note.lost_from, Some(61));
+    assert!(
+        String::from_utf8_lossy(&note.raw).contains("no longer holds"),
+        "{:?}",
+        note.raw
+    );
+}

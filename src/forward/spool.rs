@@ -102,6 +102,10 @@ pub struct StoreSpool {
     /// A renumbering was started by this process: another conflict is only reported (two
     /// live nodes sharing one node id would otherwise copy each other's records forever).
     renumbered_once: bool,
+    /// This data directory forwarded to a master before (`with_forwarded_before`), and held
+    /// the origin's records up to this seq at start: a master holding more than this store
+    /// has those already, so only records numbered after it are renumbered.
+    forwarded_before: Option<u64>,
 }
 
 impl StoreSpool {
@@ -129,7 +133,20 @@ impl StoreSpool {
             num_renumbered: 0,
             renumbering: None,
             renumbered_once: false,
+            forwarded_before: None,
         })
+    }
+
+    /// Says that this data directory has forwarded to a master before (the node keeps that in
+    /// its data directory, `node::acked_mark`) and held the origin's records up to
+    /// `held_at_start` when the node started. A master that holds more of the origin than
+    /// this store then means the store lost its newest records, or was restored from an older
+    /// backup: the master has its records up to `held_at_start` already, so only those the
+    /// node accepted since it started are renumbered (renumbering the others would store
+    /// them twice).
+    pub fn with_forwarded_before(mut self, held_at_start: Option<u64>) -> StoreSpool {
+        self.forwarded_before = held_at_start;
+        self
     }
 
     /// Corrupt frames skipped so far.
@@ -407,22 +424,37 @@ impl StoreSpool {
     /// master, which would drop them as duplicates. So a note (`Record::renumber_note`) takes
     /// up the unused seqs up to `after`, and every record of the origin numbered at or below
     /// `after` is appended again as a new record, which the store numbers after it and the
-    /// forwarder then sends. (A data directory restored from an older backup looks the same;
-    /// its records the master already had are then stored there twice.)
+    /// forwarder then sends. A data directory that forwarded before (`with_forwarded_before`)
+    /// lost its newest records instead: it gets a different note (`Record::skip_note`) and
+    /// only the records it numbered since the node started are appended again.
     ///
     /// After a failed append, the next `seek` resumes where this one stopped; a process that
     /// dies half-way does not resume (the note already moved the numbering past `after`).
     fn renumber_past(&mut self, after: u64) -> Result<(), SpoolError> {
         let durable = self.durable();
-        error!(
-            origin = %self.origin,
-            master_high_water_mark = after,
-            local_high_water_mark = durable,
-            "the master already holds sequences of this node id that this data directory never \
-             assigned (node id reused with a new data directory?); renumbering this node's \
-             records past them so that none is dropped as a duplicate"
-        );
-        let note = Record::renumber_note(&self.origin, durable + 1, after, now_micros());
+        let note = if let Some(held_at_start) = self.forwarded_before {
+            error!(
+                origin = %self.origin,
+                master_high_water_mark = after,
+                local_high_water_mark = durable,
+                held_at_start,
+                "the master holds sequences of this node id beyond what this data directory \
+                 holds, though it forwarded to a master before: its newest records were lost \
+                 (or it was restored from an older backup). Numbering continues after the \
+                 master's; records accepted since the start are renumbered past it"
+            );
+            Record::skip_note(&self.origin, durable + 1, after, now_micros())
+        } else {
+            error!(
+                origin = %self.origin,
+                master_high_water_mark = after,
+                local_high_water_mark = durable,
+                "the master already holds sequences of this node id that this data directory \
+                 never assigned (node id reused with a new data directory?); renumbering this \
+                 node's records past them so that none is dropped as a duplicate"
+            );
+            Record::renumber_note(&self.origin, durable + 1, after, now_micros())
+        };
         self.append_durably(vec![note])?;
         self.renumbered_once = true;
         self.renumbering = Some((after, 0));
@@ -447,6 +479,7 @@ impl StoreSpool {
             };
             if *record.origin != *self.origin
                 || record.origin_seq > after
+                || record.origin_seq <= self.forwarded_before.unwrap_or(0)
                 || record.lost_from.is_some()
             {
                 continue;

@@ -1,14 +1,20 @@
-//! The highest of this node's sequences a master has acknowledged, kept in the data directory
-//! (`forward.acked`) across restarts. Without it a restarted node counts its whole history as
-//! unforwarded until it reaches a master again: the spool gate would hold ingest back (the
-//! backlog estimate is far past `spool-max-bytes` on a node with a long history) and retention
-//! would keep every segment, for as long as no master is reachable.
+//! The highest of this node's sequences that a master acknowledged receiving from this data
+//! directory, kept there (`forward.acked`) across restarts. It serves two purposes:
 //!
-//! The file is only a hint, read once at start and replaced (write, then rename) when the mark
-//! moves: it is not synced, and a missing, stale or unreadable file means "nothing
-//! acknowledged", the cautious reading. The first handshake with a master replaces the mark
-//! with that master's high-water mark, so a master that lacks records it once acknowledged
-//! (another side of a partition, say) still gets them.
+//! - Without it a restarted node counts its whole history as unforwarded until it reaches a
+//!   master again: the spool gate would hold ingest back (the backlog estimate is far past
+//!   `spool-max-bytes` on a node with a long history) and retention would keep every segment,
+//!   for as long as no master is reachable.
+//! - It tells a data directory that forwarded before from a new one under a reused node id
+//!   (`StoreSpool::with_forwarded_before`): when the master holds more of the origin than the
+//!   store, the first lost its newest records and the second must renumber its own.
+//!
+//! The file is read once at start and replaced (write, then rename) when the mark moves. It is
+//! not synced: a missing or unreadable file is read as "never forwarded", and a stale one as
+//! less acknowledged than there was, the cautious readings. A master's handshake still
+//! replaces the mark the gate and retention use with that master's high-water mark, so a
+//! master that lacks records another one acknowledged (the other side of a partition, say)
+//! still gets them.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -155,21 +155,27 @@ impl NodeCluster {
             forward_cancel.clone(),
         ));
 
-        let spool = StoreSpool::new(start.data_dir, start.node_id, start.store.clone())
-            .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?;
-        let forwarder_stats = Arc::new(ForwarderStats::default());
-        // What a master acknowledged before the restart, capped at what this store holds.
+        // What a master acknowledged receiving from this data directory before the restart.
+        // The listeners are not running yet: the store holds what it held at start.
+        let saved = acked_mark::load(start.data_dir, start.node_id);
         let local_hwm = start
             .store
             .high_water_marks()
             .get(start.node_id)
             .copied()
             .unwrap_or(0);
-        let saved = acked_mark::load(start.data_dir, start.node_id).map(|seq| seq.min(local_hwm));
+        let spool = StoreSpool::new(start.data_dir, start.node_id, start.store.clone())
+            .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?
+            .with_forwarded_before(saved.is_some().then_some(local_hwm));
+        let forwarder_stats = Arc::new(ForwarderStats::default());
         if let Some(acknowledged) = saved {
             forwarder_stats
-                .acked_seq
+                .sent_acked_seq
                 .store(acknowledged, Ordering::Relaxed);
+            // Counted as forwarded until a master's handshake says otherwise.
+            forwarder_stats
+                .acked_seq
+                .store(acknowledged.min(local_hwm), Ordering::Relaxed);
             tracing::info!(acknowledged, "acknowledged by a master before the restart");
         }
         let forwarder = crate::forward::client::run(
@@ -330,10 +336,12 @@ struct Measurer {
 }
 
 impl Measurer {
-    /// Saves the acknowledged mark when it moved (at most once per `SAVE_ACKED_EVERY`, and at
-    /// shutdown). A failure is logged once per run of failures; the file is only a hint.
-    fn save_acked(&mut self, acknowledged: u64) {
-        if self.saved_acked == Some(acknowledged) {
+    /// Saves the mark of what a master acknowledged receiving from this data directory when
+    /// it moved (at most once per `SAVE_ACKED_EVERY`, and at shutdown). A failure is logged
+    /// once per run of failures; the file is only a hint.
+    fn save_acked(&mut self) {
+        let acknowledged = self.forwarder_stats.sent_acked_seq.load(Ordering::Relaxed);
+        if acknowledged == 0 || self.saved_acked == Some(acknowledged) {
             return;
         }
         match acked_mark::save(&self.data_dir, &self.origin, acknowledged) {
@@ -393,14 +401,12 @@ impl Measurer {
                     .publish_stats(stats.bytes_on_disk, forward_lag)
                     .await;
             }
-            if !is_master && round % SAVE_ACKED_EVERY == 0 {
-                self.save_acked(acknowledged);
+            if round % SAVE_ACKED_EVERY == 0 {
+                self.save_acked();
             }
             round = round.wrapping_add(1);
         }
-        if !self.handle.view().is_master() {
-            self.save_acked(self.forwarder_stats.acked_seq.load(Ordering::Relaxed));
-        }
+        self.save_acked();
         // Nobody waits on a closed gate after shutdown.
         self.spool_gate.open();
     }

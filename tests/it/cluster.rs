@@ -850,3 +850,81 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it_and_retention_keeps_it() 
         spooler.metric("starling_forward_lag_records")
     );
 }
+
+#[test]
+fn a_node_that_lost_its_newest_segment_forwards_new_records_once() {
+    let _serial = serial();
+    let master_id = node_id(0);
+    let master = Node::start(&["--node-id", &master_id]);
+    let gossip = master.gossip.unwrap().to_string();
+    let mut follower = Node::start(&[
+        "--node-id",
+        &node_id(1),
+        "--may-be-master",
+        "false",
+        "--seed",
+        &gossip,
+        "--segment-max-bytes",
+        "65536",
+    ]);
+    assert!(
+        wait_until(WAIT, || master_of(&follower).as_deref() == Some(&master_id)),
+        "no master\n{}",
+        follower.stderr()
+    );
+    let (tag, first, more) = ("lost-segment", 3_000, 100);
+    send_tcp(
+        follower.tcp.unwrap(),
+        (0..first).map(|i| message(tag, &host(1), i)),
+    );
+    assert!(
+        wait_until(WAIT, || count_tagged(&master, tag) >= first),
+        "not forwarded\n{}",
+        follower.stderr()
+    );
+
+    // The follower stops and its newest segment is lost (disk damage, say): the master holds
+    // sequences of it that its store no longer does.
+    follower.terminate(WAIT);
+    let shard = follower.data_dir.join("s-host-1");
+    let newest = std::fs::read_dir(&shard)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .max()
+        .expect("a segment");
+    let stem = newest.file_stem().unwrap().to_owned();
+    for entry in std::fs::read_dir(&shard).unwrap().flatten() {
+        if entry.path().file_stem() == Some(stem.as_os_str()) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let kept = count_tagged(&follower, tag);
+    assert!(kept < first, "the segment held records");
+
+    // Restarted, it forwards only its new records: its old ones are the master's already.
+    follower.spawn();
+    send_tcp(
+        follower.tcp.unwrap(),
+        (first..first + more).map(|i| message(tag, &host(1), i)),
+    );
+    assert!(
+        wait_until(WAIT, || count_tagged(&master, tag) >= first + more),
+        "the new records did not arrive\n{}",
+        follower.stderr()
+    );
+    assert!(wait_until(WAIT, || follower
+        .metric("starling_forward_lag_records")
+        == 0.0));
+    println!("{kept} of {first} records left on the follower after losing its newest segment");
+    let mut expected = BTreeMap::new();
+    expect_messages(&mut expected, tag, 1, 0..first + more);
+    assert_exactly_once(&master, tag, &expected);
+    // The new records were numbered among the master's seqs before the first handshake, and
+    // renumbered past them; the old ones were not.
+    assert_eq!(
+        follower.metric("starling_forward_renumbered_records_total"),
+        more.min(first - kept) as f64
+    );
+}
