@@ -153,6 +153,7 @@ impl StoreHandle {
     /// when this node is the master (nothing to forward). Only a spool store
     /// (`RetentionConfig::spool_retention`) uses it; until the first call it keeps every local
     /// record.
+    ///
     /// Retention runs again at once when the value changed while it was holding segments
     /// back, so acknowledged records free space without waiting for its next period.
     pub fn set_unforwarded_after(&self, acknowledged: Option<u64>) {
