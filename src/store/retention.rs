@@ -186,8 +186,8 @@ pub fn gauges(shards: &[Shard], counters: &Counters) {
     counters.bytes_on_disk.store(bytes, Ordering::Relaxed);
 }
 
-/// Deletes what `cfg` allows, oldest first in each shard. Returns whether a deletion was
-/// held back because the segment holds local records no master has yet.
+/// Deletes what `cfg` allows, oldest first in each shard. Returns whether a limit was left
+/// unmet because the segments that would go hold local records no master has yet.
 fn enforce(
     shards: &mut [Shard],
     cfg: &RetentionConfig,
@@ -243,10 +243,11 @@ fn enforce(
             // The shard whose oldest sealed segment has the oldest newest-record time, among
             // those whose oldest segment may go.
             let mut oldest: Option<(usize, i64)> = None;
+            let mut kept = false;
             for (i, shard) in shards.iter_mut().enumerate() {
                 if let Some(&base) = shard.segments.first() {
                     if oldest_local(shard, floor).1 {
-                        held = true;
+                        kept = true;
                         continue;
                     }
                     let t = info(shard, base, floor.origin).newest;
@@ -255,7 +256,11 @@ fn enforce(
                     }
                 }
             }
-            let Some((i, _)) = oldest else { break };
+            let Some((i, _)) = oldest else {
+                // Still over the limit, and all that could go is kept for forwarding.
+                held |= kept;
+                break;
+            };
             let base = shards[i].segments[0];
             total -= info(&mut shards[i], base, floor.origin).bytes.min(total);
             delete(&mut shards[i], 0, ops, counters);
