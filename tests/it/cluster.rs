@@ -828,6 +828,9 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it_and_retention_keeps_it() 
 
     // Restarted while no master is reachable, the node remembers what was acknowledged: its
     // 100,000 forwarded records do not count as a backlog, so it accepts at once.
+    assert!(wait_until(WAIT, || spooler
+        .metric("starling_forward_lag_records")
+        == 0.0));
     drop(master);
     let mut spooler = spooler;
     spooler.terminate(WAIT);
