@@ -168,3 +168,81 @@ async fn a_directory_that_forwarded_before_renumbers_only_what_it_accepted_since
         note.raw
     );
 }
+
+/// The state a process leaves when it stops half-way through renumbering 50 records past a
+/// master's mark of 300: the plan saved, and (if `note`) the note and copies of the first
+/// `copied` originals appended.
+async fn stopped_mid_renumbering(
+    dir: &std::path::Path,
+    note: bool,
+    copied: u64,
+) -> crate::store::Store {
+    use crate::record::Record;
+    let store = open_store(dir, ORIGIN);
+    spool_messages(&store.handle(), 0, 50).await;
+    std::fs::write(
+        dir.join(super::spool::RENUMBER_STATE_FILE),
+        format!("300 0 {ORIGIN}\n"),
+    )
+    .unwrap();
+    if note {
+        let note = Record::renumber_note(ORIGIN, 51, 300, 1_800_000_000_000_000);
+        let copies = (0..copied).map(message);
+        let records = std::iter::once(note).chain(copies).collect();
+        store
+            .handle()
+            .append(records)
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    store
+}
+
+/// A renumbering a stopped process left unfinished resumes at the next start: the note is
+/// appended if it was not, and only originals without a copy are copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_renumbering_resumes_at_the_next_start() {
+    use super::source::{BatchLimits, SpoolSource};
+    use super::spool::StoreSpool;
+    let limits = BatchLimits {
+        max_records: 1000,
+        max_bytes: 1 << 20,
+    };
+    for (note, copied) in [(false, 0), (true, 0), (true, 20), (true, 50)] {
+        let temp = tempfile::tempdir().unwrap();
+        let store = stopped_mid_renumbering(temp.path(), note, copied).await;
+        let mut source = StoreSpool::new(temp.path(), ORIGIN, store.handle()).unwrap();
+        // The master got the copies made before the stop.
+        let master_mark = 300 + copied;
+        tokio::task::block_in_place(|| {
+            source.seek(master_mark).unwrap();
+            assert_eq!(
+                source.take_renumbered(),
+                50 - copied,
+                "note {note}, {copied} copied"
+            );
+            let batch = source.next_batch(limits).unwrap();
+            let seqs: Vec<u64> = batch.iter().map(|r| r.origin_seq).collect();
+            assert_eq!(seqs, (master_mark + 1..=350).collect::<Vec<_>>());
+            // A later conflict is only reported: this process renumbered.
+            source.seek(1000).unwrap();
+            assert_eq!(source.take_renumbered(), 0);
+        });
+        store.close().unwrap();
+        assert!(
+            !temp.path().join(super::spool::RENUMBER_STATE_FILE).exists(),
+            "the finished plan is removed"
+        );
+        let local = stored_records(temp.path());
+        assert_eq!(local.len(), 50 + 1 + 50, "originals, note, one copy each");
+        assert_eq!(local[&300].lost_from, Some(51));
+        let mut copies: Vec<_> = (301..=350).map(|seq| local[&seq].raw.clone()).collect();
+        let mut originals: Vec<_> = (0..50).map(|i| message(i).raw).collect();
+        copies.sort();
+        originals.sort();
+        assert_eq!(copies, originals, "every original copied exactly once");
+    }
+}

@@ -17,7 +17,7 @@
 //! spool, started after the durable high-water mark was read, proves the next sequence absent,
 //! the spool hands out one gap marker (`Record::gap_marker`) for the missing range and goes
 //! on after it. An I/O error proves nothing, so it is reported and the read retried instead.
-//! This file only reads; it never writes or deletes spool files.
+//! This file only reads; renumbering (`renumber`) is the only part of the spool that appends.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
@@ -28,6 +28,9 @@ use tracing::{error, warn};
 
 mod merge;
 mod pending;
+mod renumber;
+
+pub use self::renumber::STATE_FILE as RENUMBER_STATE_FILE;
 
 use self::merge::SeqMerge;
 use self::pending::Pending;
@@ -97,8 +100,8 @@ pub struct StoreSpool {
     num_scans: u64,
     /// Records appended again by `renumber_past`, not yet taken by `take_renumbered`.
     num_renumbered: u64,
-    /// A renumbering under way: (the master's high-water mark, originals copied so far).
-    renumbering: Option<(u64, u64)>,
+    /// A renumbering under way (also one a stopped process left unfinished).
+    renumbering: Option<renumber::Renumbering>,
     /// A renumbering was started by this process: another conflict is only reported (two
     /// live nodes sharing one node id would otherwise copy each other's records forever).
     renumbered_once: bool,
@@ -116,6 +119,13 @@ impl StoreSpool {
             what: dir.display().to_string(),
             reason: error.to_string(),
         })?;
+        let renumbering = renumber::load(dir, origin);
+        if let Some(plan) = renumbering {
+            warn!(
+                ?plan,
+                "resuming a renumbering a stopped process left unfinished"
+            );
+        }
         Ok(StoreSpool {
             reader,
             handle,
@@ -131,8 +141,8 @@ impl StoreSpool {
             num_corrupt: 0,
             num_scans: 0,
             num_renumbered: 0,
-            renumbering: None,
-            renumbered_once: false,
+            renumbering,
+            renumbered_once: renumbering.is_some(),
             forwarded_before: None,
         })
     }
@@ -395,9 +405,6 @@ impl StoreSpool {
     }
 }
 
-/// Records appended again per append while renumbering.
-const RENUMBER_CHUNK: usize = 4_096;
-
 impl StoreSpool {
     fn durable(&self) -> u64 {
         self.handle
@@ -405,121 +412,6 @@ impl StoreSpool {
             .get(&self.origin)
             .copied()
             .unwrap_or(0)
-    }
-
-    fn append_durably(&self, records: Vec<Record>) -> Result<(), SpoolError> {
-        self.handle
-            .blocking_append(records)
-            .and_then(|ticket| ticket.wait_durable())
-            .map(|_| ())
-            .map_err(|error| SpoolError::Read {
-                what: self.reader.dir().display().to_string(),
-                reason: format!("cannot append while renumbering: {error}"),
-            })
-    }
-
-    /// The master holds this origin's seqs up to `after`, beyond anything this store has
-    /// numbered: the node id was reused with a new data directory. This store's records of
-    /// the origin numbered up to `after` share their sequences with other records at the
-    /// master, which would drop them as duplicates. So a note (`Record::renumber_note`) takes
-    /// up the unused seqs up to `after`, and every record of the origin numbered at or below
-    /// `after` is appended again as a new record, which the store numbers after it and the
-    /// forwarder then sends. A data directory that forwarded before (`with_forwarded_before`)
-    /// lost its newest records instead: it gets a different note (`Record::skip_note`) and
-    /// only the records it numbered since the node started are appended again.
-    ///
-    /// After a failed append, the next `seek` resumes where this one stopped; a process that
-    /// dies half-way does not resume (the note already moved the numbering past `after`).
-    fn renumber_past(&mut self, after: u64) -> Result<(), SpoolError> {
-        let durable = self.durable();
-        let note = if let Some(held_at_start) = self.forwarded_before {
-            error!(
-                origin = %self.origin,
-                master_high_water_mark = after,
-                local_high_water_mark = durable,
-                held_at_start,
-                "the master holds sequences of this node id beyond what this data directory \
-                 holds, though it forwarded to a master before: its newest records were lost \
-                 (or it was restored from an older backup). Numbering continues after the \
-                 master's; records accepted since the start are renumbered past it"
-            );
-            Record::skip_note(&self.origin, durable + 1, after, now_micros())
-        } else {
-            error!(
-                origin = %self.origin,
-                master_high_water_mark = after,
-                local_high_water_mark = durable,
-                "the master already holds sequences of this node id that this data directory \
-                 never assigned (node id reused with a new data directory?); renumbering this \
-                 node's records past them so that none is dropped as a duplicate"
-            );
-            Record::renumber_note(&self.origin, durable + 1, after, now_micros())
-        };
-        self.append_durably(vec![note])?;
-        self.renumbered_once = true;
-        self.renumbering = Some((after, 0));
-        self.copy_renumbered()
-    }
-
-    /// Appends again the records of `renumbering` not yet copied.
-    fn copy_renumbered(&mut self) -> Result<(), SpoolError> {
-        let Some((after, mut done)) = self.renumbering else {
-            return Ok(());
-        };
-        let mut chunk = Vec::new();
-        let mut skip = done;
-        for item in self.reader.read(&ReadOptions::default()) {
-            let record = match item {
-                Ok(stored) => stored.record,
-                Err(error) => {
-                    self.num_corrupt += 1;
-                    warn!(%error, "skipping damaged spool frame while renumbering");
-                    continue;
-                }
-            };
-            if *record.origin != *self.origin
-                || record.origin_seq > after
-                || record.origin_seq <= self.forwarded_before.unwrap_or(0)
-                || record.lost_from.is_some()
-            {
-                continue;
-            }
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            chunk.push(Record {
-                origin_seq: 0,
-                ..record
-            });
-            if chunk.len() >= RENUMBER_CHUNK {
-                self.append_copies(&mut chunk, &mut done, after)?;
-            }
-        }
-        if !chunk.is_empty() {
-            self.append_copies(&mut chunk, &mut done, after)?;
-        }
-        self.renumbering = None;
-        error!(
-            origin = %self.origin,
-            records = done,
-            "renumbered this node's records past the master's high-water mark"
-        );
-        Ok(())
-    }
-
-    fn append_copies(
-        &mut self,
-        chunk: &mut Vec<Record>,
-        done: &mut u64,
-        after: u64,
-    ) -> Result<(), SpoolError> {
-        let num = chunk.len() as u64;
-        self.append_durably(std::mem::take(chunk))?;
-        *done += num;
-        self.num_renumbered += num;
-        self.renumbering = Some((after, *done));
-        Ok(())
     }
 }
 
@@ -531,7 +423,7 @@ impl SpoolSource for StoreSpool {
     fn seek(&mut self, after: u64) -> Result<(), SpoolError> {
         let durable = self.durable();
         if self.renumbering.is_some() {
-            self.copy_renumbered()?;
+            self.continue_renumbering()?;
         } else if after > durable && !self.renumbered_once {
             self.renumber_past(after)?;
         } else {
