@@ -89,12 +89,7 @@ impl Node {
     }
 
     fn hwm(&self, origin: &str) -> u64 {
-        self.store
-            .handle()
-            .high_water_marks()
-            .get(origin)
-            .copied()
-            .unwrap_or(0)
+        self.store.handle().high_water_mark(origin)
     }
 
     /// Accepts `n` messages as if a listener had received them.

@@ -146,12 +146,7 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
         Some(origin) => origin,
         None => return,
     };
-    let high_water_mark = ctx
-        .store
-        .high_water_marks()
-        .get(&origin)
-        .copied()
-        .unwrap_or(0);
+    let high_water_mark = ctx.store.high_water_mark(&origin);
     if framed
         .send(Message::HelloAck { high_water_mark })
         .await

@@ -407,11 +407,7 @@ impl StoreSpool {
 
 impl StoreSpool {
     fn durable(&self) -> u64 {
-        self.handle
-            .high_water_marks()
-            .get(&self.origin)
-            .copied()
-            .unwrap_or(0)
+        self.handle.high_water_mark(&self.origin)
     }
 }
 
@@ -445,12 +441,7 @@ impl SpoolSource for StoreSpool {
     }
 
     fn next_batch(&mut self, limits: BatchLimits) -> Result<Arc<Vec<Record>>, SpoolError> {
-        let durable = self
-            .handle
-            .high_water_marks()
-            .get(&self.origin)
-            .copied()
-            .unwrap_or(0);
+        let durable = self.durable();
         if self.next_seq > durable {
             return Ok(Arc::default());
         }

@@ -151,12 +151,7 @@ impl Master {
     }
 
     pub(super) fn hwm(&self) -> u64 {
-        self.store
-            .handle()
-            .high_water_marks()
-            .get(ORIGIN)
-            .copied()
-            .unwrap_or(0)
+        self.store.handle().high_water_mark(ORIGIN)
     }
 
     pub(super) async fn stop(self, dir: &Path) -> HashMap<u64, Record> {

@@ -158,12 +158,7 @@ impl NodeCluster {
         // What a master acknowledged receiving from this data directory before the restart.
         // The listeners are not running yet: the store holds what it held at start.
         let saved = acked_mark::load(start.data_dir, start.node_id);
-        let local_hwm = start
-            .store
-            .high_water_marks()
-            .get(start.node_id)
-            .copied()
-            .unwrap_or(0);
+        let local_hwm = start.store.high_water_mark(start.node_id);
         let spool = StoreSpool::new(start.data_dir, start.node_id, start.store.clone())
             .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?
             .with_forwarded_before(saved.is_some().then_some(local_hwm));
@@ -376,13 +371,9 @@ impl Measurer {
             let forward_lag = if is_master {
                 0
             } else {
-                let high_water_mark = self
-                    .store
-                    .high_water_marks()
-                    .get(&self.origin)
-                    .copied()
-                    .unwrap_or(0);
-                high_water_mark.saturating_sub(acknowledged)
+                self.store
+                    .high_water_mark(&self.origin)
+                    .saturating_sub(acknowledged)
             };
             let backlog_bytes =
                 backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);

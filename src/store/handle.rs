@@ -139,6 +139,17 @@ impl StoreHandle {
         futures::executor::block_on(rx).map_err(|_| StoreError::Closed)
     }
 
+    /// The highest sequence of `origin` durably stored (0: none), without copying the map.
+    pub fn high_water_mark(&self, origin: &str) -> u64 {
+        self.shared
+            .durable_hwm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Per origin, the highest origin sequence durably stored.
     pub fn high_water_marks(&self) -> HashMap<String, u64> {
         self.shared

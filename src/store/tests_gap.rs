@@ -37,12 +37,7 @@ fn forwarded(source: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<Record> {
 }
 
 fn hwm(store: &Store) -> u64 {
-    store
-        .handle()
-        .high_water_marks()
-        .get(FAR)
-        .copied()
-        .unwrap_or(0)
+    store.handle().high_water_mark(FAR)
 }
 
 /// Every stored record of `FAR` as (first seq, seq, raw text), in sequence order.
