@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{self, ForwarderConfig, ForwarderStats};
 use super::server::{self, ServerConfig, ServerContext, ServerStats};
 use super::spool::StoreSpool;
+use super::tests::append_durable;
 use crate::cluster::{self, ClusterConfig, ClusterHandle, ClusterTiming};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::store::{ReadOptions, Store, StoreConfig, StoreReader};
@@ -110,14 +111,7 @@ impl Node {
                     lost_from: None,
                 })
                 .collect();
-            self.store
-                .handle()
-                .append(records)
-                .await
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
+            append_durable(&self.store.handle(), records).await;
         }
     }
 

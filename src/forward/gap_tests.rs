@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use super::spool::StoreSpool;
 use super::tests::{
-    message, open_store, seqs, spool_messages, start_forwarder, store_config, stored_records, view,
-    wait_until, Master, ORIGIN,
+    append_durable, message, open_store, seqs, spool_messages, start_forwarder, store_config,
+    stored_records, view, wait_until, Master, ORIGIN,
 };
 use crate::record::{ParseStatus, Record};
 use crate::store::{ReadOptions, RetentionConfig, Store, StoreConfig, StoreReader};
@@ -39,14 +39,7 @@ async fn spool_in_one_shard(dir: &Path) -> Vec<std::path::PathBuf> {
                 ..message(i)
             })
             .collect();
-        spool
-            .handle()
-            .append(records)
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
+        append_durable(&spool.handle(), records).await;
     }
     spool.close().unwrap();
     let shard = std::fs::read_dir(dir)

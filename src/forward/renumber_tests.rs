@@ -2,15 +2,44 @@
 //! sequences (from the earlier directory), so the new directory's records are renumbered past
 //! them instead of being dropped there as duplicates (real stores, a real TCP connection).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::source::{BatchLimits, SpoolSource};
+use super::spool::StoreSpool;
 use super::tests::{
-    message, open_store, spool_messages, start_forwarder, stored_records, view, wait_until, Master,
-    ORIGIN,
+    append_durable, message, open_store, seqs, spool_messages, start_forwarder, stored_records,
+    view, wait_until, Master, ORIGIN,
 };
+use crate::record::Record;
+use crate::store::Store;
+
+/// Batches large enough for everything these tests spool.
+const LIMITS: BatchLimits = BatchLimits {
+    max_records: 1000,
+    max_bytes: 1 << 20,
+};
+
+/// A store in `dir` holding messages 0..50 of the origin as seqs 1..=50.
+async fn fifty_spooled(dir: &std::path::Path) -> Store {
+    let store = open_store(dir, ORIGIN);
+    spool_messages(&store.handle(), 0, 50).await;
+    store
+}
+
+/// Asserts that local record `seq` is a note over `lost_from..=seq` whose text says `says`.
+fn assert_note(local: &HashMap<u64, Record>, seq: u64, lost_from: u64, says: &str) {
+    let note = &local[&seq];
+    assert_eq!(note.lost_from, Some(lost_from));
+    assert!(
+        String::from_utf8_lossy(&note.raw).contains(says),
+        "{:?}",
+        note.raw
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
@@ -79,34 +108,20 @@ async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
         );
     }
     // The new directory keeps a note that took up seqs 51..=300.
-    let local = stored_records(&new_dir);
-    let note = &local[&300];
-    assert_eq!(note.lost_from, Some(51));
-    assert!(
-        String::from_utf8_lossy(&note.raw).contains("earlier data directory"),
-        "{:?}",
-        note.raw
-    );
+    assert_note(&stored_records(&new_dir), 300, 51, "earlier data directory");
 }
 
 /// Two live nodes sharing one node id would make each other's sequences look foreign again
 /// and again: a spool renumbers once, and after that only reports the conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spool_renumbers_at_most_once() {
-    use super::source::{BatchLimits, SpoolSource};
-    use super::spool::StoreSpool;
     let temp = tempfile::tempdir().unwrap();
-    let store = open_store(temp.path(), ORIGIN);
-    spool_messages(&store.handle(), 0, 50).await;
-    let limits = BatchLimits {
-        max_records: 1000,
-        max_bytes: 1 << 20,
-    };
+    let store = fifty_spooled(temp.path()).await;
     let mut source = StoreSpool::new(temp.path(), ORIGIN, store.handle()).unwrap();
     tokio::task::block_in_place(|| {
         source.seek(300).unwrap();
         assert_eq!(source.take_renumbered(), 50);
-        let batch = source.next_batch(limits).unwrap();
+        let batch = source.next_batch(LIMITS).unwrap();
         assert_eq!(
             (batch.first().map(|r| r.origin_seq), batch.len()),
             (Some(301), 50),
@@ -115,7 +130,7 @@ async fn a_spool_renumbers_at_most_once() {
         // The master's mark jumps past this store again.
         source.seek(1000).unwrap();
         assert_eq!(source.take_renumbered(), 0, "no second renumbering");
-        assert!(source.next_batch(limits).unwrap().is_empty());
+        assert!(source.next_batch(LIMITS).unwrap().is_empty());
     });
     store.close().unwrap();
 }
@@ -125,20 +140,13 @@ async fn a_spool_renumbers_at_most_once() {
 /// start are the master's already, so only those accepted since are renumbered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_that_forwarded_before_renumbers_only_what_it_accepted_since_the_start() {
-    use super::source::{BatchLimits, SpoolSource};
-    use super::spool::StoreSpool;
     let temp = tempfile::tempdir().unwrap();
-    let store = open_store(temp.path(), ORIGIN);
     // 50 records from before the restart, 10 accepted since (numbered 51..=60).
-    spool_messages(&store.handle(), 0, 50).await;
+    let store = fifty_spooled(temp.path()).await;
     let mut source = StoreSpool::new(temp.path(), ORIGIN, store.handle())
         .unwrap()
         .with_forwarded_before(Some(50));
     spool_messages(&store.handle(), 1000, 1010).await;
-    let limits = BatchLimits {
-        max_records: 1000,
-        max_bytes: 1 << 20,
-    };
     tokio::task::block_in_place(|| {
         source.seek(300).unwrap();
         assert_eq!(
@@ -146,9 +154,8 @@ async fn a_directory_that_forwarded_before_renumbers_only_what_it_accepted_since
             10,
             "only the records since the start"
         );
-        let batch = source.next_batch(limits).unwrap();
-        let seqs: Vec<u64> = batch.iter().map(|r| r.origin_seq).collect();
-        assert_eq!(seqs, (301..=310).collect::<Vec<_>>());
+        let batch = source.next_batch(LIMITS).unwrap();
+        assert_eq!(seqs(&batch), (301..=310).collect::<Vec<_>>());
         for (record, i) in batch.iter().zip(1000..) {
             assert_eq!(record.raw, message(i).raw);
         }
@@ -160,26 +167,14 @@ async fn a_directory_that_forwarded_before_renumbers_only_what_it_accepted_since
         60 + 1 + 10,
         "the 60, the note and the 10 copies"
     );
-    let note = &local[&300];
-    assert_eq!(note.lost_from, Some(61));
-    assert!(
-        String::from_utf8_lossy(&note.raw).contains("no longer holds"),
-        "{:?}",
-        note.raw
-    );
+    assert_note(&local, 300, 61, "no longer holds");
 }
 
 /// The state a process leaves when it stops half-way through renumbering 50 records past a
 /// master's mark of 300: the plan saved, and (if `note`) the note and copies of the first
 /// `copied` originals appended.
-async fn stopped_mid_renumbering(
-    dir: &std::path::Path,
-    note: bool,
-    copied: u64,
-) -> crate::store::Store {
-    use crate::record::Record;
-    let store = open_store(dir, ORIGIN);
-    spool_messages(&store.handle(), 0, 50).await;
+async fn stopped_mid_renumbering(dir: &std::path::Path, note: bool, copied: u64) -> Store {
+    let store = fifty_spooled(dir).await;
     std::fs::write(
         dir.join(super::spool::RENUMBER_STATE_FILE),
         format!("300 0 {ORIGIN}\n"),
@@ -189,14 +184,7 @@ async fn stopped_mid_renumbering(
         let note = Record::renumber_note(ORIGIN, 51, 300, 1_800_000_000_000_000);
         let copies = (0..copied).map(message);
         let records = std::iter::once(note).chain(copies).collect();
-        store
-            .handle()
-            .append(records)
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
+        append_durable(&store.handle(), records).await;
     }
     store
 }
@@ -205,12 +193,6 @@ async fn stopped_mid_renumbering(
 /// appended if it was not, and only originals without a copy are copied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_renumbering_resumes_at_the_next_start() {
-    use super::source::{BatchLimits, SpoolSource};
-    use super::spool::StoreSpool;
-    let limits = BatchLimits {
-        max_records: 1000,
-        max_bytes: 1 << 20,
-    };
     for (note, copied) in [(false, 0), (true, 0), (true, 20), (true, 50)] {
         let temp = tempfile::tempdir().unwrap();
         let store = stopped_mid_renumbering(temp.path(), note, copied).await;
@@ -224,9 +206,8 @@ async fn an_unfinished_renumbering_resumes_at_the_next_start() {
                 50 - copied,
                 "note {note}, {copied} copied"
             );
-            let batch = source.next_batch(limits).unwrap();
-            let seqs: Vec<u64> = batch.iter().map(|r| r.origin_seq).collect();
-            assert_eq!(seqs, (master_mark + 1..=350).collect::<Vec<_>>());
+            let batch = source.next_batch(LIMITS).unwrap();
+            assert_eq!(seqs(&batch), (master_mark + 1..=350).collect::<Vec<_>>());
             // A later conflict is only reported: this process renumbered.
             source.seek(1000).unwrap();
             assert_eq!(source.take_renumbered(), 0);

@@ -87,19 +87,24 @@ pub(super) fn message(i: u64) -> Record {
     }
 }
 
+/// Appends `records` to the store and waits until they are durable.
+pub(super) async fn append_durable(store: &StoreHandle, records: Vec<Record>) {
+    store
+        .append(records)
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+}
+
 /// Appends messages `from..to` to the spool (sequences are assigned by the spool store).
 pub(super) async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
     for chunk_start in (from..to).step_by(100) {
         let records = (chunk_start..to.min(chunk_start + 100))
             .map(message)
             .collect();
-        spool
-            .append(records)
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
+        append_durable(spool, records).await;
     }
 }
 
@@ -641,14 +646,7 @@ async fn resuming_near_the_end_reads_only_a_recent_window() {
                 }
             })
             .collect();
-        spool
-            .handle()
-            .append(records)
-            .await
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
+        append_durable(&spool.handle(), records).await;
     }
     let limits = BatchLimits {
         max_records: 1000,
