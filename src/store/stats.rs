@@ -55,8 +55,8 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Gauge: the writer is waiting for disk space.
     pub disk_full: bool,
-    /// Gauge: the last retention run kept a segment it would have deleted because it holds
-    /// this node's records that no master has acknowledged yet.
+    /// Gauge: the last retention run left a limit unmet because the segments that would go
+    /// hold this node's records that no master has acknowledged yet.
     pub retention_held: bool,
 }
 
