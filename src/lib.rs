@@ -38,4 +38,6 @@ pub mod record;
 pub mod render;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod timespec;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::testutil::wait_until;
 
 struct TestNode {
     handle: Option<ClusterHandle>,
@@ -57,19 +58,6 @@ async fn start_cluster(n: usize) -> Vec<TestNode> {
         nodes.push(start_node(&format!("node-{i}"), vec![seed.clone()]).await);
     }
     nodes
-}
-
-async fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if predicate() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The master all given nodes agree on, if they do and see every one of them alive.

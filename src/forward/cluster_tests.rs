@@ -19,6 +19,7 @@ use super::tests::append_durable;
 use crate::cluster::{self, ClusterConfig, ClusterHandle, ClusterTiming};
 use crate::record::{ParseStatus, Record, Transport};
 use crate::store::{ReadOptions, Store, StoreConfig, StoreReader};
+use crate::testutil::wait_until;
 
 const CLUSTER: &str = "it-cluster";
 
@@ -125,17 +126,6 @@ impl Node {
         self.store.close().unwrap();
         self.dir
     }
-}
-
-async fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !predicate() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// `origin → sorted sequences` in the store at `dir`.

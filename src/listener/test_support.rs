@@ -1,8 +1,8 @@
-//! Helpers shared by the listener tests: a context wired to a real channel, waiting with a
-//! deadline instead of sleeping, and collecting records.
+//! Helpers shared by the listener tests: a context wired to a real channel and collecting
+//! records (waiting with a deadline is `crate::testutil::wait_until`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -33,15 +33,6 @@ pub(crate) fn context(
         records_tx,
     };
     (Arc::new(ctx), records_rx)
-}
-
-/// Polls `condition` until it holds; panics after `timeout` naming `what`.
-pub(crate) async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Receives batches until `num_records` records arrived (panics after [`TIMEOUT`]).

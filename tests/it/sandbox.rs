@@ -16,9 +16,17 @@ pub fn starling_bin() -> &'static str {
     env!("CARGO_BIN_EXE_starling")
 }
 
-/// Polls `predicate` every 20 ms until it holds or `timeout` passes; returns whether it held.
+/// Polls `predicate` until it holds or `timeout` passes; returns whether it held (the one
+/// `wait_until` of the integration tests). The predicate is checked once more after the
+/// deadline. Polls start at 2 ms and back off to 20 ms: a quick condition is seen at once
+/// (the kill -9 loop kills soon after progress), and a predicate that runs `starling read`
+/// or scrapes `/metrics` is not run in a tight loop.
+///
+/// Callers assert the result with a message showing the state they waited on, e.g.
+/// `assert!(wait_until(WAIT, || count() == 10), "{} records", count())`.
 pub fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
     loop {
         if predicate() {
             return true;
@@ -26,11 +34,37 @@ pub fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> boo
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-/// Whether an external program is on PATH (or at an absolute path); prints why a test skips.
+/// A test that cannot run here (a peer program is missing, or it needs root): fails the
+/// test when `STARLING_REQUIRE_PEERS` is set (as `.ci/run` does, after installing every
+/// peer, as root), else prints `SKIPPED test: reason` where `cargo test` shows it. The
+/// harness captures `println!`/`eprintln!` of a passing test and never shows them, so this
+/// writes to the process's stderr directly. The caller returns right after.
+pub fn skip_or_fail(test: &str, reason: &str) {
+    use std::io::Write as _;
+    assert!(
+        std::env::var_os("STARLING_REQUIRE_PEERS").is_none(),
+        "{test} cannot run ({reason}) but STARLING_REQUIRE_PEERS is set"
+    );
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// Whether the test runs as root (mounts, namespaces); `skip_or_fail`s otherwise.
+pub fn have_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip_or_fail(test, "needs root");
+    }
+    root
+}
+
+/// Whether an external program is on PATH (or at an absolute path); `skip_or_fail`s
+/// otherwise.
 pub fn have_program(program: &str, test: &str) -> bool {
     let found = if program.starts_with('/') {
         Path::new(program).exists()
@@ -40,11 +74,10 @@ pub fn have_program(program: &str, test: &str) -> bool {
             .unwrap_or(false)
     };
     if !found {
-        assert!(
-            std::env::var_os("STARLING_REQUIRE_PEERS").is_none(),
-            "{test}: `{program}` is required (STARLING_REQUIRE_PEERS is set) but not installed"
+        skip_or_fail(
+            test,
+            &format!("`{program}` is not installed (.ci/run installs it)"),
         );
-        eprintln!("SKIPPED {test}: `{program}` is not installed (.ci/run installs it)");
     }
     found
 }
@@ -281,7 +314,7 @@ impl Node {
         serde_json::from_str(&body).unwrap_or_else(|error| panic!("status {body:?}: {error}"))
     }
 
-    /// The value of one metric line (exact name including labels), 0 if absent.
+    /// The value of a series in `/metrics` (see [`metric_value`]); panics if it is absent.
     pub fn metric(&self, series: &str) -> f64 {
         metric_value(&self.metrics(), series)
     }
@@ -340,16 +373,104 @@ pub fn http_get(address: SocketAddr, path: &str) -> String {
         .unwrap_or_else(|error| panic!("GET {path}: {error}"))
 }
 
-/// The sum of the samples of `series`: an exact series with labels, or a bare metric name
-/// (then every label set counts).
+/// The sum of the samples of `series` in a Prometheus text or OpenMetrics exposition:
+/// `name{label="value",...}` matches that exact label set in any order, a bare `name` every
+/// label set of the metric. Panics when no sample matches, naming the series and listing
+/// the metric names scraped: an absent series is a failure, never a 0 that `== 0` would
+/// accept.
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(name, _)| *name == series || name.split('{').next() == Some(series))
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .sum()
+    let (name, labels) = match parse_series(series) {
+        Some((name, labels, "")) => (name, labels),
+        _ => panic!("bad series {series:?}"),
+    };
+    let samples: Vec<Sample> = metrics.lines().filter_map(parse_sample).collect();
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|sample| sample.name == name)
+        .filter(|sample| !series.contains('{') || sample.labels == labels)
+        .map(|sample| sample.value)
+        .collect();
+    if matching.is_empty() {
+        let mut names: Vec<&str> = samples.iter().map(|sample| sample.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let same_name: Vec<&Labels> = samples
+            .iter()
+            .filter(|sample| sample.name == name)
+            .map(|sample| &sample.labels)
+            .collect();
+        panic!(
+            "series {series} is absent from /metrics (label sets of {name}: {same_name:?}); \
+             names scraped: {names:?}"
+        );
+    }
+    matching.iter().sum()
+}
+
+/// Label pairs, sorted by name.
+type Labels = Vec<(String, String)>;
+
+/// One sample line of an exposition.
+struct Sample<'a> {
+    name: &'a str,
+    labels: Labels,
+    value: f64,
+}
+
+/// A sample line (`name{labels} value [timestamp]`), or `None` for comments (`# HELP`,
+/// `# TYPE`, `# EOF`), blank lines and anything unparsable.
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let (name, labels, rest) = parse_series(line)?;
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// Splits `name{a="x",b="y"} rest` into the name, the label pairs sorted by name (values
+/// unescaped) and what follows; `None` if it is not a series.
+fn parse_series(text: &str) -> Option<(&str, Labels, &str)> {
+    let text = text.trim();
+    let name_end = text
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(text.len());
+    let name = &text[..name_end];
+    if name.is_empty() {
+        return None;
+    }
+    let mut rest = &text[name_end..];
+    let mut labels = Vec::new();
+    if let Some(mut inside) = rest.strip_prefix('{') {
+        loop {
+            inside = inside.trim_start_matches([',', ' ']);
+            if let Some(after) = inside.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (label, after) = inside.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (at, '"') => break at,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    (_, other) => value.push(other),
+                }
+            };
+            labels.push((label.trim().to_string(), value));
+            inside = &after[end + 1..];
+        }
+    }
+    labels.sort();
+    Some((name, labels, rest.trim()))
 }
 
 /// The exact bytes of a record printed by `read --format json` (`raw_base64` when the raw
@@ -375,4 +496,56 @@ pub fn assert_nothing_outside_data_dir(node: &Node) {
         vec!["data".to_string()],
         "files outside the data directory"
     );
+}
+
+#[test]
+fn metric_value_reads_text_and_openmetrics_in_any_label_order() {
+    let text = "# HELP starling_x_total X.\n# TYPE starling_x_total counter\n\
+                starling_x_total{listener=\"udp:a\",transport=\"udp\"} 2\n\
+                starling_x_total{listener=\"tcp:a\",transport=\"tcp\"} 3\n\
+                starling_up 1\n";
+    let openmetrics = "# TYPE starling_x counter\n\
+                       starling_x_total{transport=\"udp\",listener=\"udp:a\"} 2\n\
+                       starling_x_total{transport=\"tcp\",listener=\"tcp:a\"} 3\n\
+                       # TYPE starling_up gauge\nstarling_up 1\n# EOF\n";
+    for metrics in [text, openmetrics] {
+        assert_eq!(metric_value(metrics, "starling_x_total"), 5.0);
+        assert_eq!(
+            metric_value(
+                metrics,
+                "starling_x_total{listener=\"tcp:a\",transport=\"tcp\"}"
+            ),
+            3.0
+        );
+        assert_eq!(
+            metric_value(
+                metrics,
+                "starling_x_total{transport=\"udp\",listener=\"udp:a\"}"
+            ),
+            2.0
+        );
+        assert_eq!(metric_value(metrics, "starling_up"), 1.0);
+    }
+    assert_eq!(
+        metric_value(
+            "m{path=\"a \\\"b\\\"\",x=\"}\"} 4 1700000000\n",
+            "m{x=\"}\",path=\"a \\\"b\\\"\"}"
+        ),
+        4.0
+    );
+}
+
+#[test]
+#[should_panic(expected = "series starling_x_total{transport=\"tls\"} is absent")]
+fn metric_value_fails_on_an_absent_label_set() {
+    metric_value(
+        "starling_x_total{transport=\"udp\"} 0\n",
+        "starling_x_total{transport=\"tls\"}",
+    );
+}
+
+#[test]
+#[should_panic(expected = "series starling_gone_total is absent")]
+fn metric_value_fails_on_an_absent_metric() {
+    metric_value("starling_up 1\n# EOF\n", "starling_gone_total");
 }

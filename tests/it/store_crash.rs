@@ -7,25 +7,16 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use starling::record::{ParseStatus, Record, Transport};
 use starling::store::{verify, ReadOptions, Store, StoreConfig, StoreReader};
 
+use crate::sandbox::wait_until;
+
 const DIR_ENV: &str = "STARLING_KILL9_DIR";
 const ACKS_ENV: &str = "STARLING_KILL9_ACKS";
-
-fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if predicate() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    predicate()
-}
 
 fn record(source: &str, origin: &str, origin_seq: u64, i: u64) -> Record {
     Record {

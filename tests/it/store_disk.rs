@@ -1,15 +1,17 @@
-//! Disk full on a real, small tmpfs (mounted by the test; needs root, skipped with a printed
-//! reason otherwise): segment allocation fails with ENOSPC at fallocate, the writer stops
+//! Disk full on a real, small tmpfs (mounted by the test; needs root: `sandbox::skip_or_fail`
+//! otherwise): segment allocation fails with ENOSPC at fallocate, the writer stops
 //! acknowledging without a SIGBUS, counts the error, and resumes by itself once space is freed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use starling::record::{ParseStatus, Record, Transport};
 use starling::store::{ReadOptions, Store, StoreConfig, StoreReader};
+
+use crate::sandbox::{have_root, skip_or_fail, wait_until};
 
 struct Mount(PathBuf);
 
@@ -20,10 +22,6 @@ impl Drop for Mount {
 }
 
 fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not running as root".to_string());
-    }
     let status = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(dir)
@@ -33,17 +31,6 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
         return Err(format!("mount -t tmpfs failed: {status}"));
     }
     Ok(Mount(dir.to_path_buf()))
-}
-
-fn wait_until(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if predicate() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    predicate()
 }
 
 fn record(i: u64) -> Record {
@@ -64,11 +51,15 @@ fn record(i: u64) -> Record {
 
 #[test]
 fn disk_full_errors_without_sigbus_and_resumes_after_space_is_freed() {
+    const TEST: &str = "disk_full_errors_without_sigbus_and_resumes_after_space_is_freed";
+    if !have_root(TEST) {
+        return;
+    }
     let base = tempfile::tempdir().unwrap();
     let _mount = match mount_tmpfs(base.path(), "4m") {
         Ok(m) => m,
         Err(reason) => {
-            println!("skipping disk-full test: {reason}");
+            skip_or_fail(TEST, &reason);
             return;
         }
     };

@@ -8,9 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::listener::test_support::{context, raws, receive, wait_until, TIMEOUT};
+use crate::listener::test_support::{context, raws, receive, TIMEOUT};
 use crate::record::ParseStatus;
 use crate::telemetry::DropReason;
+use crate::testutil::wait_until;
 
 struct Running {
     addr: SocketAddr,
@@ -211,10 +212,10 @@ async fn connections_over_the_cap_are_refused_and_counted() {
     first.shutdown().await.unwrap();
     drop(first);
     let metrics = Arc::clone(&running.ctx.metrics);
-    wait_until("the first connection is closed", TIMEOUT, || {
-        metrics.num_connections_open() == 1
-    })
-    .await;
+    assert!(
+        wait_until(TIMEOUT, || { metrics.num_connections_open() == 1 }).await,
+        "timed out waiting until the first connection is closed"
+    );
     send(running.addr, b"<13>four\n").await;
     let records = receive(&mut running.records_rx, 1).await;
     assert_eq!(raws(&records), ["<13>four"]);
@@ -273,14 +274,17 @@ async fn a_full_channel_stops_reading_without_dropping() {
     };
     // Nobody drains: the writer must stall (no progress for a while) well before the end.
     let mut last = (usize::MAX, Instant::now());
-    wait_until("the writer stalls", TIMEOUT, || {
-        let now = written.load(Ordering::SeqCst);
-        if now != last.0 {
-            last = (now, Instant::now());
-        }
-        last.1.elapsed() > Duration::from_millis(300)
-    })
-    .await;
+    assert!(
+        wait_until(TIMEOUT, || {
+            let now = written.load(Ordering::SeqCst);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() > Duration::from_millis(300)
+        })
+        .await,
+        "timed out waiting until the writer stalls"
+    );
     let stalled_at = written.load(Ordering::SeqCst);
     assert!(stalled_at < NUM_MESSAGES, "writer never stalled");
 

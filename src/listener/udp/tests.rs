@@ -6,9 +6,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::listener::test_support::{context, raws, receive, wait_until, TIMEOUT};
+use crate::listener::test_support::{context, raws, receive, TIMEOUT};
 use crate::record::ParseStatus;
 use crate::telemetry::DropReason;
+use crate::testutil::wait_until;
 
 struct Running {
     addr: SocketAddr,
@@ -139,19 +140,19 @@ async fn a_full_channel_drops_and_counts() {
         .send_to(b"<13>fills the channel", running.addr)
         .unwrap();
     let metrics = Arc::clone(&running.ctx.metrics);
-    wait_until("the first datagram is received", TIMEOUT, || {
-        metrics.num_received() == 1
-    })
-    .await;
+    assert!(
+        wait_until(TIMEOUT, || { metrics.num_received() == 1 }).await,
+        "timed out waiting until the first datagram is received"
+    );
     for i in 0..49 {
         sender
             .send_to(format!("<13>dropped {i}").as_bytes(), running.addr)
             .unwrap();
     }
-    wait_until("every datagram is received", TIMEOUT, || {
-        metrics.num_received() == 50
-    })
-    .await;
+    assert!(
+        wait_until(TIMEOUT, || { metrics.num_received() == 50 }).await,
+        "timed out waiting until every datagram is received"
+    );
     assert_eq!(metrics.num_dropped(DropReason::QueueFull), 49);
     let records = receive(&mut running.records_rx, 1).await;
     assert_eq!(raws(&records), ["<13>fills the channel"]);
@@ -174,14 +175,17 @@ async fn kernel_drops_are_exported() {
     };
     let running = start_on(sockets, options, 1024);
     let metrics = Arc::clone(&running.ctx.metrics);
-    wait_until("kernel drops are counted", TIMEOUT, || {
-        metrics.num_kernel_drops() > 0
-    })
-    .await;
-    wait_until("the queued datagrams are received", TIMEOUT, || {
-        metrics.num_received() + metrics.num_kernel_drops() == 500
-    })
-    .await;
+    assert!(
+        wait_until(TIMEOUT, || { metrics.num_kernel_drops() > 0 }).await,
+        "timed out waiting until kernel drops are counted"
+    );
+    assert!(
+        wait_until(TIMEOUT, || {
+            metrics.num_received() + metrics.num_kernel_drops() == 500
+        })
+        .await,
+        "timed out waiting until the queued datagrams are received"
+    );
     running.stop().await;
 }
 
