@@ -134,6 +134,12 @@ pub struct RunArgs {
     /// `log.level`, a tracing filter such as `info` or `starling=debug`.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// `log.color`: auto (on a terminal only), always or never.
+    #[arg(long, value_name = "WHEN")]
+    pub log_color: Option<crate::config::LogColor>,
+    /// `log.format`: text (native entries under journald) or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -344,12 +350,14 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
         store.retention.total_max_bytes = args.retention_total_max_bytes;
     }
     set(&mut config.log.level, &args.log_level);
+    set(&mut config.log.color, &args.log_color);
+    set(&mut config.log.format, &args.log_format);
     Ok(())
 }
 
 fn run(args: RunArgs, log_control: &crate::logging::LogControl) -> Result<ExitCode, Failure> {
     let config = effective_config(&args)?;
-    log_control.set_filter(&config.log.level).map_err(usage)?;
+    log_control.apply(&config.log).map_err(usage)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("starling")

@@ -198,13 +198,80 @@ impl Default for ApiSection {
 pub struct LogSection {
     /// A tracing filter, e.g. `info` or `starling=debug`; `RUST_LOG` wins when set.
     pub level: String,
+    /// Colours in text logs: on a terminal only (`auto`), `always` or `never`.
+    pub color: LogColor,
+    /// `text` (or native journald entries when stderr is the journal) or `json` lines.
+    pub format: LogFormat,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             level: "info".into(),
+            color: LogColor::Auto,
+            format: LogFormat::Text,
         }
+    }
+}
+
+/// `log.color`: whether text logs carry ANSI colour escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogColor {
+    /// Only when stderr is a terminal (and `NO_COLOR` is not set).
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for LogColor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(LogColor::Auto),
+            "always" => Ok(LogColor::Always),
+            "never" => Ok(LogColor::Never),
+            _ => Err(format!(
+                "log.color must be auto, always or never, not {text:?}"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogColor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `log.format`: how log events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; native journald entries when stderr is the journal.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("log.format must be text or json, not {text:?}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -552,5 +619,31 @@ mod tests {
             "[store]\nsegment-max-bytes = 10\n",
             "store.segment-max-bytes",
         );
+    }
+
+    #[test]
+    fn log_keys_take_their_values_and_name_themselves_when_wrong() {
+        let config = Config::parse_toml("[log]\ncolor = \"never\"\nformat = \"json\"\n").unwrap();
+        assert_eq!(config.log.color, LogColor::Never);
+        assert_eq!(config.log.format, LogFormat::Json);
+        let defaults = Config::parse_toml("[log]\nlevel = \"debug\"\n").unwrap();
+        assert_eq!(defaults.log.color, LogColor::Auto);
+        assert_eq!(defaults.log.format, LogFormat::Text);
+        for (text, color) in [
+            ("auto", LogColor::Auto),
+            ("always", LogColor::Always),
+            ("never", LogColor::Never),
+        ] {
+            assert_eq!(text.parse::<LogColor>(), Ok(color));
+        }
+        check_error(
+            "[log]\ncolor = \"blue\"\n",
+            "line 2: log.color must be auto, always or never, not \"blue\"",
+        );
+        check_error(
+            "[log]\nformat = \"xml\"\n",
+            "line 2: log.format must be text or json, not \"xml\"",
+        );
+        check_error("[log]\ncolour = \"never\"\n", "unknown field `colour`");
     }
 }

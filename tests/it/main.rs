@@ -1,6 +1,7 @@
 //! The integration tests, in one binary: end-to-end tests of the real `starling` binary
 //! (driven through `sandbox`), tests against real peers, the conformance corpus, the fuzz
-//! regression corpus, and process-level tests of the store (kill -9 loop, full disk).
+//! regression corpus, process-level tests of the store (kill -9 loop, full disk), and where
+//! the node's own logs go (files, JSON, journald).
 
 mod cluster;
 mod collector;
@@ -10,6 +11,7 @@ mod fuzz_regressions;
 mod gap_marker;
 mod hostile;
 mod journald;
+mod logging;
 mod rsyslog;
 mod sandbox;
 mod store_crash;
