@@ -12,9 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, ListenerEntry, ShardBy};
+use crate::config::{self, Config, ConfigError, ListenerEntry};
+use crate::ingest::ShardBy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,8 +110,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "ZONE")]
     pub rfc3164_timezone: Option<String>,
     /// `syslog.shard-by`.
-    #[arg(long, value_enum)]
-    pub shard_by: Option<ShardByArg>,
+    #[arg(long, value_parser = shard_by_parser())]
+    pub shard_by: Option<ShardBy>,
     /// `store.segment-max-bytes`.
     #[arg(long, value_name = "BYTES")]
     pub segment_max_bytes: Option<u64>,
@@ -142,11 +144,9 @@ pub struct RunArgs {
     pub log_format: Option<crate::config::LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ShardByArg {
-    Hostname,
-    Peer,
-    AppName,
+/// `--shard-by`: `ingest::ShardBy`'s names as the possible values (listed by `--help`).
+fn shard_by_parser() -> impl TypedValueParser<Value = ShardBy> {
+    PossibleValuesParser::new(ShardBy::ALL.map(ShardBy::as_str)).try_map(|text| text.parse())
 }
 
 #[derive(Debug, Args)]
@@ -269,15 +269,40 @@ pub fn effective_config(args: &RunArgs) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// Applies the flags to the file's values: each flag is parsed by the function that reads
+/// its key in the file, so a bad value is refused with the same message.
 fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     fn set<T: Clone>(target: &mut T, value: &Option<T>) {
         if let Some(value) = value {
             *target = value.clone();
         }
     }
+    fn parsed<T>(
+        target: &mut T,
+        value: &Option<String>,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<(), String> {
+        if let Some(text) = value {
+            *target = config::parse_value(key, text, parse).map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
     fn duration(target: &mut Duration, value: &Option<String>) -> Result<(), String> {
         if let Some(text) = value {
-            *target = config::parse_duration(text)?;
+            *target = crate::timespec::parse_duration(text)?;
+        }
+        Ok(())
+    }
+    fn listeners(
+        target: &mut Vec<config::Listener>,
+        values: &[String],
+        key: &'static str,
+    ) -> Result<(), String> {
+        if !values.is_empty() {
+            let entries: Vec<ListenerEntry> =
+                values.iter().cloned().map(ListenerEntry::Address).collect();
+            *target = config::parse_listeners(&entries, key).map_err(|error| error.to_string())?;
         }
         Ok(())
     }
@@ -287,37 +312,46 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     if let Some(node_id) = &args.node_id {
         config.node_id = Some(node_id.clone());
     }
-    if !args.syslog_udp.is_empty() {
-        config.syslog.udp = args
-            .syslog_udp
-            .iter()
-            .cloned()
-            .map(ListenerEntry::Address)
-            .collect();
-    }
-    if !args.syslog_tcp.is_empty() {
-        config.syslog.tcp = args
-            .syslog_tcp
-            .iter()
-            .cloned()
-            .map(ListenerEntry::Address)
-            .collect();
-    }
+    listeners(&mut config.syslog.udp, &args.syslog_udp, "syslog.udp")?;
+    listeners(&mut config.syslog.tcp, &args.syslog_tcp, "syslog.tcp")?;
     let cluster = &mut config.cluster;
-    set(&mut cluster.gossip, &args.gossip);
-    if args.gossip_advertise.is_some() {
-        cluster.gossip_advertise = args.gossip_advertise.clone();
-    }
+    parsed(
+        &mut cluster.gossip,
+        &args.gossip,
+        "cluster.gossip",
+        config::parse_address,
+    )?;
+    parsed(
+        &mut cluster.gossip_advertise,
+        &args.gossip_advertise,
+        "cluster.gossip-advertise",
+        |text| config::parse_address(text).map(Some),
+    )?;
     if !args.seed.is_empty() {
-        cluster.seeds = args.seed.clone();
+        cluster.seeds = args
+            .seed
+            .iter()
+            .map(|seed| config::parse_value("cluster.seeds", seed, str::parse))
+            .collect::<Result<_, ConfigError>>()
+            .map_err(|error| error.to_string())?;
     }
-    set(&mut cluster.forward, &args.forward);
+    parsed(
+        &mut cluster.forward,
+        &args.forward,
+        "cluster.forward",
+        config::parse_address,
+    )?;
     set(&mut cluster.cluster_id, &args.cluster_id);
     set(&mut cluster.priority, &args.priority);
     set(&mut cluster.may_be_master, &args.may_be_master);
     set(&mut cluster.spool_max_bytes, &args.spool_max_bytes);
     duration(&mut cluster.spool_retention, &args.spool_retention)?;
-    set(&mut config.api.listen, &args.api);
+    parsed(
+        &mut config.api.listen,
+        &args.api,
+        "api.listen",
+        config::parse_optional_address,
+    )?;
     let syslog = &mut config.syslog;
     set(&mut syslog.max_message_bytes, &args.max_message_bytes);
     set(&mut syslog.max_connections, &args.max_connections);
@@ -327,21 +361,20 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
         &mut syslog.udp_recv_buffer_bytes,
         &args.udp_recv_buffer_bytes,
     );
-    set(&mut syslog.rfc3164_timezone, &args.rfc3164_timezone);
-    if let Some(shard_by) = args.shard_by {
-        syslog.shard_by = match shard_by {
-            ShardByArg::Hostname => ShardBy::Hostname,
-            ShardByArg::Peer => ShardBy::Peer,
-            ShardByArg::AppName => ShardBy::AppName,
-        };
-    }
+    parsed(
+        &mut syslog.rfc3164_timezone,
+        &args.rfc3164_timezone,
+        "syslog.rfc3164-timezone",
+        config::parse_zone,
+    )?;
+    set(&mut syslog.shard_by, &args.shard_by);
     let store = &mut config.store;
     set(&mut store.segment_max_bytes, &args.segment_max_bytes);
     duration(&mut store.segment_max_age, &args.segment_max_age)?;
     duration(&mut store.commit_max_delay, &args.commit_max_delay)?;
     set(&mut store.commit_max_bytes, &args.commit_max_bytes);
     if let Some(text) = &args.retention_max_age {
-        store.retention.max_age = Some(config::parse_duration(text)?);
+        store.retention.max_age = Some(crate::timespec::parse_duration(text)?);
     }
     if args.retention_shard_max_bytes.is_some() {
         store.retention.shard_max_bytes = args.retention_shard_max_bytes;
@@ -522,4 +555,127 @@ fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
         rfc3164_zone: crate::parse::Zone::Utc,
     };
     crate::parse::parse(&record.raw, &context)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let mut argv = vec!["starling", "run"];
+        argv.extend_from_slice(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(args) => *args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn error_of(flags: &[&str]) -> String {
+        match effective_config(&run_args(flags)) {
+            Ok(config) => panic!("{flags:?} gave {config:?}"),
+            Err(failure) => {
+                assert_eq!(failure.code, 2, "{flags:?}");
+                format!("{:#}", failure.error)
+            }
+        }
+    }
+
+    /// Flags are parsed into the config's types by the functions that read the file.
+    #[test]
+    fn flags_override_the_file_with_typed_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("starling.toml");
+        std::fs::write(
+            &path,
+            "[syslog]\nudp = [\"127.0.0.1:1514\"]\nshard-by = \"peer\"\n[cluster]\npriority = 2\n",
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let config = effective_config(&run_args(&[
+            "--config",
+            path,
+            "--syslog-tcp",
+            "none",
+            "--gossip",
+            "127.0.0.1:0",
+            "--seed",
+            "node-2.example:5515",
+            "--api",
+            "none",
+            "--rfc3164-timezone",
+            "Europe/Berlin",
+            "--shard-by",
+            "app-name",
+            "--retention-max-age",
+            "30days",
+        ]))
+        .unwrap();
+        let udp = config.udp_listeners();
+        assert_eq!(udp.len(), 1);
+        assert_eq!(udp[0].address, "127.0.0.1:1514".parse().unwrap());
+        assert_eq!(udp[0].rfc3164_timezone.to_string(), "Europe/Berlin");
+        assert_eq!(udp[0].shard_by, ShardBy::AppName);
+        assert!(config.tcp_listeners().is_empty());
+        assert_eq!(config.cluster.gossip, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.cluster.seeds[0].as_str(), "node-2.example:5515");
+        assert_eq!(config.cluster.priority, 2);
+        assert_eq!(config.api_address(), None);
+        assert_eq!(
+            config.store.retention.max_age,
+            Some(Duration::from_secs(30 * 86400))
+        );
+    }
+
+    /// A bad flag is refused with the message the same value gets in the file.
+    #[test]
+    fn bad_flags_name_their_key() {
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &["--syslog-udp", "not-an-address"],
+                "invalid value for `syslog.udp`: \"not-an-address\" is not an address of the form IP:PORT",
+            ),
+            (
+                &["--syslog-tcp", "none", "--syslog-tcp", "127.0.0.1:1"],
+                "invalid value for `syslog.tcp`: `none` cannot be combined with addresses",
+            ),
+            (
+                &["--gossip", "x"],
+                "invalid value for `cluster.gossip`: \"x\" is not an address of the form IP:PORT",
+            ),
+            (
+                &["--seed", "noport"],
+                "invalid value for `cluster.seeds`: \"noport\" is not of the form HOST:PORT",
+            ),
+            (
+                &["--api", "bad"],
+                "invalid value for `api.listen`: \"bad\" is not an address of the form IP:PORT",
+            ),
+            (
+                &["--rfc3164-timezone", "Mars/X"],
+                "invalid value for `syslog.rfc3164-timezone`: unknown time zone \"Mars/X\"",
+            ),
+            (&["--idle-timeout", "soon"], "\"soon\" is not a duration"),
+        ];
+        for (flags, expected) in cases {
+            let error = error_of(flags);
+            assert!(error.starts_with(expected), "{flags:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn shard_by_flag_takes_the_config_names() {
+        for shard_by in ShardBy::ALL {
+            assert_eq!(
+                run_args(&["--shard-by", shard_by.as_str()]).shard_by,
+                Some(shard_by)
+            );
+        }
+        let error = Cli::try_parse_from(["starling", "run", "--shard-by", "color"]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("[possible values: hostname, peer, app-name]"),
+            "{error}"
+        );
+    }
 }

@@ -1,17 +1,34 @@
-//! The configuration: the TOML file's shape, its defaults and its validation.
+//! The configuration: the TOML file's shape, its defaults and its validation, parsed once
+//! into typed values.
 //!
 //! Strict TOML (kebab-case keys, unknown keys rejected with their name and line), a default
-//! for every key so an empty file — or no file — is a working single-node collector, and a
-//! `validate()` that names the offending key and value. Command-line flags are applied on top
-//! by `cli` (flag > file > default). This module does no I/O beyond reading the file it is
-//! given; of ours it imports only `parse::Zone`, to validate time zones exactly as they will
-//! be read.
+//! for every key so an empty file — or no file — is a working single-node collector. Every
+//! value is parsed while the file is read — addresses into `SocketAddr`, seed nodes into
+//! [`HostPort`], zones into `parse::Zone`, durations into `Duration` — and one that does not
+//! parse is refused with its key, value and line; `validate()` then checks ranges and names
+//! the offending key. `cli` parses command-line flags with the same functions and applies them
+//! on top (flag > file > default).
+//!
+//! Who owns which type: a section that is one subsystem's whole configuration is that
+//! subsystem's own serde type, embedded as it is (`[store]` is `store::StoreConfig`,
+//! `syslog.shard-by` is `ingest::ShardBy`); sections that feed several subsystems (`[syslog]`:
+//! listeners and ingest; `[cluster]`: gossip, forwarding and the spool; `[api]`, `[log]`) are
+//! this module's, with typed fields, and hand the subsystems their values ready to use
+//! ([`ListenerSpec::ingest_config`], [`Config::store_config`]). So this module sits above
+//! `store`, `ingest`, `parse` and `timespec`, whose types it imports, and below `node` and
+//! `cli`, its only users. It does no I/O beyond reading the file it is given.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::ingest::{IngestConfig, ShardBy};
+use crate::parse::Zone;
+use crate::store::StoreConfig;
 
 /// Everything `starling run` needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -21,7 +38,7 @@ pub struct Config {
     pub node_id: Option<String>,
     pub data_dir: PathBuf,
     pub syslog: SyslogConfig,
-    pub store: StoreSection,
+    pub store: StoreConfig,
     pub cluster: ClusterSection,
     pub api: ApiSection,
     pub log: LogSection,
@@ -33,7 +50,7 @@ impl Default for Config {
             node_id: None,
             data_dir: PathBuf::from("./starling-data"),
             syslog: SyslogConfig::default(),
-            store: StoreSection::default(),
+            store: StoreConfig::default(),
             cluster: ClusterSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
@@ -41,7 +58,8 @@ impl Default for Config {
     }
 }
 
-/// One syslog listener: an address, and optionally its own RFC 3164 time zone.
+/// One syslog listener as written: an address (or `none`), or a table with an address and
+/// its own RFC 3164 time zone. Read into a [`Listener`] by [`parse_listeners`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum ListenerEntry {
@@ -56,109 +74,131 @@ pub struct ListenerTable {
     pub rfc3164_timezone: Option<String>,
 }
 
-/// A listener after validation: `None` address lists mean "off".
+/// One syslog listener, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    /// Its own zone; `syslog.rfc3164-timezone` when `None`.
+    pub rfc3164_timezone: Option<Zone>,
+}
+
+/// A listener as the node starts it: its address and how it turns messages into records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     pub address: SocketAddr,
-    pub rfc3164_timezone: String,
+    /// The listener's own zone, else `syslog.rfc3164-timezone`.
+    pub rfc3164_timezone: Zone,
+    pub shard_by: ShardBy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ShardBy {
-    Hostname,
-    Peer,
-    AppName,
+impl ListenerSpec {
+    /// What the listener's ingest needs; `origin` is the node id.
+    pub fn ingest_config(&self, origin: &str) -> IngestConfig {
+        IngestConfig {
+            origin: origin.into(),
+            shard_by: self.shard_by,
+            rfc3164_zone: self.rfc3164_timezone,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SyslogConfig {
-    /// UDP listener addresses; `["none"]` or `[]` turns UDP off.
-    pub udp: Vec<ListenerEntry>,
-    /// TCP listener addresses; `["none"]` or `[]` turns TCP off.
-    pub tcp: Vec<ListenerEntry>,
+    /// UDP listeners; `["none"]` or `[]` turns UDP off (no listener).
+    #[serde(deserialize_with = "de::udp")]
+    pub udp: Vec<Listener>,
+    /// TCP listeners; `["none"]` or `[]` turns TCP off (no listener).
+    #[serde(deserialize_with = "de::tcp")]
+    pub tcp: Vec<Listener>,
     /// Longer messages are truncated to this many bytes and flagged.
     pub max_message_bytes: usize,
     /// Concurrent TCP connections per listener.
     pub max_connections: usize,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::timespec::duration")]
     pub idle_timeout: Duration,
     /// UDP sockets per address (SO_REUSEPORT); 0 = one per core.
     pub udp_sockets: usize,
     /// Requested kernel receive buffer per UDP socket.
     pub udp_recv_buffer_bytes: usize,
     /// Zone of RFC 3164 timestamps (which carry none): `local`, `UTC` or an IANA name.
-    pub rfc3164_timezone: String,
+    #[serde(deserialize_with = "de::rfc3164_timezone")]
+    pub rfc3164_timezone: Zone,
     pub shard_by: ShardBy,
 }
 
 impl Default for SyslogConfig {
     fn default() -> Self {
+        let any = Listener {
+            address: SocketAddr::from(([0, 0, 0, 0], 5514)),
+            rfc3164_timezone: None,
+        };
         SyslogConfig {
-            udp: vec![ListenerEntry::Address("0.0.0.0:5514".into())],
-            tcp: vec![ListenerEntry::Address("0.0.0.0:5514".into())],
+            udp: vec![any.clone()],
+            tcp: vec![any],
             max_message_bytes: 64 * 1024,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(600),
             udp_sockets: 0,
             udp_recv_buffer_bytes: 8 * 1024 * 1024,
-            rfc3164_timezone: "local".into(),
+            rfc3164_timezone: Zone::Local,
             shard_by: ShardBy::Hostname,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct StoreSection {
-    pub segment_max_bytes: u64,
-    #[serde(deserialize_with = "duration")]
-    pub segment_max_age: Duration,
-    #[serde(deserialize_with = "duration")]
-    pub commit_max_delay: Duration,
-    pub commit_max_bytes: u64,
-    pub retention: RetentionSection,
+/// `host:port` of a seed node. Checked when the configuration is read and kept as text: host
+/// names are resolved by the gossip layer at every attempt, so a seed may move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort(String);
+
+impl HostPort {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-impl Default for StoreSection {
-    fn default() -> Self {
-        StoreSection {
-            segment_max_bytes: 128 * 1024 * 1024,
-            segment_max_age: Duration::from_secs(3600),
-            commit_max_delay: Duration::from_millis(10),
-            commit_max_bytes: 4 * 1024 * 1024,
-            retention: RetentionSection::default(),
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HostPort, String> {
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(HostPort(text.to_string()))
+            }
+            _ => Err(format!("{text:?} is not of the form HOST:PORT")),
         }
     }
 }
 
-/// Retention limits; each is off when absent.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RetentionSection {
-    #[serde(deserialize_with = "optional_duration")]
-    pub max_age: Option<Duration>,
-    pub shard_max_bytes: Option<u64>,
-    pub total_max_bytes: Option<u64>,
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
+/// `[cluster]`: gossip (the `cluster` module), forwarding (`forward`) and the spool (the
+/// node's spool gate and the store's spool retention).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClusterSection {
     pub cluster_id: String,
     /// Gossip (UDP) listen address.
-    pub gossip: String,
+    #[serde(deserialize_with = "de::gossip")]
+    pub gossip: SocketAddr,
     /// Address other nodes use for gossip; the listen address when absent.
-    pub gossip_advertise: Option<String>,
+    #[serde(deserialize_with = "de::gossip_advertise")]
+    pub gossip_advertise: Option<SocketAddr>,
     /// Seed nodes' gossip addresses (`host:port`, host names allowed).
-    pub seeds: Vec<String>,
+    #[serde(deserialize_with = "de::seeds")]
+    pub seeds: Vec<HostPort>,
     /// Node-to-node forwarding (TCP) listen address.
-    pub forward: String,
+    #[serde(deserialize_with = "de::forward")]
+    pub forward: SocketAddr,
     pub priority: u32,
     pub may_be_master: bool,
     pub spool_max_bytes: u64,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::timespec::duration")]
     pub spool_retention: Duration,
 }
 
@@ -166,10 +206,10 @@ impl Default for ClusterSection {
     fn default() -> Self {
         ClusterSection {
             cluster_id: "starling".into(),
-            gossip: "127.0.0.1:5515".into(),
+            gossip: SocketAddr::from(([127, 0, 0, 1], 5515)),
             gossip_advertise: None,
             seeds: Vec::new(),
-            forward: "127.0.0.1:5516".into(),
+            forward: SocketAddr::from(([127, 0, 0, 1], 5516)),
             priority: 0,
             may_be_master: true,
             spool_max_bytes: 1024 * 1024 * 1024,
@@ -181,14 +221,15 @@ impl Default for ClusterSection {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ApiSection {
-    /// HTTP API address (metrics, health, status); `none` turns it off.
-    pub listen: String,
+    /// HTTP API address (metrics, health, status); `none` turns it off (`None`).
+    #[serde(deserialize_with = "de::api_listen")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
-            listen: "127.0.0.1:5517".into(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 5517))),
         }
     }
 }
@@ -318,7 +359,7 @@ impl Config {
         })
     }
 
-    /// Checks every value; the first problem is returned with its key.
+    /// Checks every range the types do not; the first problem is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(node_id) = &self.node_id {
             validate_node_id(node_id).map_err(|message| ConfigError::Invalid {
@@ -329,8 +370,6 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data-dir", "must not be empty".into()));
         }
-        self.udp_listeners()?;
-        self.tcp_listeners()?;
         let syslog = &self.syslog;
         if syslog.max_message_bytes < 480 || syslog.max_message_bytes > MAX_MESSAGE_BYTES_LIMIT {
             return Err(invalid(
@@ -353,8 +392,6 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
-        validate_timezone(&syslog.rfc3164_timezone)
-            .map_err(|message| invalid("syslog.rfc3164-timezone", message))?;
         let store = &self.store;
         if store.segment_max_bytes < 64 * 1024 {
             return Err(invalid(
@@ -377,47 +414,43 @@ impl Config {
         if self.cluster.cluster_id.is_empty() {
             return Err(invalid("cluster.cluster-id", "must not be empty".into()));
         }
-        parse_address(&self.cluster.gossip)
-            .map_err(|message| invalid("cluster.gossip", message))?;
-        if let Some(advertise) = &self.cluster.gossip_advertise {
-            parse_address(advertise)
-                .map_err(|message| invalid("cluster.gossip-advertise", message))?;
-        }
-        for seed in &self.cluster.seeds {
-            validate_host_port(seed).map_err(|message| invalid("cluster.seeds", message))?;
-        }
-        parse_address(&self.cluster.forward)
-            .map_err(|message| invalid("cluster.forward", message))?;
-        if self.api.listen != "none" {
-            parse_address(&self.api.listen).map_err(|message| invalid("api.listen", message))?;
-        }
         Ok(())
     }
 
-    pub fn udp_listeners(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
-        listener_specs(
-            &self.syslog.udp,
-            &self.syslog.rfc3164_timezone,
-            "syslog.udp",
-        )
+    /// The UDP listeners to start (none when UDP is off).
+    pub fn udp_listeners(&self) -> Vec<ListenerSpec> {
+        self.listener_specs(&self.syslog.udp)
     }
 
-    pub fn tcp_listeners(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
-        listener_specs(
-            &self.syslog.tcp,
-            &self.syslog.rfc3164_timezone,
-            "syslog.tcp",
-        )
+    /// The TCP listeners to start (none when TCP is off).
+    pub fn tcp_listeners(&self) -> Vec<ListenerSpec> {
+        self.listener_specs(&self.syslog.tcp)
+    }
+
+    fn listener_specs(&self, listeners: &[Listener]) -> Vec<ListenerSpec> {
+        listeners
+            .iter()
+            .map(|listener| ListenerSpec {
+                address: listener.address,
+                rfc3164_timezone: listener
+                    .rfc3164_timezone
+                    .unwrap_or(self.syslog.rfc3164_timezone),
+                shard_by: self.syslog.shard_by,
+            })
+            .collect()
     }
 
     /// The API address, or `None` when turned off.
-    pub fn api_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
-        if self.api.listen == "none" {
-            return Ok(None);
-        }
-        parse_address(&self.api.listen)
-            .map(Some)
-            .map_err(|message| invalid("api.listen", message))
+    pub fn api_address(&self) -> Option<SocketAddr> {
+        self.api.listen
+    }
+
+    /// The store's configuration: `[store]`, with `cluster.spool-retention` as the spool's
+    /// retention (every node's store is its spool).
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = self.store.clone();
+        store.retention.spool_retention = Some(self.cluster.spool_retention);
+        store
     }
 }
 
@@ -425,19 +458,29 @@ fn invalid(key: &'static str, message: String) -> ConfigError {
     ConfigError::Invalid { key, message }
 }
 
-fn listener_specs(
-    entries: &[ListenerEntry],
-    default_zone: &str,
+/// Parses the text of `key`'s value with `parse`; the error names the key (as
+/// [`ConfigError::Invalid`]). The config file and the command-line flags both go through it.
+pub fn parse_value<T>(
     key: &'static str,
-) -> Result<Vec<ListenerSpec>, ConfigError> {
-    let mut specs = Vec::new();
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(text).map_err(|message| invalid(key, message))
+}
+
+/// Parses a list of listeners (`syslog.udp` or `syslog.tcp`, named by `key`): `none` alone
+/// means no listener, an address may be listed once, a table's zone must be known.
+pub fn parse_listeners(
+    entries: &[ListenerEntry],
+    key: &'static str,
+) -> Result<Vec<Listener>, ConfigError> {
+    let mut listeners: Vec<Listener> = Vec::new();
     for entry in entries {
         let (address, zone) = match entry {
-            ListenerEntry::Address(address) => (address.as_str(), default_zone),
-            ListenerEntry::Table(table) => (
-                table.address.as_str(),
-                table.rfc3164_timezone.as_deref().unwrap_or(default_zone),
-            ),
+            ListenerEntry::Address(address) => (address.as_str(), None),
+            ListenerEntry::Table(table) => {
+                (table.address.as_str(), table.rfc3164_timezone.as_deref())
+            }
         };
         if address == "none" {
             if entries.len() > 1 {
@@ -448,20 +491,19 @@ fn listener_specs(
             }
             continue;
         }
-        let address = parse_address(address).map_err(|message| invalid(key, message))?;
-        validate_timezone(zone).map_err(|message| invalid(key, message))?;
-        if specs
-            .iter()
-            .any(|spec: &ListenerSpec| spec.address == address)
-        {
+        let address = parse_value(key, address, parse_address)?;
+        let rfc3164_timezone = zone
+            .map(|zone| parse_value(key, zone, parse_zone))
+            .transpose()?;
+        if listeners.iter().any(|listener| listener.address == address) {
             return Err(invalid(key, format!("address {address} is listed twice")));
         }
-        specs.push(ListenerSpec {
+        listeners.push(Listener {
             address,
-            rfc3164_timezone: zone.to_string(),
+            rfc3164_timezone,
         });
     }
-    Ok(specs)
+    Ok(listeners)
 }
 
 /// Parses `ip:port` (a socket address; host names are not resolved for listen addresses).
@@ -470,18 +512,17 @@ pub fn parse_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an address of the form IP:PORT"))
 }
 
-fn validate_host_port(text: &str) -> Result<(), String> {
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(format!("{text:?} is not of the form HOST:PORT")),
+/// [`parse_address`], or `None` for `none` (the listener is off).
+pub fn parse_optional_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text {
+        "none" => Ok(None),
+        _ => parse_address(text).map(Some),
     }
 }
 
 /// `local`, `UTC`, an IANA zone name such as `Europe/Berlin`, or an offset like `+02:00`.
-pub fn validate_timezone(zone: &str) -> Result<(), String> {
-    zone.parse::<crate::parse::Zone>()
-        .map(|_| ())
-        .map_err(|error| error.to_string())
+pub fn parse_zone(zone: &str) -> Result<Zone, String> {
+    zone.parse::<Zone>().map_err(|error| error.to_string())
 }
 
 /// Node ids travel in gossip and in every record: printable, no spaces, at most 128 bytes.
@@ -498,23 +539,67 @@ pub fn validate_node_id(node_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a duration such as `10ms`, `1h` or `7days`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| format!("{text:?} is not a duration: {error}"))
-}
+/// The `deserialize_with` functions of the keys read from text: each parses its value once,
+/// with the function the flags use, and names its key when it refuses one.
+mod de {
+    use super::*;
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
+    fn keyed<'de, D: Deserializer<'de>, T>(
+        deserializer: D,
+        key: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_value(key, &text, parse).map_err(serde::de::Error::custom)
+    }
 
-fn optional_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    fn listeners<'de, D: Deserializer<'de>>(
+        deserializer: D,
+        key: &'static str,
+    ) -> Result<Vec<Listener>, D::Error> {
+        let entries = Vec::<ListenerEntry>::deserialize(deserializer)?;
+        parse_listeners(&entries, key).map_err(serde::de::Error::custom)
+    }
+
+    pub fn udp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Listener>, D::Error> {
+        listeners(deserializer, "syslog.udp")
+    }
+
+    pub fn tcp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Listener>, D::Error> {
+        listeners(deserializer, "syslog.tcp")
+    }
+
+    pub fn rfc3164_timezone<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Zone, D::Error> {
+        keyed(deserializer, "syslog.rfc3164-timezone", parse_zone)
+    }
+
+    pub fn gossip<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        keyed(deserializer, "cluster.gossip", parse_address)
+    }
+
+    pub fn gossip_advertise<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        keyed(deserializer, "cluster.gossip-advertise", parse_address).map(Some)
+    }
+
+    pub fn seeds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<HostPort>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|seed| parse_value("cluster.seeds", seed, str::parse))
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub fn forward<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        keyed(deserializer, "cluster.forward", parse_address)
+    }
+
+    pub fn api_listen<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        keyed(deserializer, "api.listen", parse_optional_address)
+    }
 }
 
 #[cfg(test)]
@@ -540,9 +625,9 @@ mod tests {
         let config = Config::parse_toml("").unwrap();
         assert_eq!(config, Config::default());
         config.validate().unwrap();
-        assert_eq!(config.udp_listeners().unwrap()[0].address.port(), 5514);
-        assert_eq!(config.tcp_listeners().unwrap()[0].address.port(), 5514);
-        assert_eq!(config.api_address().unwrap().unwrap().port(), 5517);
+        assert_eq!(config.udp_listeners()[0].address.port(), 5514);
+        assert_eq!(config.tcp_listeners()[0].address.port(), 5514);
+        assert_eq!(config.api_address().unwrap().port(), 5517);
     }
 
     #[test]
@@ -572,17 +657,17 @@ mod tests {
         )
         .unwrap();
         config.validate().unwrap();
-        let udp = config.udp_listeners().unwrap();
+        let udp = config.udp_listeners();
         assert_eq!(udp.len(), 2);
-        assert_eq!(udp[0].rfc3164_timezone, "Europe/Berlin");
-        assert_eq!(udp[1].rfc3164_timezone, "UTC");
-        assert!(config.tcp_listeners().unwrap().is_empty());
+        assert_eq!(udp[0].rfc3164_timezone.to_string(), "Europe/Berlin");
+        assert_eq!(udp[1].rfc3164_timezone.to_string(), "UTC");
+        assert!(config.tcp_listeners().is_empty());
         assert_eq!(config.syslog.shard_by, ShardBy::AppName);
         assert_eq!(
             config.store.retention.max_age,
             Some(Duration::from_secs(30 * 86400))
         );
-        assert_eq!(config.api_address().unwrap(), None);
+        assert_eq!(config.api_address(), None);
     }
 
     #[test]
@@ -645,5 +730,116 @@ mod tests {
             "line 2: log.format must be text or json, not \"xml\"",
         );
         check_error("[log]\ncolour = \"never\"\n", "unknown field `colour`");
+    }
+
+    /// Addresses, seeds and zones are parsed with the file: a bad one is refused at load with
+    /// its key, its value and its line.
+    #[test]
+    fn bad_values_are_refused_at_load_with_key_value_and_line() {
+        let cases = [
+            (
+                "[syslog]\nudp = [\"nowhere\"]\n",
+                "line 2: invalid value for `syslog.udp`: \"nowhere\" is not an address of the form IP:PORT",
+            ),
+            (
+                "[syslog]\ntcp = [\"127.0.0.1:1\", { address = \"127.0.0.1:2\", rfc3164-timezone = \"Nope\" }]\n",
+                "line 2: invalid value for `syslog.tcp`: unknown time zone \"Nope\"",
+            ),
+            (
+                "[syslog]\nudp = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+                "line 2: invalid value for `syslog.udp`: address 127.0.0.1:1 is listed twice",
+            ),
+            (
+                "[syslog]\n\nrfc3164-timezone = \"Mars/Olympus\"\n",
+                "line 3: invalid value for `syslog.rfc3164-timezone`: unknown time zone \"Mars/Olympus\"",
+            ),
+            (
+                "[cluster]\ngossip = \"x\"\n",
+                "line 2: invalid value for `cluster.gossip`: \"x\" is not an address of the form IP:PORT",
+            ),
+            (
+                "[cluster]\ngossip-advertise = \"host:1\"\n",
+                "line 2: invalid value for `cluster.gossip-advertise`: \"host:1\" is not an address",
+            ),
+            (
+                "[cluster]\nseeds = [\"a:1\", \"no-port\"]\n",
+                "line 2: invalid value for `cluster.seeds`: \"no-port\" is not of the form HOST:PORT",
+            ),
+            (
+                "[cluster]\nforward = \"127.0.0.1\"\n",
+                "line 2: invalid value for `cluster.forward`: \"127.0.0.1\" is not an address",
+            ),
+            (
+                "[api]\nlisten = \"bad\"\n",
+                "line 2: invalid value for `api.listen`: \"bad\" is not an address of the form IP:PORT",
+            ),
+            (
+                "[store.retention]\nmax-age = \"soon\"\n",
+                "line 2: \"soon\" is not a duration",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse_toml(text).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{text:?}: {error:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    /// What the node is handed: parsed values, each listener's zone resolved, the spool's
+    /// retention in the store's configuration.
+    #[test]
+    fn subsystems_get_typed_values() {
+        let config = Config::parse_toml(
+            r#"
+            [syslog]
+            udp = [{ address = "127.0.0.1:1514", rfc3164-timezone = "+02:00" }, "[::1]:1514"]
+            rfc3164-timezone = "UTC"
+            shard-by = "peer"
+            [store]
+            segment-max-bytes = 1048576
+            [store.retention]
+            shard-max-bytes = 5000000
+            [cluster]
+            gossip = "0.0.0.0:7000"
+            gossip-advertise = "192.0.2.1:7000"
+            seeds = ["node-2.example:7000"]
+            spool-retention = "2h"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let udp = config.udp_listeners();
+        assert_eq!(udp[0].address, "127.0.0.1:1514".parse().unwrap());
+        assert_eq!(udp[0].rfc3164_timezone, parse_zone("+02:00").unwrap());
+        assert_eq!(udp[1].address, "[::1]:1514".parse().unwrap());
+        assert_eq!(udp[1].rfc3164_timezone, Zone::Utc);
+        assert_eq!(
+            udp[1].ingest_config("node-a"),
+            IngestConfig {
+                origin: "node-a".into(),
+                shard_by: ShardBy::Peer,
+                rfc3164_zone: Zone::Utc,
+            }
+        );
+        let store = config.store_config();
+        assert_eq!(store.segment_max_bytes, 1048576);
+        assert_eq!(store.commit_max_bytes, 4 * 1024 * 1024);
+        assert_eq!(store.retention.shard_max_bytes, Some(5000000));
+        assert_eq!(
+            store.retention.spool_retention,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(config.cluster.gossip, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(
+            config.cluster.gossip_advertise,
+            Some("192.0.2.1:7000".parse().unwrap())
+        );
+        assert_eq!(config.cluster.seeds[0].as_str(), "node-2.example:7000");
+        assert_eq!(
+            config.api_address(),
+            Some("127.0.0.1:5517".parse().unwrap())
+        );
     }
 }

@@ -18,8 +18,10 @@ use crate::record::{Record, Transport};
 /// Shard key used when neither the message nor the connection names a source.
 pub const UNKNOWN_SOURCE: &str = "unknown";
 
-/// What a record's shard key (its `source`) is taken from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a record's shard key (its `source`) is taken from: `syslog.shard-by` in the config
+/// file (read with serde), `--shard-by` on the command line (read with [`FromStr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ShardBy {
     /// The HOSTNAME field; the sender's IP address when it is absent or `-`.
     #[default]
@@ -31,6 +33,9 @@ pub enum ShardBy {
 }
 
 impl ShardBy {
+    /// Every value, in the order the documentation lists them.
+    pub const ALL: [ShardBy; 3] = [ShardBy::Hostname, ShardBy::Peer, ShardBy::AppName];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ShardBy::Hostname => "hostname",
@@ -63,7 +68,8 @@ impl FromStr for ShardBy {
     }
 }
 
-/// How a listener turns messages into records.
+/// How a listener turns messages into records. The config hands it over per listener
+/// (`config::ListenerSpec::ingest_config`); the origin is the node id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
     /// This node's id: the origin of every record it receives.

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ListenerSpec};
+use crate::config::Config;
 use crate::listener::ListenerContext;
 use crate::record::{Record, Transport};
 use crate::store::{AppendTicket, Store, StoreHandle};
@@ -91,7 +91,7 @@ impl Node {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        let store_config = store_config(&config);
+        let store_config = config.store_config();
         let (store, recovery) = {
             let (dir, origin) = (data_dir.clone(), node_id.clone());
             tokio::task::spawn_blocking(move || Store::open(&dir, &origin, store_config))
@@ -105,7 +105,7 @@ impl Node {
         let node_counters = Arc::new(NodeCounters::default());
         let mut addresses = BoundAddresses::default();
         // The API is bound first so the cluster can advertise its address.
-        let api_listener = match config.api_address()? {
+        let api_listener = match config.api_address() {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address)
                     .await
@@ -152,7 +152,7 @@ impl Node {
 
         let listeners = TaskTracker::new();
         let syslog = &config.syslog;
-        for spec in config.udp_listeners()? {
+        for spec in config.udp_listeners() {
             let num_sockets = match syslog.udp_sockets {
                 0 => crate::listener::udp::default_num_sockets(),
                 configured => configured,
@@ -166,7 +166,7 @@ impl Node {
             let context = Arc::new(ListenerContext {
                 metrics: metrics.listener(&name, Transport::Udp),
                 name,
-                ingest: ingest_config(&node_id, &config, &spec),
+                ingest: spec.ingest_config(&node_id),
                 records_tx: records_tx.clone(),
             });
             let options = crate::listener::udp::UdpOptions {
@@ -180,7 +180,7 @@ impl Node {
                 listeners_cancel.clone(),
             ));
         }
-        for spec in config.tcp_listeners()? {
+        for spec in config.tcp_listeners() {
             let listener = tokio::net::TcpListener::bind(spec.address)
                 .await
                 .with_context(|| format!("cannot listen for syslog on tcp {}", spec.address))?;
@@ -190,7 +190,7 @@ impl Node {
             let context = Arc::new(ListenerContext {
                 metrics: metrics.listener(&name, Transport::Tcp),
                 name,
-                ingest: ingest_config(&node_id, &config, &spec),
+                ingest: spec.ingest_config(&node_id),
                 records_tx: records_tx.clone(),
             });
             let options = crate::listener::tcp::TcpOptions {
@@ -533,44 +533,6 @@ fn log_recovery(report: &crate::store::RecoveryReport) {
     }
     for problem in &report.problems {
         tracing::warn!(%problem, "damaged data kept in place and skipped; run `starling verify`");
-    }
-}
-
-fn ingest_config(
-    node_id: &str,
-    config: &Config,
-    spec: &ListenerSpec,
-) -> crate::ingest::IngestConfig {
-    // Validated with the configuration; local time is the documented default.
-    let zone = spec
-        .rfc3164_timezone
-        .parse::<crate::parse::Zone>()
-        .unwrap_or(crate::parse::Zone::Local);
-    crate::ingest::IngestConfig {
-        origin: std::sync::Arc::from(node_id),
-        shard_by: match config.syslog.shard_by {
-            crate::config::ShardBy::Hostname => crate::ingest::ShardBy::Hostname,
-            crate::config::ShardBy::Peer => crate::ingest::ShardBy::Peer,
-            crate::config::ShardBy::AppName => crate::ingest::ShardBy::AppName,
-        },
-        rfc3164_zone: zone,
-    }
-}
-
-fn store_config(config: &Config) -> crate::store::StoreConfig {
-    let store = &config.store;
-    crate::store::StoreConfig {
-        segment_max_bytes: store.segment_max_bytes,
-        segment_max_age: store.segment_max_age,
-        commit_max_delay: store.commit_max_delay,
-        commit_max_bytes: store.commit_max_bytes,
-        retention: crate::store::RetentionConfig {
-            max_age: store.retention.max_age,
-            shard_max_bytes: store.retention.shard_max_bytes,
-            total_max_bytes: store.retention.total_max_bytes,
-            spool_retention: Some(config.cluster.spool_retention),
-        },
-        ..crate::store::StoreConfig::default()
     }
 }
 

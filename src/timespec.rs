@@ -1,7 +1,31 @@
-//! Time arguments of `starling read`: RFC 3339 instants and relative forms (`1h`, `15m`,
-//! `2days` — meaning that long before now). Pure: "now" is passed in. Imports nothing of ours.
+//! Times and durations as people type them: the time arguments of `starling read` (RFC 3339
+//! instants and relative forms such as `1h`, `15m`, `2days` — meaning that long before now),
+//! and the durations of the config file and flags (`10ms`, `1h`, `7days`) with the serde
+//! helpers that read them, for every subsystem's config type. Pure: "now" is passed in.
+//! Imports nothing of ours.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+
+/// Parses a duration such as `10ms`, `1h` or `7days`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{text:?} is not a duration: {error}"))
+}
+
+/// `#[serde(deserialize_with = "crate::timespec::duration")]`: a duration written as text.
+pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// [`duration`] for a key that is off when absent (use with `#[serde(default)]`).
+pub fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
 
 /// Parses `text` into microseconds since the Unix epoch (UTC).
 pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<i64, String> {

@@ -89,17 +89,8 @@ impl NodeCluster {
     /// the measuring task.
     pub(super) async fn start(start: ClusterStart<'_>) -> anyhow::Result<NodeCluster> {
         let section = start.section;
-        let gossip_listen = crate::config::parse_address(&section.gossip)
-            .map_err(|message| anyhow::anyhow!("cluster.gossip: {message}"))?;
-        let gossip_advertise = match &section.gossip_advertise {
-            Some(text) => Some(
-                crate::config::parse_address(text)
-                    .map_err(|message| anyhow::anyhow!("cluster.gossip-advertise: {message}"))?,
-            ),
-            None => None,
-        };
-        let forward_listen = crate::config::parse_address(&section.forward)
-            .map_err(|message| anyhow::anyhow!("cluster.forward: {message}"))?;
+        let (gossip_listen, gossip_advertise) = (section.gossip, section.gossip_advertise);
+        let forward_listen = section.forward;
         let forward_listener = tokio::net::TcpListener::bind(forward_listen)
             .await
             .with_context(|| format!("cannot listen for forwarding on {forward_listen}"))?;
@@ -121,7 +112,7 @@ impl NodeCluster {
                 cluster_id: section.cluster_id.clone(),
                 gossip_listen,
                 gossip_advertise,
-                seeds: section.seeds.clone(),
+                seeds: section.seeds.iter().map(ToString::to_string).collect(),
                 priority: section.priority,
                 may_be_master: section.may_be_master,
                 forward_addr: advertised(forward_addr),

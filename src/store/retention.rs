@@ -19,9 +19,13 @@ use super::shard::Shard;
 use super::stats::Counters;
 use std::sync::atomic::Ordering;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Retention limits, each off when absent; also the `[store.retention]` section of the
+/// config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetentionConfig {
     /// Delete sealed segments whose newest record was received longer ago than this.
+    #[serde(deserialize_with = "crate::timespec::optional_duration")]
     pub max_age: Option<Duration>,
     /// Per shard, delete oldest sealed segments while the shard is larger than this.
     pub shard_max_bytes: Option<u64>,
@@ -31,7 +35,9 @@ pub struct RetentionConfig {
     /// holds records of the local origin is then kept from deletion by age until its newest
     /// record is this old (the byte limits still apply), and one that holds local records
     /// no master has acknowledged yet (`StoreHandle::set_unforwarded_after`) is kept from
-    /// every deletion.
+    /// every deletion. Not a key of `[store.retention]`: the config hands over
+    /// `cluster.spool-retention` here (`config::Config::store_config`).
+    #[serde(skip)]
     pub spool_retention: Option<Duration>,
 }
 
