@@ -1,33 +1,27 @@
 //! The segment store: CRC-checked segment files sharded by source, preallocated and written
-//! with `pwrite` (see `active` for why not through a writable map), with group commit, crash recovery, a sparse time index, retention, and offline/concurrent readers.
+//! with `pwrite` (see `write::active` for why not through a writable map), with group commit,
+//! crash recovery, a sparse time index, retention, and offline/concurrent readers.
 //!
-//! Layering, bottom up: `frame`/`codec`/`segment` (byte formats, no I/O) → `scan` (pread
-//! frame scanner) → `index`, `seal`, `recover` → `active` (the writer's open segment; `sys` holds
-//! the few libc calls) → `shard`, `retention`, `writer` (the thread) → `handle` (queue,
-//! tickets) → this file (`Store`); readers: `read`, `follow`, `verify`. See `docs/format.md`.
-//! The store never parses syslog and never touches sockets.
+//! Layers, bottom up:
+//! - leaves at this level, importing nothing of the store: `sys` (the only `unsafe`: the few
+//!   libc calls), `error`, `problem` (recovery and verify reports), `stats` (counters);
+//! - `format/`: the bytes on disk — frames, record codec, segment header and footer, time
+//!   index, shard names, and the frame scanner (pread, verifies every frame);
+//! - `write/` (the writer thread: shards, the active segment, seal, recovery, retention) and
+//!   `read/` (`StoreReader`, `Follower`, `verify`);
+//! - this file (`Store`: open, recover, start and stop the writer) and `handle`
+//!   (`StoreHandle`, `AppendTicket`).
+//!
+//! See `docs/format.md`. The store never parses syslog and never touches sockets.
 
-mod active;
-mod codec;
 mod error;
-pub mod fileops;
-mod follow;
-mod frame;
+mod format;
 mod handle;
-mod index;
 mod problem;
 mod read;
-mod recover;
-mod retention;
-pub(crate) mod scan;
-mod seal;
-mod segment;
-mod shard;
-pub mod shardname;
 mod stats;
 mod sys;
-mod verify;
-mod writer;
+mod write;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -36,18 +30,23 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use error::{ReadError, StoreError, TryAppendError};
-pub use follow::Follower;
+pub use format::shardname;
 pub use handle::{AppendOutcome, AppendTicket, StoreHandle};
 pub use problem::{Problem, RecoveryReport, Truncation};
-pub use read::{ReadOptions, ShardInfo, ShardPosition, ShardScan, StoreReader, StoredRecord};
-pub use retention::RetentionConfig;
+pub use read::follower::Follower;
+pub use read::reader::{
+    ReadOptions, ShardInfo, ShardPosition, ShardScan, StoreReader, StoredRecord,
+};
+pub use read::verify::{verify, ShardVerify, VerifyReport};
 pub use stats::StoreStats;
-pub use verify::{verify, ShardVerify, VerifyReport};
+pub use write::fileops;
+pub use write::retention::RetentionConfig;
 
 use fileops::{FileOps, RealFileOps};
 use handle::{Msg, Shared};
-use shard::Shard;
-use writer::Writer;
+use write::recover;
+use write::shard::Shard;
+use write::writer::Writer;
 
 /// Name of the lock file that keeps a second writer out of a data directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -119,7 +118,7 @@ impl Store {
         // Scan every shard's tail first, so holes across shards can be cut, then seal.
         let mut scanned = Vec::new();
         for (source, shard_dir) in
-            read::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
+            read::reader::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
         {
             let scan = recover::scan_shard(&shard_dir, ops.as_ref(), &mut report);
             scanned.push((Shard::new(source, shard_dir), scan));

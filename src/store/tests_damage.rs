@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fileops::{FileOps, RealFileOps};
-use super::scan::{read_header, Item, Scanner};
-use super::segment::segment_file_name;
-use super::shardname::{encode, encode_meta};
+use super::format::scan::{read_header, Item, Scanner};
+use super::format::segment::segment_file_name;
+use super::format::shardname::{encode, encode_meta};
 use super::tests::{read_all, rec, small_config};
+use super::write::fileops::{FileOps, RealFileOps};
 use super::*;
 use crate::record::Record;
 
@@ -296,7 +296,7 @@ fn missing_middle_segment_is_reported() {
     }
     store.close().unwrap();
     let shard = dir.path().join(encode(SOURCE.as_bytes()));
-    let bases = super::recover::list_segments(&shard).unwrap();
+    let bases = super::write::recover::list_segments(&shard).unwrap();
     assert!(bases.len() >= 4, "{bases:?}");
     std::fs::remove_file(shard.join(segment_file_name(bases[1]))).unwrap();
     let report = verify(dir.path()).unwrap();

@@ -46,7 +46,7 @@ impl ReadAt for File {
         Ok(self.metadata()?.len())
     }
     fn data_region(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        super::sys::data_region(self, offset, self.size()?)
+        crate::store::sys::data_region(self, offset, self.size()?)
     }
 }
 

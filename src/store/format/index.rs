@@ -172,7 +172,7 @@ pub fn write_index(tix: &Path, index: &SparseIndex, nonce: u64, data_end: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::frame::{KIND_DATA, NO_MAX_EVENT, NO_MIN_EVENT};
+    use crate::store::format::frame::{KIND_DATA, NO_MAX_EVENT, NO_MIN_EVENT};
 
     fn frame(first_seq: u64, min: i64, max: i64) -> FrameHeader {
         FrameHeader {

@@ -8,13 +8,13 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::codec;
-use super::error::StoreError;
-use super::problem::Problem;
-use super::recover::list_segments;
-use super::scan::{read_header, Item, Scanner};
-use super::segment::segment_file_name;
-use super::shardname::read_meta;
+use crate::store::error::StoreError;
+use crate::store::format::codec;
+use crate::store::format::scan::{read_header, Item, Scanner};
+use crate::store::format::segment::segment_file_name;
+use crate::store::format::shardname::read_meta;
+use crate::store::problem::Problem;
+use crate::store::write::recover::list_segments;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardVerify {
@@ -156,7 +156,7 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
         let header = match read_header(&file) {
             Ok(Ok(h)) => h,
             // The newest segment of a live writer, header not written yet.
-            Ok(Err(_)) if last && super::read::is_blank(&file) => continue,
+            Ok(Err(_)) if last && super::reader::is_blank(&file) => continue,
             Ok(Err(reason)) => {
                 out.problems.push(problem(
                     &path,

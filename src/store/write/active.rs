@@ -19,16 +19,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::codec;
 use super::fileops::{is_no_space, FileOps};
-use super::frame::{
+use super::seal::write_seal;
+use crate::record::Record;
+use crate::store::format::codec;
+use crate::store::format::frame::{
     pad8, FrameHeader, FRAME_HEADER_BYTES, FRAME_TARGET_BYTES, KIND_DATA, NO_MAX_EVENT,
     NO_MIN_EVENT,
 };
-use super::index::SparseIndex;
-use super::seal::write_seal;
-use super::segment::{segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES};
-use crate::record::Record;
+use crate::store::format::index::SparseIndex;
+use crate::store::format::segment::{
+    segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 
 struct OpenFrame {
     start: usize,

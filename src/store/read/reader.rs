@@ -12,14 +12,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::codec;
-use super::error::ReadError;
-use super::index::load_or_rebuild;
-use super::recover::list_segments;
-use super::scan::{read_footer, read_header, Item, Scanner};
-use super::segment::{index_file_name, segment_file_name};
-use super::shardname::read_meta;
 use crate::record::Record;
+use crate::store::error::ReadError;
+use crate::store::format::codec;
+use crate::store::format::index::load_or_rebuild;
+use crate::store::format::scan::{read_footer, read_header, Item, Scanner};
+use crate::store::format::segment::{index_file_name, segment_file_name};
+use crate::store::format::shardname::read_meta;
+use crate::store::write::recover::list_segments;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -79,11 +79,11 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    pub fn open(dir: &Path) -> Result<StoreReader, super::StoreError> {
+    pub fn open(dir: &Path) -> Result<StoreReader, crate::store::StoreError> {
         let meta = std::fs::metadata(dir)
-            .map_err(|e| super::StoreError::io("open data directory", dir, e))?;
+            .map_err(|e| crate::store::StoreError::io("open data directory", dir, e))?;
         if !meta.is_dir() {
-            return Err(super::StoreError::io(
+            return Err(crate::store::StoreError::io(
                 "open data directory",
                 dir,
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
@@ -146,8 +146,8 @@ impl StoreReader {
         }
     }
 
-    pub fn follow(&self, opts: &ReadOptions) -> super::Follower {
-        super::Follower::new(self.clone(), opts.clone(), Vec::new())
+    pub fn follow(&self, opts: &ReadOptions) -> crate::store::Follower {
+        crate::store::Follower::new(self.clone(), opts.clone(), Vec::new())
     }
 
     /// One shard's records in `[since, until)`, in append order; `opts.source` is ignored.
@@ -162,8 +162,8 @@ impl StoreReader {
         &self,
         opts: &ReadOptions,
         positions: Vec<ShardPosition>,
-    ) -> super::Follower {
-        super::Follower::new(self.clone(), opts.clone(), positions)
+    ) -> crate::store::Follower {
+        crate::store::Follower::new(self.clone(), opts.clone(), positions)
     }
 }
 
@@ -472,7 +472,7 @@ impl ShardIter {
 /// A file whose first 64 bytes are zero or missing: a segment whose header is not written yet.
 pub(crate) fn is_blank(file: &File) -> bool {
     let mut b = [0u8; 64];
-    match super::scan::read_full(file, &mut b, 0) {
+    match crate::store::format::scan::read_full(file, &mut b, 0) {
         Ok(n) => b[..n].iter().all(|&x| x == 0),
         Err(_) => false,
     }

@@ -10,12 +10,12 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::codec;
-use super::error::ReadError;
-use super::read::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
-use super::recover::list_segments;
-use super::scan::{read_footer, read_header, Item, Scanner};
-use super::segment::segment_file_name;
+use super::reader::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
+use crate::store::error::ReadError;
+use crate::store::format::codec;
+use crate::store::format::scan::{read_footer, read_header, Item, Scanner};
+use crate::store::format::segment::segment_file_name;
+use crate::store::write::recover::list_segments;
 
 struct FollowShard {
     source: Arc<str>,

@@ -13,10 +13,10 @@ use std::fs::File;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::fileops::FileOps;
-use super::scan::{read_footer, read_header};
-use super::segment::{index_file_name, segment_file_name};
 use super::shard::Shard;
-use super::stats::Counters;
+use crate::store::format::scan::{read_footer, read_header};
+use crate::store::format::segment::{index_file_name, segment_file_name};
+use crate::store::stats::Counters;
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

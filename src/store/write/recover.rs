@@ -10,16 +10,16 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use super::codec;
 use super::fileops::FileOps;
-use super::frame::{FrameHeader, NO_MAX_EVENT, NO_MIN_EVENT};
-use super::index::SparseIndex;
-use super::problem::{Problem, RecoveryReport, Truncation};
-use super::scan::{read_footer, read_full, read_header, Item, Scanner};
 use super::seal::write_seal;
-use super::segment::{
+use crate::store::format::codec;
+use crate::store::format::frame::{FrameHeader, NO_MAX_EVENT, NO_MIN_EVENT};
+use crate::store::format::index::SparseIndex;
+use crate::store::format::scan::{read_footer, read_full, read_header, Item, Scanner};
+use crate::store::format::segment::{
     parse_segment_file_name, segment_file_name, DamagedRange, Footer, SegmentHeader,
 };
+use crate::store::problem::{Problem, RecoveryReport, Truncation};
 
 /// The state of a shard after recovery.
 #[derive(Debug, Clone, Default)]
@@ -282,7 +282,7 @@ pub fn cut_holes(scans: &mut [ShardScan]) {
 
 /// Whether anything but zeros follows `offset` (a torn write, as opposed to preallocation).
 fn has_bytes_at(file: &File, offset: u64) -> io::Result<bool> {
-    use super::scan::ReadAt;
+    use crate::store::format::scan::ReadAt;
     let Some((data, end)) = file.data_region(offset)? else {
         return Ok(false);
     };

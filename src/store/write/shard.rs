@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::active::ActiveSegment;
 use super::fileops::FileOps;
-use super::shardname::{encode, encode_meta, read_meta, shard_id, META_FILE};
+use crate::store::format::shardname::{encode, encode_meta, read_meta, shard_id, META_FILE};
 
 pub struct Shard {
     pub source: String,
@@ -85,7 +85,11 @@ impl Shard {
         self.sealed_bytes = segments
             .iter()
             .filter_map(|b| {
-                std::fs::metadata(self.dir.join(super::segment::segment_file_name(*b))).ok()
+                std::fs::metadata(
+                    self.dir
+                        .join(crate::store::format::segment::segment_file_name(*b)),
+                )
+                .ok()
             })
             .map(|m| m.len())
             .sum();
