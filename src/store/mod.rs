@@ -123,7 +123,7 @@ impl Store {
             let scan = recover::scan_shard(&shard_dir, ops.as_ref(), &mut report);
             scanned.push((Shard::new(source, shard_dir), scan));
         }
-        let mut scans: Vec<recover::ShardScan> = Vec::new();
+        let mut scans: Vec<recover::RecoveryScan> = Vec::new();
         let mut slots = Vec::new();
         for (shard, scan) in scanned {
             match scan {
@@ -135,7 +135,7 @@ impl Store {
             }
         }
         recover::cut_holes(&mut scans);
-        let mut scans: Vec<Option<recover::ShardScan>> = scans.into_iter().map(Some).collect();
+        let mut scans: Vec<Option<recover::RecoveryScan>> = scans.into_iter().map(Some).collect();
         for (mut shard, slot) in slots {
             let recovered = slot.and_then(|i| {
                 let scan = scans[i].take().expect("each scan is finished once");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::format::scan::{read_header, Item, Scanner};
+use super::format::scan::{read_header, ScanStep, Scanner};
 use super::format::segment::segment_file_name;
 use super::format::shardname::{encode, encode_meta};
 use super::tests::{read_all, rec, small_config};
@@ -94,9 +94,9 @@ fn frame_spans(path: &Path) -> Vec<(u64, u64)> {
     let header = read_header(&file).unwrap().unwrap();
     let mut scanner = Scanner::new(&file, &header, false).unwrap();
     let mut spans = Vec::new();
-    while let Some(item) = scanner.next_item().unwrap() {
+    while let Some(item) = scanner.next_step().unwrap() {
         match item {
-            Item::Frame { offset, header, .. } => spans.push((offset, header.frame_bytes())),
+            ScanStep::Frame { offset, header, .. } => spans.push((offset, header.frame_bytes())),
             _ => break,
         }
     }
@@ -345,8 +345,8 @@ fn damaged_index_is_rebuilt_with_identical_results() {
         .collect();
     assert!(tix.len() >= 2);
     let original: Vec<Vec<u8>> = tix.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    type Damage = (&'static str, fn(&Path));
-    let damages: [Damage; 4] = [
+    type IndexDamage = (&'static str, fn(&Path));
+    let damages: [IndexDamage; 4] = [
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
         ("zeroed", |p| {
             let n = std::fs::metadata(p).unwrap().len() as usize;

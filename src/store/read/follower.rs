@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::reader::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
 use crate::store::error::ReadError;
 use crate::store::format::codec;
-use crate::store::format::scan::{read_footer, read_header, Item, Scanner};
+use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
 use crate::store::format::segment::segment_file_name;
 use crate::store::write::recover::list_segments;
 
@@ -130,8 +130,8 @@ impl FollowShard {
                 if out.len() >= limit {
                     return;
                 }
-                match scanner.next_item() {
-                    Ok(Some(Item::Frame {
+                match scanner.next_step() {
+                    Ok(Some(ScanStep::Frame {
                         offset,
                         header,
                         payload,
@@ -164,19 +164,19 @@ impl FollowShard {
                             }
                         }
                     }
-                    Ok(Some(Item::Corrupt { offset, reason, .. })) => {
+                    Ok(Some(ScanStep::Corrupt { offset, reason, .. })) => {
                         out.push(Err(ReadError::Corrupt {
                             file: path.clone(),
                             offset,
                             reason,
                         }));
                     }
-                    Ok(Some(Item::Footer { footer, .. })) => {
+                    Ok(Some(ScanStep::Footer { footer, .. })) => {
                         self.next_base = footer.next_seq;
                         self.current = None;
                         break;
                     }
-                    Ok(Some(Item::End { offset, .. })) => {
+                    Ok(Some(ScanStep::End { offset, .. })) => {
                         let expected = scanner.expected_seq();
                         scanner.seek(offset, expected);
                         return;

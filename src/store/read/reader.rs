@@ -16,7 +16,7 @@ use crate::record::Record;
 use crate::store::error::ReadError;
 use crate::store::format::codec;
 use crate::store::format::index::load_or_rebuild;
-use crate::store::format::scan::{read_footer, read_header, Item, Scanner};
+use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
 use crate::store::format::segment::{index_file_name, segment_file_name};
 use crate::store::format::shardname::read_meta;
 use crate::store::write::recover::list_segments;
@@ -411,8 +411,8 @@ impl ShardIter {
             return;
         };
         let path = path.clone();
-        match scanner.next_item() {
-            Ok(Some(Item::Frame {
+        match scanner.next_step() {
+            Ok(Some(ScanStep::Frame {
                 offset,
                 header,
                 payload,
@@ -440,13 +440,15 @@ impl ShardIter {
                     }
                 }
             }
-            Ok(Some(Item::Corrupt { offset, reason, .. })) => self.corrupt(&path, offset, reason),
-            Ok(Some(Item::Footer { footer, .. })) => {
+            Ok(Some(ScanStep::Corrupt { offset, reason, .. })) => {
+                self.corrupt(&path, offset, reason)
+            }
+            Ok(Some(ScanStep::Footer { footer, .. })) => {
                 self.expected = Some(footer.next_seq);
                 self.next_base = footer.next_seq.max(self.current_base + 1);
                 self.current = None;
             }
-            Ok(Some(Item::End { offset, .. })) => {
+            Ok(Some(ScanStep::End { offset, .. })) => {
                 let expected = scanner.expected_seq();
                 if self.next_segment < self.bases.len() {
                     self.corrupt(&path, offset, "segment ends without a seal".to_string());

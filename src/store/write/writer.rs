@@ -40,7 +40,9 @@ struct InFlight {
     failed: Option<StoreError>,
 }
 
-struct Pending {
+/// A written batch whose ticket waits for the next group commit (or a failure of a shard it
+/// wrote to).
+struct AwaitingCommit {
     ticket: TicketTx,
     outcome: Result<AppendOutcome, StoreError>,
     shards: Vec<u32>,
@@ -57,7 +59,7 @@ pub(crate) struct Writer {
     pub by_source: HashMap<String, usize>,
     pub hwm: HashMap<String, u64>,
     pub shared: Arc<Shared>,
-    pending: Vec<Pending>,
+    awaiting_commit: Vec<AwaitingCommit>,
     current: Option<InFlight>,
     last_commit: Instant,
     unsynced_bytes: u64,
@@ -112,7 +114,7 @@ impl Writer {
             by_source,
             hwm,
             shared,
-            pending: Vec::new(),
+            awaiting_commit: Vec::new(),
             current: None,
             last_commit: Instant::now(),
             unsynced_bytes: 0,
@@ -169,7 +171,7 @@ impl Writer {
                     }
                 }
             }
-            let dirty = !self.pending.is_empty() || self.unsynced_bytes > 0;
+            let dirty = !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0;
             if dirty && self.last_commit.elapsed() >= self.config.commit_max_delay {
                 self.commit();
             }
@@ -192,7 +194,7 @@ impl Writer {
 
     fn wait(&self) {
         let mut deadline = self.next_retention;
-        if !self.pending.is_empty() || self.unsynced_bytes > 0 {
+        if !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0 {
             deadline = deadline.min(self.last_commit + self.config.commit_max_delay);
         }
         if let Some(t) = self.retry_at {
@@ -402,7 +404,7 @@ impl Writer {
             Some(e) => Err(e),
             None => Ok(f.outcome),
         };
-        self.pending.push(Pending {
+        self.awaiting_commit.push(AwaitingCommit {
             ticket: f.ticket,
             outcome,
             shards: f.shards,
@@ -608,7 +610,7 @@ impl Writer {
             tracing::error!(problem = %p, "damage found while recovering after a sync failure");
         }
         for p in self
-            .pending
+            .awaiting_commit
             .iter_mut()
             .filter(|p| p.shards.contains(&(idx as u32)))
         {
@@ -656,7 +658,7 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone_from(&self.hwm);
         }
-        for p in self.pending.drain(..) {
+        for p in self.awaiting_commit.drain(..) {
             let _ = p.ticket.send(p.outcome);
         }
         retention::gauges(&self.shards, &self.shared.counters);
