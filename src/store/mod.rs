@@ -2,13 +2,14 @@
 //! with `pwrite` (see `write::active` for why not through a writable map), with group commit,
 //! crash recovery, a sparse time index, retention, and offline/concurrent readers.
 //!
-//! Layers, bottom up:
+//! Layers, bottom up; a file imports only files of its own layer or of layers below it:
 //! - leaves at this level, importing nothing of the store: `sys` (the only `unsafe`: the few
 //!   libc calls), `error`, `problem` (recovery and verify reports), `stats` (counters);
 //! - `format/`: the bytes on disk — frames, record codec, segment header and footer, time
 //!   index, shard names, and the frame scanner (pread, verifies every frame);
-//! - `write/` (the writer thread: shards, the active segment, seal, recovery, retention) and
-//!   `read/` (`StoreReader`, `Follower`, `verify`);
+//! - `write/` (the writer thread and its queue: shards, the active segment, seal, recovery,
+//!   retention, `StoreConfig`) and `read/` (`StoreReader`, `Follower`, `verify`), which never
+//!   import each other: they share only the bytes on disk;
 //! - this file (`Store`: open, recover, start and stop the writer) and `handle`
 //!   (`StoreHandle`, `AppendTicket`).
 //!
@@ -27,11 +28,10 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 pub use error::{ReadError, StoreError, TryAppendError};
 pub use format::shardname;
-pub use handle::{AppendOutcome, AppendTicket, StoreHandle};
+pub use handle::{AppendTicket, StoreHandle};
 pub use problem::{Problem, RecoveryReport, Truncation};
 pub use read::follower::Follower;
 pub use read::reader::{
@@ -39,45 +39,19 @@ pub use read::reader::{
 };
 pub use read::verify::{verify, ShardVerify, VerifyReport};
 pub use stats::StoreStats;
+pub use write::config::StoreConfig;
 pub use write::fileops;
+pub use write::queue::AppendOutcome;
 pub use write::retention::RetentionConfig;
 
 use fileops::{FileOps, RealFileOps};
-use handle::{Msg, Shared};
+use write::queue::{Msg, Shared};
 use write::recover;
 use write::shard::Shard;
 use write::writer::Writer;
 
 /// Name of the lock file that keeps a second writer out of a data directory.
 pub const LOCK_FILE: &str = ".lock";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Roll a segment once it holds this many bytes (default 128 MiB).
-    pub segment_max_bytes: u64,
-    /// Roll a segment when an append arrives and it is older than this (default 1 h).
-    pub segment_max_age: Duration,
-    /// Longest a written record waits for its commit (default 10 ms).
-    pub commit_max_delay: Duration,
-    /// Commit as soon as this many bytes are unsynced (default 8 MiB).
-    pub commit_max_bytes: u64,
-    pub retention: RetentionConfig,
-    /// Batches the append queue holds before appends wait (default 1024).
-    pub queue_capacity: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            segment_max_bytes: 128 * 1024 * 1024,
-            segment_max_age: Duration::from_secs(3600),
-            commit_max_delay: Duration::from_millis(10),
-            commit_max_bytes: 8 * 1024 * 1024,
-            retention: RetentionConfig::default(),
-            queue_capacity: 1024,
-        }
-    }
-}
 
 /// An open, writable store: one writer thread owns every file.
 pub struct Store {

@@ -296,7 +296,7 @@ fn missing_middle_segment_is_reported() {
     }
     store.close().unwrap();
     let shard = dir.path().join(encode(SOURCE.as_bytes()));
-    let bases = super::write::recover::list_segments(&shard).unwrap();
+    let bases = super::format::segment::list_segments(&shard).unwrap();
     assert!(bases.len() >= 4, "{bases:?}");
     std::fs::remove_file(shard.join(segment_file_name(bases[1]))).unwrap();
     let report = verify(dir.path()).unwrap();

@@ -14,8 +14,7 @@ use super::reader::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
 use crate::store::error::ReadError;
 use crate::store::format::codec;
 use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
-use crate::store::format::segment::segment_file_name;
-use crate::store::write::recover::list_segments;
+use crate::store::format::segment::{list_segments, segment_file_name};
 
 struct FollowShard {
     source: Arc<str>,
@@ -38,12 +37,21 @@ pub struct Follower {
     shards: Vec<FollowShard>,
 }
 
+impl StoreReader {
+    /// A follower of the selected shards from their start (see `Follower::poll`).
+    pub fn follow(&self, opts: &ReadOptions) -> Follower {
+        Follower::new(self.clone(), opts.clone(), Vec::new())
+    }
+
+    /// A follower that continues every shard exactly where the given scans stopped (nothing
+    /// read twice, nothing skipped) and reads shards created since from their start.
+    pub fn follow_from(&self, opts: &ReadOptions, positions: Vec<ShardPosition>) -> Follower {
+        Follower::new(self.clone(), opts.clone(), positions)
+    }
+}
+
 impl Follower {
-    pub(crate) fn new(
-        reader: StoreReader,
-        opts: ReadOptions,
-        positions: Vec<ShardPosition>,
-    ) -> Follower {
+    fn new(reader: StoreReader, opts: ReadOptions, positions: Vec<ShardPosition>) -> Follower {
         let mut known = HashSet::new();
         let mut shards = Vec::new();
         for position in positions {

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::record::Record;
-use crate::store::error::ReadError;
+use crate::store::error::{ReadError, StoreError};
 use crate::store::format::codec;
 use crate::store::format::index::load_or_rebuild;
 use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
-use crate::store::format::segment::{index_file_name, segment_file_name};
+use crate::store::format::segment::{index_file_name, list_segments, segment_file_name};
 use crate::store::format::shardname::read_meta;
-use crate::store::write::recover::list_segments;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -79,11 +78,11 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    pub fn open(dir: &Path) -> Result<StoreReader, crate::store::StoreError> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| crate::store::StoreError::io("open data directory", dir, e))?;
+    pub fn open(dir: &Path) -> Result<StoreReader, StoreError> {
+        let meta =
+            std::fs::metadata(dir).map_err(|e| StoreError::io("open data directory", dir, e))?;
         if !meta.is_dir() {
-            return Err(crate::store::StoreError::io(
+            return Err(StoreError::io(
                 "open data directory",
                 dir,
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
@@ -146,24 +145,10 @@ impl StoreReader {
         }
     }
 
-    pub fn follow(&self, opts: &ReadOptions) -> crate::store::Follower {
-        crate::store::Follower::new(self.clone(), opts.clone(), Vec::new())
-    }
-
     /// One shard's records in `[since, until)`, in append order; `opts.source` is ignored.
     /// Once it has returned `None`, `ShardScan::position` says where a `Follower` goes on.
     pub fn read_shard(&self, shard: &ShardInfo, opts: &ReadOptions) -> ShardScan {
         ShardScan(ShardIter::new(&shard.source, shard.dir.clone(), opts))
-    }
-
-    /// A follower that continues every shard exactly where the given scans stopped (nothing
-    /// read twice, nothing skipped) and reads shards created since from their start.
-    pub fn follow_from(
-        &self,
-        opts: &ReadOptions,
-        positions: Vec<ShardPosition>,
-    ) -> crate::store::Follower {
-        crate::store::Follower::new(self.clone(), opts.clone(), positions)
     }
 }
 

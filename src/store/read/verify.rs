@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::store::error::StoreError;
 use crate::store::format::codec;
 use crate::store::format::scan::{read_header, ScanStep, Scanner};
-use crate::store::format::segment::segment_file_name;
+use crate::store::format::segment::{list_segments, segment_file_name};
 use crate::store::format::shardname::read_meta;
 use crate::store::problem::Problem;
-use crate::store::write::recover::list_segments;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardVerify {

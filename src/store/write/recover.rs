@@ -17,7 +17,7 @@ use crate::store::format::frame::{FrameHeader, NO_MAX_EVENT, NO_MIN_EVENT};
 use crate::store::format::index::SparseIndex;
 use crate::store::format::scan::{read_footer, read_full, read_header, ScanStep, Scanner};
 use crate::store::format::segment::{
-    parse_segment_file_name, segment_file_name, DamagedRange, Footer, SegmentHeader,
+    list_segments, segment_file_name, DamagedRange, Footer, SegmentHeader,
 };
 use crate::store::problem::{Problem, RecoveryReport, Truncation};
 
@@ -30,19 +30,6 @@ pub struct ShardState {
     pub hwm: HashMap<String, u64>,
     /// Base sequences of the segments on disk, ascending (all sealed after recovery).
     pub segments: Vec<u64>,
-}
-
-/// Sorted base sequences of the `*.seg` files in `dir`.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
 }
 
 /// Per-frame facts kept while scanning a tail, so the truncation point can be decided once

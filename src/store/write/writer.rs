@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::active::{ActiveSegment, Appended, CreateError};
+use super::config::StoreConfig;
 use super::fileops::FileOps;
+use super::queue::{AppendOutcome, Msg, Shared, TicketTx};
 use super::recover::recover_shard;
 use super::retention;
 use super::shard::{create_shard_dir, Shard};
@@ -23,10 +25,8 @@ use crate::record::{gap_marker_text, Record};
 use crate::store::error::StoreError;
 use crate::store::format::codec::encoded_len;
 use crate::store::format::frame::MAX_PAYLOAD_BYTES;
-use crate::store::handle::{AppendOutcome, Msg, Shared, TicketTx};
 use crate::store::problem::RecoveryReport;
 use crate::store::stats::Counters;
-use crate::store::StoreConfig;
 
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
