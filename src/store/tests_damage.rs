@@ -1,4 +1,4 @@
-//! Crash and corruption tests on real files (reference/storage.md §2): torn tails at every
+//! Crash and corruption tests on real files: torn tails at every
 //! byte, zero/garbage/stale tails, single-bit flips in sealed and active segments, garbage
 //! length fields, missing middle segments, index damage, injected sync failures.
 

@@ -5,8 +5,8 @@
 //! Frames are written with `pwrite` into space `fallocate` reserved, not through a writable
 //! memory map: writing back pages dirtied through a shared map write-protects every page again
 //! (`folio_mkclean`), one TLB-shootdown IPI per 4 KiB page, which measured as a third of the
-//! writer's CPU (`reference/storage.md` §0.4 recommends the same for other reasons: ENOSPC as
-//! SIGBUS, I/O errors only through `msync`). Readers read the same page cache with `pread`.
+//! writer's CPU (a writable map would also turn ENOSPC into SIGBUS and report I/O errors
+//! only through `msync`). Readers read the same page cache with `pread`.
 //!
 //! Owned by the writer thread only. Any error returned here poisons the segment: the caller
 //! must drop it and recover the shard from disk.
