@@ -1,80 +1,20 @@
-//! The append side seen by callers: the bounded queue into the writer thread, `StoreHandle`
-//! (async, non-waiting and blocking appends, high-water marks, stats) and `AppendTicket`,
-//! which resolves once the batch is durable (or failed).
+//! The append side seen by callers: `StoreHandle` (async, non-waiting and blocking appends,
+//! high-water marks, stats) and `AppendTicket`, which resolves once the batch is durable (or
+//! failed). Both talk to the writer thread through `write::queue`.
 //!
 //! Backpressure: each queued batch holds one permit of a semaphore sized `queue_capacity`;
 //! the writer releases it when it takes the batch. No I/O here.
 
-use std::collections::{HashMap, VecDeque};
-use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::error::{StoreError, TryAppendError};
-use super::stats::{Counters, StoreStats};
+use super::stats::StoreStats;
+use super::write::queue::{AppendOutcome, Msg, Shared};
 use crate::record::Record;
-
-/// What a batch became once durable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppendOutcome {
-    pub num_stored: usize,
-    pub num_duplicates: usize,
-    /// Sequences of the local origin given to records appended with `origin_seq == 0`.
-    pub assigned: Option<RangeInclusive<u64>>,
-}
-
-pub(crate) type TicketTx = oneshot::Sender<Result<AppendOutcome, StoreError>>;
-
-pub(crate) enum Msg {
-    Append {
-        records: Vec<Record>,
-        ticket: TicketTx,
-        _permit: OwnedSemaphorePermit,
-    },
-    Close(oneshot::Sender<Result<(), StoreError>>),
-    /// Commit now, whatever the policy says.
-    Commit(oneshot::Sender<()>),
-    /// Apply retention now instead of at the next seal or period.
-    Retention(Option<oneshot::Sender<()>>),
-    /// Tests: stop the writer at once, like a killed process (no commit, no seal).
-    Abandon,
-}
-
-/// State shared by handles and the writer thread.
-pub(crate) struct Shared {
-    pub queue: Mutex<VecDeque<Msg>>,
-    pub wake: Condvar,
-    pub permits: Arc<Semaphore>,
-    pub counters: Counters,
-    pub durable_hwm: Mutex<HashMap<String, u64>>,
-    /// Retention keeps the local origin's records numbered above this (a spool's records
-    /// that no master has acknowledged); `u64::MAX`: none.
-    pub unforwarded_after: AtomicU64,
-}
-
-impl Shared {
-    pub fn new(queue_capacity: usize, spool: bool) -> Shared {
-        Shared {
-            queue: Mutex::new(VecDeque::new()),
-            wake: Condvar::new(),
-            permits: Arc::new(Semaphore::new(queue_capacity.max(1))),
-            counters: Counters::default(),
-            durable_hwm: Mutex::new(HashMap::new()),
-            // A spool keeps every local record until told what a master has.
-            unforwarded_after: AtomicU64::new(if spool { 0 } else { u64::MAX }),
-        }
-    }
-
-    pub fn push(&self, msg: Msg) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(msg);
-        self.wake.notify_one();
-    }
-}
 
 #[derive(Clone)]
 pub struct StoreHandle {

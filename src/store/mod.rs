@@ -1,92 +1,57 @@
 //! The segment store: CRC-checked segment files sharded by source, preallocated and written
-//! with `pwrite` (see `active` for why not through a writable map), with group commit, crash recovery, a sparse time index, retention, and offline/concurrent readers.
+//! with `pwrite` (see `write::active` for why not through a writable map), with group commit,
+//! crash recovery, a sparse time index, retention, and offline/concurrent readers.
 //!
-//! Layering, bottom up: `frame`/`codec`/`segment` (byte formats, no I/O) → `scan` (pread
-//! frame scanner) → `index`, `seal`, `recover` → `active` (the writer's open segment; `sys` holds
-//! the few libc calls) → `shard`, `retention`, `writer` (the thread) → `handle` (queue,
-//! tickets) → this file (`Store`); readers: `read`, `follow`, `verify`. See `docs/format.md`.
-//! The store never parses syslog and never touches sockets.
+//! Layers, bottom up; a file imports only files of its own layer or of layers below it:
+//! - leaves at this level, importing nothing of the store: `sys` (the only `unsafe`: the few
+//!   libc calls), `error`, `problem` (recovery and verify reports), `stats` (counters);
+//! - `format/`: the bytes on disk — frames, record codec, segment header and footer, time
+//!   index, shard names, and the frame scanner (pread, verifies every frame);
+//! - `write/` (the writer thread and its queue: shards, the active segment, seal, recovery,
+//!   retention, `StoreConfig`) and `read/` (`StoreReader`, `Follower`, `verify`), which never
+//!   import each other: they share only the bytes on disk;
+//! - this file (`Store`: open, recover, start and stop the writer) and `handle`
+//!   (`StoreHandle`, `AppendTicket`).
+//!
+//! See `docs/format.md`. The store never parses syslog and never touches sockets.
 
-mod active;
-mod codec;
 mod error;
-pub mod fileops;
-mod follow;
-mod frame;
+mod format;
 mod handle;
-mod index;
 mod problem;
 mod read;
-mod recover;
-mod retention;
-pub(crate) mod scan;
-mod seal;
-mod segment;
-mod shard;
-pub mod shardname;
 mod stats;
 mod sys;
-mod verify;
-mod writer;
+mod write;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 pub use error::{ReadError, StoreError, TryAppendError};
-pub use follow::Follower;
-pub use handle::{AppendOutcome, AppendTicket, StoreHandle};
+pub use format::shardname;
+pub use handle::{AppendTicket, StoreHandle};
 pub use problem::{Problem, RecoveryReport, Truncation};
-pub use read::{ReadOptions, ShardInfo, ShardPosition, ShardScan, StoreReader, StoredRecord};
-pub use retention::RetentionConfig;
+pub use read::follower::Follower;
+pub use read::reader::{
+    ReadOptions, ShardInfo, ShardPosition, ShardScan, StoreReader, StoredRecord,
+};
+pub use read::verify::{verify, ShardVerify, VerifyReport};
 pub use stats::StoreStats;
-pub use verify::{verify, ShardVerify, VerifyReport};
+pub use write::config::StoreConfig;
+pub use write::fileops;
+pub use write::queue::AppendOutcome;
+pub use write::retention::RetentionConfig;
 
 use fileops::{FileOps, RealFileOps};
-use handle::{Msg, Shared};
-use shard::Shard;
-use writer::Writer;
+use write::queue::{Msg, Shared};
+use write::recover;
+use write::shard::Shard;
+use write::writer::Writer;
 
 /// Name of the lock file that keeps a second writer out of a data directory.
 pub const LOCK_FILE: &str = ".lock";
-
-/// The store's configuration; also the `[store]` section of the config file (kebab-case
-/// keys, unknown keys refused, the defaults below for absent ones), which `config` embeds as
-/// it is. Ranges are checked by `config::Config::validate`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct StoreConfig {
-    /// Roll a segment once it holds this many bytes (default 128 MiB).
-    pub segment_max_bytes: u64,
-    /// Roll a segment when an append arrives and it is older than this (default 1 h).
-    #[serde(deserialize_with = "crate::timespec::duration")]
-    pub segment_max_age: Duration,
-    /// Longest a written record waits for its commit (default 10 ms).
-    #[serde(deserialize_with = "crate::timespec::duration")]
-    pub commit_max_delay: Duration,
-    /// Commit as soon as this many bytes are unsynced (default 4 MiB).
-    pub commit_max_bytes: u64,
-    /// `[store.retention]`.
-    pub retention: RetentionConfig,
-    /// Batches the append queue holds before appends wait (default 1024; not a config key).
-    #[serde(skip)]
-    pub queue_capacity: usize,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            segment_max_bytes: 128 * 1024 * 1024,
-            segment_max_age: Duration::from_secs(3600),
-            commit_max_delay: Duration::from_millis(10),
-            commit_max_bytes: 4 * 1024 * 1024,
-            retention: RetentionConfig::default(),
-            queue_capacity: 1024,
-        }
-    }
-}
 
 /// An open, writable store: one writer thread owns every file.
 pub struct Store {
@@ -127,12 +92,12 @@ impl Store {
         // Scan every shard's tail first, so holes across shards can be cut, then seal.
         let mut scanned = Vec::new();
         for (source, shard_dir) in
-            read::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
+            read::reader::list_shards(dir).map_err(|e| StoreError::io("list", dir, e))?
         {
             let scan = recover::scan_shard(&shard_dir, ops.as_ref(), &mut report);
             scanned.push((Shard::new(source, shard_dir), scan));
         }
-        let mut scans: Vec<recover::ShardScan> = Vec::new();
+        let mut scans: Vec<recover::RecoveryScan> = Vec::new();
         let mut slots = Vec::new();
         for (shard, scan) in scanned {
             match scan {
@@ -144,7 +109,7 @@ impl Store {
             }
         }
         recover::cut_holes(&mut scans);
-        let mut scans: Vec<Option<recover::ShardScan>> = scans.into_iter().map(Some).collect();
+        let mut scans: Vec<Option<recover::RecoveryScan>> = scans.into_iter().map(Some).collect();
         for (mut shard, slot) in slots {
             let recovered = slot.and_then(|i| {
                 let scan = scans[i].take().expect("each scan is finished once");

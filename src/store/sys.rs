@@ -1,6 +1,6 @@
 //! The only file in the store with `unsafe`: thin libc wrappers the standard library lacks
 //! (fallocate, SEEK_DATA/SEEK_HOLE, flock). Nothing in the store memory-maps files: the writer
-//! uses `pwrite` into `fallocate`d space (see `active`), readers use `pread`, so a file
+//! uses `pwrite` into `fallocate`d space (see `write::active`), readers use `pread`, so a file
 //! truncated or deleted by someone else can never raise SIGBUS in this process.
 
 use std::fs::File;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::format::codec;
+use super::read::follower;
 use super::*;
 use crate::record::{EventTime, ParseStatus, Record, Transport};
 
@@ -400,7 +402,7 @@ fn a_follower_poll_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), "me", StoreConfig::default()).unwrap();
     // Appended 100 at a time, so no frame holds more than 100 records.
-    let num_chunks = follow::MAX_POLL_RECORDS / 100 + 10;
+    let num_chunks = follower::MAX_POLL_RECORDS / 100 + 10;
     let total = num_chunks * 100;
     for chunk in 0..num_chunks {
         let records = (0..100)
@@ -412,7 +414,7 @@ fn a_follower_poll_is_bounded() {
     let mut follower = reader.follow(&ReadOptions::default());
     let first = follower.poll();
     assert!(
-        (follow::MAX_POLL_RECORDS..follow::MAX_POLL_RECORDS + 100).contains(&first.len()),
+        (follower::MAX_POLL_RECORDS..follower::MAX_POLL_RECORDS + 100).contains(&first.len()),
         "the first poll returned {} records",
         first.len()
     );

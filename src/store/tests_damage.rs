@@ -1,4 +1,4 @@
-//! Crash and corruption tests on real files (reference/storage.md §2): torn tails at every
+//! Crash and corruption tests on real files: torn tails at every
 //! byte, zero/garbage/stale tails, single-bit flips in sealed and active segments, garbage
 //! length fields, missing middle segments, index damage, injected sync failures.
 
@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::fileops::{FileOps, RealFileOps};
-use super::scan::{read_header, Item, Scanner};
-use super::segment::segment_file_name;
-use super::shardname::{encode, encode_meta};
+use super::format::scan::{read_header, ScanStep, Scanner};
+use super::format::segment::segment_file_name;
+use super::format::shardname::{encode, encode_meta};
 use super::tests::{read_all, rec, small_config};
+use super::write::fileops::{FileOps, RealFileOps};
 use super::*;
 use crate::record::Record;
 
@@ -94,9 +94,9 @@ fn frame_spans(path: &Path) -> Vec<(u64, u64)> {
     let header = read_header(&file).unwrap().unwrap();
     let mut scanner = Scanner::new(&file, &header, false).unwrap();
     let mut spans = Vec::new();
-    while let Some(item) = scanner.next_item().unwrap() {
+    while let Some(item) = scanner.next_step().unwrap() {
         match item {
-            Item::Frame { offset, header, .. } => spans.push((offset, header.frame_bytes())),
+            ScanStep::Frame { offset, header, .. } => spans.push((offset, header.frame_bytes())),
             _ => break,
         }
     }
@@ -296,7 +296,7 @@ fn missing_middle_segment_is_reported() {
     }
     store.close().unwrap();
     let shard = dir.path().join(encode(SOURCE.as_bytes()));
-    let bases = super::recover::list_segments(&shard).unwrap();
+    let bases = super::format::segment::list_segments(&shard).unwrap();
     assert!(bases.len() >= 4, "{bases:?}");
     std::fs::remove_file(shard.join(segment_file_name(bases[1]))).unwrap();
     let report = verify(dir.path()).unwrap();
@@ -345,8 +345,8 @@ fn damaged_index_is_rebuilt_with_identical_results() {
         .collect();
     assert!(tix.len() >= 2);
     let original: Vec<Vec<u8>> = tix.iter().map(|p| std::fs::read(p).unwrap()).collect();
-    type Damage = (&'static str, fn(&Path));
-    let damages: [Damage; 4] = [
+    type IndexDamage = (&'static str, fn(&Path));
+    let damages: [IndexDamage; 4] = [
         ("deleted", |p| std::fs::remove_file(p).unwrap()),
         ("zeroed", |p| {
             let n = std::fs::metadata(p).unwrap().len() as usize;

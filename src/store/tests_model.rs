@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::fileops::{FileOps, RealFileOps};
 use super::tests::{read_all, rec};
+use super::write::fileops::{FileOps, RealFileOps};
 use super::*;
 
 /// Real files, no real syncs, but remembers how far each file was synced.

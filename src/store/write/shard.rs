@@ -1,14 +1,34 @@
 //! One shard on the writer side: its directory (created with its `shard.meta` on first use),
-//! its active segment, next shard sequence, per-origin high-water marks and sealed segments.
-//! Also finds or creates the directory for a new source, resolving hashed-name collisions.
+//! its active segment, next shard sequence, per-origin high-water marks and sealed segments
+//! (with what each one's footer says, cached for retention). Also finds or creates the
+//! directory for a new source, resolving hashed-name collisions.
+//!
+//! Holds no policy: retention (which imports this file, never the other way) decides what
+//! to delete.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use super::active::ActiveSegment;
 use super::fileops::FileOps;
-use super::shardname::{encode, encode_meta, read_meta, shard_id, META_FILE};
+use crate::store::format::scan::{read_footer, read_header};
+use crate::store::format::segment::segment_file_name;
+use crate::store::format::shardname::{encode, encode_meta, read_meta, shard_id, META_FILE};
+
+/// What retention needs to know of one sealed segment (cached per segment in `Shard`).
+#[derive(Debug, Clone, Copy)]
+pub struct SealedInfo {
+    /// File bytes.
+    pub bytes: u64,
+    /// Newest receive time (microseconds).
+    pub newest: i64,
+    /// The local origin's high-water mark in the shard up to and including this segment
+    /// (the footer's cumulative mark); `None` without a readable footer.
+    pub local_hwm: Option<u64>,
+}
 
 pub struct Shard {
     pub source: String,
@@ -20,7 +40,7 @@ pub struct Shard {
     /// Sealed segments' base sequences, ascending.
     pub segments: Vec<u64>,
     /// Retention's cache per sealed segment.
-    pub sealed_info: HashMap<u64, super::retention::SealedInfo>,
+    pub sealed_info: HashMap<u64, SealedInfo>,
     /// The local origin's high-water mark in the last segment retention deleted from this
     /// shard (`None`: not known), so it can tell whether the oldest segment left holds any
     /// of the local origin's records.
@@ -84,13 +104,54 @@ impl Shard {
     pub fn set_segments(&mut self, segments: Vec<u64>) {
         self.sealed_bytes = segments
             .iter()
-            .filter_map(|b| {
-                std::fs::metadata(self.dir.join(super::segment::segment_file_name(*b))).ok()
-            })
+            .filter_map(|b| std::fs::metadata(self.dir.join(segment_file_name(*b))).ok())
             .map(|m| m.len())
             .sum();
         self.segments = segments;
         self.sealed_info.clear();
+    }
+
+    /// Size, newest receive time and `origin`'s cumulative mark of sealed segment `base`,
+    /// read from its footer once and cached.
+    pub fn sealed_info_of(&mut self, base: u64, origin: &str) -> SealedInfo {
+        if let Some(&i) = self.sealed_info.get(&base) {
+            return i;
+        }
+        let path = self.dir.join(segment_file_name(base));
+        let Ok(file) = File::open(&path) else {
+            return SealedInfo {
+                bytes: 0,
+                newest: i64::MIN,
+                local_hwm: None,
+            };
+        };
+        let size = file.metadata().map_or(0, |m| m.len());
+        let footer = match read_header(&file) {
+            Ok(Ok(h)) => match read_footer(&file, h.nonce) {
+                Ok(Some((_, f))) => Some(f),
+                _ => None,
+            },
+            _ => None,
+        };
+        let newest = footer
+            .as_ref()
+            .filter(|f| f.num_records > 0)
+            .map(|f| f.max_recv);
+        // A segment without a readable footer ages by its modification time.
+        let newest = newest.unwrap_or_else(|| {
+            file.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(i64::MAX, |d| d.as_micros() as i64)
+        });
+        let info = SealedInfo {
+            bytes: size,
+            newest,
+            local_hwm: footer.map(|f| f.hwm.get(origin).copied().unwrap_or(0)),
+        };
+        self.sealed_info.insert(base, info);
+        info
     }
 
     /// Replaces the per-origin marks (after recovery).

@@ -10,9 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::fileops::FileOps;
-use super::frame::{pad8, FrameHeader, FRAME_HEADER_BYTES, KIND_FOOTER};
-use super::index::{write_index, SparseIndex};
-use super::segment::{encode_trailer, index_file_name, Footer, SegmentHeader};
+use crate::store::format::frame::{pad8, FrameHeader, FRAME_HEADER_BYTES, KIND_FOOTER};
+use crate::store::format::index::{write_index, SparseIndex};
+use crate::store::format::segment::{encode_trailer, index_file_name, Footer, SegmentHeader};
 
 pub fn write_seal(
     file: &File,

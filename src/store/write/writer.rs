@@ -8,24 +8,25 @@
 //! (nothing is reported durable). Origin sequences are never reused afterwards.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::active::{ActiveSegment, Appended, CreateError};
-use super::codec::encoded_len;
-use super::error::StoreError;
+use super::config::StoreConfig;
 use super::fileops::FileOps;
-use super::frame::MAX_PAYLOAD_BYTES;
-use super::handle::{AppendOutcome, Msg, Shared, TicketTx};
-use super::problem::RecoveryReport;
+use super::queue::{AppendOutcome, Msg, Shared, TicketTx};
 use super::recover::recover_shard;
 use super::retention;
 use super::shard::{create_shard_dir, Shard};
-use super::stats::Counters;
-use super::StoreConfig;
 use crate::record::{gap_marker_text, Record};
+use crate::store::error::StoreError;
+use crate::store::format::codec::encoded_len;
+use crate::store::format::frame::MAX_PAYLOAD_BYTES;
+use crate::store::problem::RecoveryReport;
+use crate::store::stats::Counters;
 
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
@@ -39,7 +40,9 @@ struct InFlight {
     failed: Option<StoreError>,
 }
 
-struct Pending {
+/// A written batch whose ticket waits for the next group commit (or a failure of a shard it
+/// wrote to).
+struct AwaitingCommit {
     ticket: TicketTx,
     outcome: Result<AppendOutcome, StoreError>,
     shards: Vec<u32>,
@@ -56,7 +59,7 @@ pub(crate) struct Writer {
     pub by_source: HashMap<String, usize>,
     pub hwm: HashMap<String, u64>,
     pub shared: Arc<Shared>,
-    pending: Vec<Pending>,
+    awaiting_commit: Vec<AwaitingCommit>,
     current: Option<InFlight>,
     last_commit: Instant,
     unsynced_bytes: u64,
@@ -111,7 +114,7 @@ impl Writer {
             by_source,
             hwm,
             shared,
-            pending: Vec::new(),
+            awaiting_commit: Vec::new(),
             current: None,
             last_commit: Instant::now(),
             unsynced_bytes: 0,
@@ -168,7 +171,7 @@ impl Writer {
                     }
                 }
             }
-            let dirty = !self.pending.is_empty() || self.unsynced_bytes > 0;
+            let dirty = !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0;
             if dirty && self.last_commit.elapsed() >= self.config.commit_max_delay {
                 self.commit();
             }
@@ -191,7 +194,7 @@ impl Writer {
 
     fn wait(&self) {
         let mut deadline = self.next_retention;
-        if !self.pending.is_empty() || self.unsynced_bytes > 0 {
+        if !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0 {
             deadline = deadline.min(self.last_commit + self.config.commit_max_delay);
         }
         if let Some(t) = self.retry_at {
@@ -206,29 +209,40 @@ impl Writer {
         let _unused = self.shared.wake.wait_timeout(queue, timeout);
     }
 
-    /// Validates, deduplicates and numbers a batch, then writes it.
+    /// Takes one batch from the queue: admits it, drops the records already stored, numbers
+    /// the local ones, then writes it. A batch refused by a step fails its ticket whole.
     fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
-        let counters = &self.shared.counters;
-        for r in &records {
-            match encoded_len(r) {
-                Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
-                n => {
-                    let _ = ticket.send(Err(StoreError::RecordTooLarge {
-                        source_name: r.source.to_string(),
-                        bytes: n.unwrap_or(usize::MAX),
-                    }));
-                    return;
-                }
-            }
-            if let Some(from) = r.lost_from.filter(|&f| f == 0 || f > r.origin_seq) {
-                let _ = ticket.send(Err(StoreError::BadGapMarker {
-                    origin: r.origin.to_string(),
-                    from,
-                    to: r.origin_seq,
-                }));
+        let trims = match admit(&records).and_then(|()| self.mark_duplicates(&records)) {
+            Ok(trims) => trims,
+            Err(e) => {
+                let _ = ticket.send(Err(e));
                 return;
             }
-        }
+        };
+        let num_duplicates = self.drop_duplicates(&mut records, trims);
+        let assigned = self.number(&mut records);
+        let outcome = AppendOutcome {
+            num_stored: records.len(),
+            num_duplicates,
+            assigned,
+        };
+        self.current = Some(InFlight {
+            records,
+            next: 0,
+            ticket,
+            outcome,
+            shards: Vec::new(),
+            failed: None,
+        });
+        self.resume();
+    }
+
+    /// Step two: for each record, whether it is new (`self.keep`) or already stored
+    /// (forwarded records at or below their origin's high-water mark); the origins' new marks
+    /// go to `self.scratch`. Refuses the batch if a forwarded record leaves a gap after its
+    /// origin's mark. Returns the gap markers that overlap what is stored, with the first
+    /// sequence each is to be trimmed to. Changes nothing but those two buffers.
+    fn mark_duplicates(&mut self, records: &[Record]) -> Result<Vec<(usize, u64)>, StoreError> {
         self.keep.clear();
         self.scratch.clear();
         // Gap markers that overlap what is stored: trimmed to the part above it.
@@ -256,15 +270,22 @@ impl Writer {
                     None => self.scratch.push((r.origin.clone(), r.origin_seq)),
                 }
             } else {
-                Counters::add(&counters.gaps_refused, 1);
-                let _ = ticket.send(Err(StoreError::Gap {
+                Counters::add(&self.shared.counters.gaps_refused, 1);
+                return Err(StoreError::Gap {
                     origin: r.origin.to_string(),
                     stored,
                     got: first,
-                }));
-                return;
+                });
             }
         }
+        Ok(trims)
+    }
+
+    /// Step three, once the batch is admitted: trims the overlapping gap markers, counts the
+    /// markers kept, drops the records `mark_duplicates` found stored and moves the forwarded
+    /// origins' high-water marks. Returns how many records were dropped.
+    fn drop_duplicates(&mut self, records: &mut Vec<Record>, trims: Vec<(usize, u64)>) -> usize {
+        let counters = &self.shared.counters;
         for (i, from) in trims {
             let r = &mut records[i];
             r.lost_from = Some(from);
@@ -290,34 +311,26 @@ impl Writer {
                 }
             }
         }
-        let mut assigned = None;
-        if records.iter().any(|r| r.origin_seq == 0) {
-            let next = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
-            let mut seq = next - 1;
-            for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
-                seq += 1;
-                r.origin_seq = seq;
-                if *r.origin != *self.local_origin {
-                    r.origin = self.local_origin_shared.clone();
-                }
-            }
-            self.hwm.insert(self.local_origin.clone(), seq);
-            assigned = Some(next..=seq);
+        num_duplicates
+    }
+
+    /// Step four: gives the records appended with `origin_seq == 0` the local origin and its
+    /// next sequences, in batch order. Returns the sequences given.
+    fn number(&mut self, records: &mut [Record]) -> Option<RangeInclusive<u64>> {
+        if !records.iter().any(|r| r.origin_seq == 0) {
+            return None;
         }
-        let outcome = AppendOutcome {
-            num_stored: records.len(),
-            num_duplicates,
-            assigned,
-        };
-        self.current = Some(InFlight {
-            records,
-            next: 0,
-            ticket,
-            outcome,
-            shards: Vec::new(),
-            failed: None,
-        });
-        self.resume();
+        let next = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
+        let mut seq = next - 1;
+        for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
+            seq += 1;
+            r.origin_seq = seq;
+            if *r.origin != *self.local_origin {
+                r.origin = self.local_origin_shared.clone();
+            }
+        }
+        self.hwm.insert(self.local_origin.clone(), seq);
+        Some(next..=seq)
     }
 
     /// Writes the rest of the in-flight batch; leaves it in place if the disk is full.
@@ -391,7 +404,7 @@ impl Writer {
             Some(e) => Err(e),
             None => Ok(f.outcome),
         };
-        self.pending.push(Pending {
+        self.awaiting_commit.push(AwaitingCommit {
             ticket: f.ticket,
             outcome,
             shards: f.shards,
@@ -597,7 +610,7 @@ impl Writer {
             tracing::error!(problem = %p, "damage found while recovering after a sync failure");
         }
         for p in self
-            .pending
+            .awaiting_commit
             .iter_mut()
             .filter(|p| p.shards.contains(&(idx as u32)))
         {
@@ -645,7 +658,7 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone_from(&self.hwm);
         }
-        for p in self.pending.drain(..) {
+        for p in self.awaiting_commit.drain(..) {
             let _ = p.ticket.send(p.outcome);
         }
         retention::gauges(&self.shards, &self.shared.counters);
@@ -698,6 +711,30 @@ impl Writer {
         self.shared.permits.close();
         result
     }
+}
+
+/// Step one of taking a batch: every record must fit in a frame and every gap marker must name
+/// a range (`1 <= lost_from <= origin_seq`); otherwise the whole batch is refused.
+fn admit(records: &[Record]) -> Result<(), StoreError> {
+    for r in records {
+        match encoded_len(r) {
+            Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
+            n => {
+                return Err(StoreError::RecordTooLarge {
+                    source_name: r.source.to_string(),
+                    bytes: n.unwrap_or(usize::MAX),
+                });
+            }
+        }
+        if let Some(from) = r.lost_from.filter(|&f| f == 0 || f > r.origin_seq) {
+            return Err(StoreError::BadGapMarker {
+                origin: r.origin.to_string(),
+                from,
+                to: r.origin_seq,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Lowers `origin`'s high-water mark to `to` if it is above it.

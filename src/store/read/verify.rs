@@ -8,13 +8,12 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::codec;
-use super::error::StoreError;
-use super::problem::Problem;
-use super::recover::list_segments;
-use super::scan::{read_header, Item, Scanner};
-use super::segment::segment_file_name;
-use super::shardname::read_meta;
+use crate::store::error::StoreError;
+use crate::store::format::codec;
+use crate::store::format::scan::{read_header, ScanStep, Scanner};
+use crate::store::format::segment::{list_segments, segment_file_name};
+use crate::store::format::shardname::read_meta;
+use crate::store::problem::Problem;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardVerify {
@@ -156,7 +155,7 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
         let header = match read_header(&file) {
             Ok(Ok(h)) => h,
             // The newest segment of a live writer, header not written yet.
-            Ok(Err(_)) if last && super::read::is_blank(&file) => continue,
+            Ok(Err(_)) if last && super::reader::is_blank(&file) => continue,
             Ok(Err(reason)) => {
                 out.problems.push(problem(
                     &path,
@@ -216,8 +215,8 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
         let source: std::sync::Arc<str> = std::sync::Arc::from("");
         let mut shared = codec::DecodeShared::default();
         loop {
-            match scanner.next_item() {
-                Ok(Some(Item::Frame {
+            match scanner.next_step() {
+                Ok(Some(ScanStep::Frame {
                     offset,
                     header: h,
                     payload,
@@ -249,7 +248,7 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
                     }
                     num_records += n;
                 }
-                Ok(Some(Item::Corrupt {
+                Ok(Some(ScanStep::Corrupt {
                     offset,
                     reason,
                     lost,
@@ -258,7 +257,7 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
                     seg_corrupt = true;
                     out.problems.push(problem(&path, offset, lost, reason));
                 }
-                Ok(Some(Item::Footer { offset, footer, .. })) => {
+                Ok(Some(ScanStep::Footer { offset, footer, .. })) => {
                     if footer.num_records != num_records && !seg_corrupt {
                         out.problems.push(problem(
                             &path,
@@ -273,7 +272,7 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
                     expected = Some(footer.next_seq);
                     break;
                 }
-                Ok(Some(Item::End { offset, .. })) => {
+                Ok(Some(ScanStep::End { offset, .. })) => {
                     if !last {
                         out.problems.push(problem(
                             &path,

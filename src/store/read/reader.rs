@@ -12,14 +12,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::codec;
-use super::error::ReadError;
-use super::index::load_or_rebuild;
-use super::recover::list_segments;
-use super::scan::{read_footer, read_header, Item, Scanner};
-use super::segment::{index_file_name, segment_file_name};
-use super::shardname::read_meta;
 use crate::record::Record;
+use crate::store::error::{ReadError, StoreError};
+use crate::store::format::codec;
+use crate::store::format::index::load_or_rebuild;
+use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
+use crate::store::format::segment::{index_file_name, list_segments, segment_file_name};
+use crate::store::format::shardname::read_meta;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -79,11 +78,11 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    pub fn open(dir: &Path) -> Result<StoreReader, super::StoreError> {
-        let meta = std::fs::metadata(dir)
-            .map_err(|e| super::StoreError::io("open data directory", dir, e))?;
+    pub fn open(dir: &Path) -> Result<StoreReader, StoreError> {
+        let meta =
+            std::fs::metadata(dir).map_err(|e| StoreError::io("open data directory", dir, e))?;
         if !meta.is_dir() {
-            return Err(super::StoreError::io(
+            return Err(StoreError::io(
                 "open data directory",
                 dir,
                 io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
@@ -146,24 +145,10 @@ impl StoreReader {
         }
     }
 
-    pub fn follow(&self, opts: &ReadOptions) -> super::Follower {
-        super::Follower::new(self.clone(), opts.clone(), Vec::new())
-    }
-
     /// One shard's records in `[since, until)`, in append order; `opts.source` is ignored.
     /// Once it has returned `None`, `ShardScan::position` says where a `Follower` goes on.
     pub fn read_shard(&self, shard: &ShardInfo, opts: &ReadOptions) -> ShardScan {
         ShardScan(ShardIter::new(&shard.source, shard.dir.clone(), opts))
-    }
-
-    /// A follower that continues every shard exactly where the given scans stopped (nothing
-    /// read twice, nothing skipped) and reads shards created since from their start.
-    pub fn follow_from(
-        &self,
-        opts: &ReadOptions,
-        positions: Vec<ShardPosition>,
-    ) -> super::Follower {
-        super::Follower::new(self.clone(), opts.clone(), positions)
     }
 }
 
@@ -411,8 +396,8 @@ impl ShardIter {
             return;
         };
         let path = path.clone();
-        match scanner.next_item() {
-            Ok(Some(Item::Frame {
+        match scanner.next_step() {
+            Ok(Some(ScanStep::Frame {
                 offset,
                 header,
                 payload,
@@ -440,13 +425,15 @@ impl ShardIter {
                     }
                 }
             }
-            Ok(Some(Item::Corrupt { offset, reason, .. })) => self.corrupt(&path, offset, reason),
-            Ok(Some(Item::Footer { footer, .. })) => {
+            Ok(Some(ScanStep::Corrupt { offset, reason, .. })) => {
+                self.corrupt(&path, offset, reason)
+            }
+            Ok(Some(ScanStep::Footer { footer, .. })) => {
                 self.expected = Some(footer.next_seq);
                 self.next_base = footer.next_seq.max(self.current_base + 1);
                 self.current = None;
             }
-            Ok(Some(Item::End { offset, .. })) => {
+            Ok(Some(ScanStep::End { offset, .. })) => {
                 let expected = scanner.expected_seq();
                 if self.next_segment < self.bases.len() {
                     self.corrupt(&path, offset, "segment ends without a seal".to_string());
@@ -472,7 +459,7 @@ impl ShardIter {
 /// A file whose first 64 bytes are zero or missing: a segment whose header is not written yet.
 pub(crate) fn is_blank(file: &File) -> bool {
     let mut b = [0u8; 64];
-    match super::scan::read_full(file, &mut b, 0) {
+    match crate::store::format::scan::read_full(file, &mut b, 0) {
         Ok(n) => b[..n].iter().all(|&x| x == 0),
         Err(_) => false,
     }

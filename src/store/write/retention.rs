@@ -9,15 +9,13 @@
 //! the store exceed its byte limits by at most the unforwarded backlog, which the node bounds
 //! with `spool-max-bytes` by holding ingest back.
 
-use std::fs::File;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::fileops::FileOps;
-use super::scan::{read_footer, read_header};
-use super::segment::{index_file_name, segment_file_name};
 use super::shard::Shard;
-use super::stats::Counters;
-use std::sync::atomic::Ordering;
+use crate::store::format::segment::{index_file_name, segment_file_name};
+use crate::store::stats::Counters;
 
 /// Retention limits, each off when absent; also the `[store.retention]` section of the
 /// config file.
@@ -41,18 +39,6 @@ pub struct RetentionConfig {
     pub spool_retention: Option<Duration>,
 }
 
-/// What retention knows of one sealed segment (cached per segment).
-#[derive(Debug, Clone, Copy)]
-pub struct SealedInfo {
-    /// File bytes.
-    bytes: u64,
-    /// Newest receive time (microseconds).
-    newest: i64,
-    /// The local origin's high-water mark in the shard up to and including this segment
-    /// (the footer's cumulative mark); `None` without a readable footer.
-    local_hwm: Option<u64>,
-}
-
 /// What retention keeps of the local origin's records (the spool).
 struct LocalFloor<'a> {
     origin: &'a str,
@@ -61,47 +47,6 @@ struct LocalFloor<'a> {
     keep_since: Option<i64>,
     /// Local records numbered above this have not reached a master; `None`: none to keep.
     unforwarded_after: Option<u64>,
-}
-
-fn info(shard: &mut Shard, base: u64, origin: &str) -> SealedInfo {
-    if let Some(&i) = shard.sealed_info.get(&base) {
-        return i;
-    }
-    let path = shard.dir.join(segment_file_name(base));
-    let Ok(file) = File::open(&path) else {
-        return SealedInfo {
-            bytes: 0,
-            newest: i64::MIN,
-            local_hwm: None,
-        };
-    };
-    let size = file.metadata().map_or(0, |m| m.len());
-    let footer = match read_header(&file) {
-        Ok(Ok(h)) => match read_footer(&file, h.nonce) {
-            Ok(Some((_, f))) => Some(f),
-            _ => None,
-        },
-        _ => None,
-    };
-    let newest = footer
-        .as_ref()
-        .filter(|f| f.num_records > 0)
-        .map(|f| f.max_recv);
-    // A segment without a readable footer ages by its modification time.
-    let newest = newest.unwrap_or_else(|| {
-        file.metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(i64::MAX, |d| d.as_micros() as i64)
-    });
-    let info = SealedInfo {
-        bytes: size,
-        newest,
-        local_hwm: footer.map(|f| f.hwm.get(origin).copied().unwrap_or(0)),
-    };
-    shard.sealed_info.insert(base, info);
-    info
 }
 
 /// Whether the oldest sealed segment of `shard` holds records of the local origin, and
@@ -114,10 +59,13 @@ fn oldest_local(shard: &mut Shard, floor: &LocalFloor) -> (bool, bool) {
         return (false, false);
     };
     // Without a footer, the next segment's cumulative mark bounds this one's.
-    let mark = info(shard, base, floor.origin).local_hwm.or_else(|| {
-        let next = *shard.segments.get(1)?;
-        info(shard, next, floor.origin).local_hwm
-    });
+    let mark = shard
+        .sealed_info_of(base, floor.origin)
+        .local_hwm
+        .or_else(|| {
+            let next = *shard.segments.get(1)?;
+            shard.sealed_info_of(next, floor.origin).local_hwm
+        });
     let mark = mark.unwrap_or(u64::MAX);
     let holds = mark > shard.deleted_local_hwm.unwrap_or(0);
     let unforwarded = holds && floor.unforwarded_after.is_some_and(|after| mark > after);
@@ -207,7 +155,7 @@ fn enforce(
         let cutoff = now.saturating_sub(age.as_micros() as i64);
         for shard in shards.iter_mut() {
             while let Some(&base) = shard.segments.first() {
-                let newest = info(shard, base, floor.origin).newest;
+                let newest = shard.sealed_info_of(base, floor.origin).newest;
                 if newest >= cutoff {
                     break;
                 }
@@ -229,7 +177,7 @@ fn enforce(
         let mut bytes = active_bytes(shard);
         for i in 0..shard.segments.len() {
             let base = shard.segments[i];
-            bytes += info(shard, base, floor.origin).bytes;
+            bytes += shard.sealed_info_of(base, floor.origin).bytes;
         }
         if let Some(limit) = cfg.shard_max_bytes {
             while bytes > limit && !shard.segments.is_empty() {
@@ -238,7 +186,7 @@ fn enforce(
                     break;
                 }
                 let base = shard.segments[0];
-                bytes -= info(shard, base, floor.origin).bytes.min(bytes);
+                bytes -= shard.sealed_info_of(base, floor.origin).bytes.min(bytes);
                 delete(shard, 0, ops, counters);
             }
         }
@@ -256,7 +204,7 @@ fn enforce(
                         kept = true;
                         continue;
                     }
-                    let t = info(shard, base, floor.origin).newest;
+                    let t = shard.sealed_info_of(base, floor.origin).newest;
                     if oldest.is_none_or(|(_, o)| t < o) {
                         oldest = Some((i, t));
                     }
@@ -268,7 +216,10 @@ fn enforce(
                 break;
             };
             let base = shards[i].segments[0];
-            total -= info(&mut shards[i], base, floor.origin).bytes.min(total);
+            total -= shards[i]
+                .sealed_info_of(base, floor.origin)
+                .bytes
+                .min(total);
             delete(&mut shards[i], 0, ops, counters);
         }
     }

@@ -10,12 +10,11 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::codec;
-use super::error::ReadError;
-use super::read::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
-use super::recover::list_segments;
-use super::scan::{read_footer, read_header, Item, Scanner};
-use super::segment::segment_file_name;
+use super::reader::{ReadOptions, ShardPosition, StoreReader, StoredRecord};
+use crate::store::error::ReadError;
+use crate::store::format::codec;
+use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
+use crate::store::format::segment::{list_segments, segment_file_name};
 
 struct FollowShard {
     source: Arc<str>,
@@ -38,12 +37,21 @@ pub struct Follower {
     shards: Vec<FollowShard>,
 }
 
+impl StoreReader {
+    /// A follower of the selected shards from their start (see `Follower::poll`).
+    pub fn follow(&self, opts: &ReadOptions) -> Follower {
+        Follower::new(self.clone(), opts.clone(), Vec::new())
+    }
+
+    /// A follower that continues every shard exactly where the given scans stopped (nothing
+    /// read twice, nothing skipped) and reads shards created since from their start.
+    pub fn follow_from(&self, opts: &ReadOptions, positions: Vec<ShardPosition>) -> Follower {
+        Follower::new(self.clone(), opts.clone(), positions)
+    }
+}
+
 impl Follower {
-    pub(crate) fn new(
-        reader: StoreReader,
-        opts: ReadOptions,
-        positions: Vec<ShardPosition>,
-    ) -> Follower {
+    fn new(reader: StoreReader, opts: ReadOptions, positions: Vec<ShardPosition>) -> Follower {
         let mut known = HashSet::new();
         let mut shards = Vec::new();
         for position in positions {
@@ -130,8 +138,8 @@ impl FollowShard {
                 if out.len() >= limit {
                     return;
                 }
-                match scanner.next_item() {
-                    Ok(Some(Item::Frame {
+                match scanner.next_step() {
+                    Ok(Some(ScanStep::Frame {
                         offset,
                         header,
                         payload,
@@ -164,19 +172,19 @@ impl FollowShard {
                             }
                         }
                     }
-                    Ok(Some(Item::Corrupt { offset, reason, .. })) => {
+                    Ok(Some(ScanStep::Corrupt { offset, reason, .. })) => {
                         out.push(Err(ReadError::Corrupt {
                             file: path.clone(),
                             offset,
                             reason,
                         }));
                     }
-                    Ok(Some(Item::Footer { footer, .. })) => {
+                    Ok(Some(ScanStep::Footer { footer, .. })) => {
                         self.next_base = footer.next_seq;
                         self.current = None;
                         break;
                     }
-                    Ok(Some(Item::End { offset, .. })) => {
+                    Ok(Some(ScanStep::End { offset, .. })) => {
                         let expected = scanner.expected_seq();
                         scanner.seek(offset, expected);
                         return;

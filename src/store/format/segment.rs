@@ -1,10 +1,12 @@
 //! Segment file format pieces other than frames: the 64-byte segment header, the footer
 //! frame's payload (written at seal) and the 16-byte trailer that points at the footer, plus
-//! segment file naming.
+//! segment file naming and listing a shard's segments.
 //!
-//! No I/O here: callers read and write the bytes.
+//! No I/O here but that listing (`read_dir`): callers read and write the bytes.
 
 use std::collections::HashMap;
+use std::io;
+use std::path::Path;
 
 use super::frame::{u32_at, u64_at};
 
@@ -227,6 +229,19 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
+}
+
+/// Sorted base sequences of the `*.seg` files in `dir`.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
 }
 
 #[cfg(test)]

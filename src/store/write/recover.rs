@@ -10,16 +10,16 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-use super::codec;
 use super::fileops::FileOps;
-use super::frame::{FrameHeader, NO_MAX_EVENT, NO_MIN_EVENT};
-use super::index::SparseIndex;
-use super::problem::{Problem, RecoveryReport, Truncation};
-use super::scan::{read_footer, read_full, read_header, Item, Scanner};
 use super::seal::write_seal;
-use super::segment::{
-    parse_segment_file_name, segment_file_name, DamagedRange, Footer, SegmentHeader,
+use crate::store::format::codec;
+use crate::store::format::frame::{FrameHeader, NO_MAX_EVENT, NO_MIN_EVENT};
+use crate::store::format::index::SparseIndex;
+use crate::store::format::scan::{read_footer, read_full, read_header, ScanStep, Scanner};
+use crate::store::format::segment::{
+    list_segments, segment_file_name, DamagedRange, Footer, SegmentHeader,
 };
+use crate::store::problem::{Problem, RecoveryReport, Truncation};
 
 /// The state of a shard after recovery.
 #[derive(Debug, Clone, Default)]
@@ -30,19 +30,6 @@ pub struct ShardState {
     pub hwm: HashMap<String, u64>,
     /// Base sequences of the segments on disk, ascending (all sealed after recovery).
     pub segments: Vec<u64>,
-}
-
-/// Sorted base sequences of the `*.seg` files in `dir`.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(base) = entry.file_name().to_str().and_then(parse_segment_file_name) {
-            bases.push(base);
-        }
-    }
-    bases.sort_unstable();
-    Ok(bases)
 }
 
 /// Per-frame facts kept while scanning a tail, so the truncation point can be decided once
@@ -66,7 +53,7 @@ pub struct TailScan {
 }
 
 /// Phase one of a shard's recovery: sealed state plus its scanned tails (ascending).
-pub struct ShardScan {
+pub struct RecoveryScan {
     state: ShardState,
     tails: Vec<TailScan>,
 }
@@ -96,7 +83,7 @@ pub fn scan_shard(
     dir: &Path,
     ops: &dyn FileOps,
     report: &mut RecoveryReport,
-) -> io::Result<ShardScan> {
+) -> io::Result<RecoveryScan> {
     let mut bases = list_segments(dir)?;
     // Walk back from the newest segment to the newest valid seal; everything after it is tail.
     let mut tail: Vec<(u64, File, SegmentHeader)> = Vec::new();
@@ -164,16 +151,16 @@ pub fn scan_shard(
         let path = dir.join(segment_file_name(base));
         tails.push(scan_tail(path, file, header)?);
     }
-    Ok(ShardScan { state, tails })
+    Ok(RecoveryScan { state, tails })
 }
 
 /// Phase three: cut, seal (or remove) every tail; returns the shard's state.
 pub fn finish_shard(
-    scan: ShardScan,
+    scan: RecoveryScan,
     ops: &dyn FileOps,
     report: &mut RecoveryReport,
 ) -> io::Result<ShardState> {
-    let ShardScan { mut state, tails } = scan;
+    let RecoveryScan { mut state, tails } = scan;
     for tail in tails {
         let base = tail.header.base_seq;
         if base < state.next_seq {
@@ -201,7 +188,7 @@ pub fn finish_shard(
 /// every origin gapless, so a forwarder resuming after the high-water mark loses nothing.
 /// Frames proven synced (a later frame's durable watermark passes them) are never cut, and
 /// nothing is cut when any tail holds kept damage (the hole may be that damage).
-pub fn cut_holes(scans: &mut [ShardScan]) {
+pub fn cut_holes(scans: &mut [RecoveryScan]) {
     if scans
         .iter()
         .any(|s| s.tails.iter().any(|t| !t.kept_damage.is_empty()))
@@ -282,7 +269,7 @@ pub fn cut_holes(scans: &mut [ShardScan]) {
 
 /// Whether anything but zeros follows `offset` (a torn write, as opposed to preallocation).
 fn has_bytes_at(file: &File, offset: u64) -> io::Result<bool> {
-    use super::scan::ReadAt;
+    use crate::store::format::scan::ReadAt;
     let Some((data, end)) = file.data_region(offset)? else {
         return Ok(false);
     };
@@ -312,9 +299,9 @@ fn scan_tail(path: std::path::PathBuf, file: File, header: SegmentHeader) -> io:
     let mut damages: Vec<Damage> = Vec::new();
     let mut end = None;
     let mut scanner = Scanner::new(&file, &header, true)?;
-    while let Some(item) = scanner.next_item()? {
+    while let Some(item) = scanner.next_step()? {
         match item {
-            Item::Frame {
+            ScanStep::Frame {
                 offset,
                 header,
                 payload,
@@ -325,7 +312,7 @@ fn scan_tail(path: std::path::PathBuf, file: File, header: SegmentHeader) -> io:
                     runs: frame_runs(&payload),
                 });
             }
-            Item::Corrupt {
+            ScanStep::Corrupt {
                 offset,
                 reason,
                 lost,
@@ -335,8 +322,8 @@ fn scan_tail(path: std::path::PathBuf, file: File, header: SegmentHeader) -> io:
                 reason,
                 lost,
             }),
-            Item::End { offset, .. } => end = Some(offset),
-            Item::Footer { offset, .. } => end = Some(offset),
+            ScanStep::End { offset, .. } => end = Some(offset),
+            ScanStep::Footer { offset, .. } => end = Some(offset),
         }
     }
     let size = file.metadata()?.len();

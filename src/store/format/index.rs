@@ -10,7 +10,7 @@ use std::io;
 use std::path::Path;
 
 use super::frame::{u32_at, u64_at, FrameHeader};
-use super::scan::{Item, ReadAt, Scanner};
+use super::scan::{ReadAt, ScanStep, Scanner};
 use super::segment::{SegmentHeader, SEGMENT_HEADER_BYTES};
 
 const INDEX_MAGIC: &[u8; 8] = b"STRLTIX1";
@@ -132,11 +132,11 @@ impl SparseIndex {
     pub fn rebuild<R: ReadAt + ?Sized>(src: &R, header: &SegmentHeader) -> io::Result<SparseIndex> {
         let mut index = SparseIndex::new();
         let mut scanner = Scanner::new(src, header, false)?;
-        while let Some(item) = scanner.next_item()? {
+        while let Some(item) = scanner.next_step()? {
             match item {
-                Item::Frame { offset, header, .. } => index.on_frame(offset, &header),
-                Item::Footer { .. } | Item::End { .. } => break,
-                Item::Corrupt { .. } => {}
+                ScanStep::Frame { offset, header, .. } => index.on_frame(offset, &header),
+                ScanStep::Footer { .. } | ScanStep::End { .. } => break,
+                ScanStep::Corrupt { .. } => {}
             }
         }
         Ok(index)
@@ -172,7 +172,7 @@ pub fn write_index(tix: &Path, index: &SparseIndex, nonce: u64, data_end: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::frame::{KIND_DATA, NO_MAX_EVENT, NO_MIN_EVENT};
+    use crate::store::format::frame::{KIND_DATA, NO_MAX_EVENT, NO_MIN_EVENT};
 
     fn frame(first_seq: u64, min: i64, max: i64) -> FrameHeader {
         FrameHeader {

@@ -5,8 +5,8 @@
 //! Frames are written with `pwrite` into space `fallocate` reserved, not through a writable
 //! memory map: writing back pages dirtied through a shared map write-protects every page again
 //! (`folio_mkclean`), one TLB-shootdown IPI per 4 KiB page, which measured as a third of the
-//! writer's CPU (`reference/storage.md` §0.4 recommends the same for other reasons: ENOSPC as
-//! SIGBUS, I/O errors only through `msync`). Readers read the same page cache with `pread`.
+//! writer's CPU (a writable map would also turn ENOSPC into SIGBUS and report I/O errors
+//! only through `msync`). Readers read the same page cache with `pread`.
 //!
 //! Owned by the writer thread only. Any error returned here poisons the segment: the caller
 //! must drop it and recover the shard from disk.
@@ -19,16 +19,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::codec;
 use super::fileops::{is_no_space, FileOps};
-use super::frame::{
+use super::seal::write_seal;
+use crate::record::Record;
+use crate::store::format::codec;
+use crate::store::format::frame::{
     pad8, FrameHeader, FRAME_HEADER_BYTES, FRAME_TARGET_BYTES, KIND_DATA, NO_MAX_EVENT,
     NO_MIN_EVENT,
 };
-use super::index::SparseIndex;
-use super::seal::write_seal;
-use super::segment::{segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES};
-use crate::record::Record;
+use crate::store::format::index::SparseIndex;
+use crate::store::format::segment::{
+    segment_file_name, Footer, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 
 struct OpenFrame {
     start: usize,

@@ -46,7 +46,7 @@ impl ReadAt for File {
         Ok(self.metadata()?.len())
     }
     fn data_region(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        super::sys::data_region(self, offset, self.size()?)
+        crate::store::sys::data_region(self, offset, self.size()?)
     }
 }
 
@@ -131,9 +131,9 @@ pub fn read_footer<R: ReadAt + ?Sized>(src: &R, nonce: u64) -> io::Result<Option
     }
 }
 
-/// One step of a scan.
+/// One step of a scan: what `Scanner::next_step` found next in the segment.
 #[derive(Debug)]
-pub enum Item {
+pub enum ScanStep {
     /// A verified data frame; `payload` excludes padding.
     Frame {
         offset: u64,
@@ -204,7 +204,7 @@ impl<R: ReadAt> Scanner<R> {
         self.expected_seq
     }
 
-    pub fn next_item(&mut self) -> io::Result<Option<Item>> {
+    pub fn next_step(&mut self) -> io::Result<Option<ScanStep>> {
         if self.done {
             return Ok(None);
         }
@@ -217,12 +217,12 @@ impl<R: ReadAt> Scanner<R> {
         };
         if n < FRAME_HEADER_BYTES {
             self.done = true;
-            return Ok(Some(Item::End { offset: pos }));
+            return Ok(Some(ScanStep::End { offset: pos }));
         }
         let zero = hb.iter().all(|&b| b == 0);
         if zero && !self.resync_zeros {
             self.done = true;
-            return Ok(Some(Item::End { offset: pos }));
+            return Ok(Some(ScanStep::End { offset: pos }));
         }
         let header = match FrameHeader::decode(&hb, self.nonce) {
             Ok(h) if h.first_seq < self.expected_seq => Err(format!(
@@ -243,7 +243,7 @@ impl<R: ReadAt> Scanner<R> {
         if header.first_seq > self.expected_seq {
             let lost = (self.expected_seq, header.first_seq - 1);
             self.expected_seq = header.first_seq;
-            return Ok(Some(Item::Corrupt {
+            return Ok(Some(ScanStep::Corrupt {
                 offset: pos,
                 reason: format!("sequence gap: seqs {}..={} are missing", lost.0, lost.1),
                 lost: Some(lost),
@@ -266,7 +266,7 @@ impl<R: ReadAt> Scanner<R> {
             if header.kind == KIND_FOOTER {
                 self.done = true;
             }
-            return Ok(Some(Item::Corrupt {
+            return Ok(Some(ScanStep::Corrupt {
                 offset: pos,
                 reason,
                 lost,
@@ -276,11 +276,11 @@ impl<R: ReadAt> Scanner<R> {
         if header.kind == KIND_FOOTER {
             self.done = true;
             return Ok(Some(match Footer::decode(&payload) {
-                Ok(footer) => Item::Footer {
+                Ok(footer) => ScanStep::Footer {
                     offset: pos,
                     footer,
                 },
-                Err(reason) => Item::Corrupt {
+                Err(reason) => ScanStep::Corrupt {
                     offset: pos,
                     reason: format!("bad footer: {reason}"),
                     lost: None,
@@ -289,14 +289,14 @@ impl<R: ReadAt> Scanner<R> {
         }
         self.pos = next;
         self.expected_seq += u64::from(header.record_count);
-        Ok(Some(Item::Frame {
+        Ok(Some(ScanStep::Frame {
             offset: pos,
             header,
             payload: Bytes::from(payload),
         }))
     }
 
-    fn resync(&mut self, pos: u64, reason: String, zero: bool) -> io::Result<Option<Item>> {
+    fn resync(&mut self, pos: u64, reason: String, zero: bool) -> io::Result<Option<ScanStep>> {
         match self.find_next_frame(pos + 8)? {
             Some((at, header)) => {
                 self.pos = at;
@@ -308,7 +308,7 @@ impl<R: ReadAt> Scanner<R> {
                 } else {
                     reason
                 };
-                Ok(Some(Item::Corrupt {
+                Ok(Some(ScanStep::Corrupt {
                     offset: pos,
                     reason,
                     lost,
@@ -316,7 +316,7 @@ impl<R: ReadAt> Scanner<R> {
             }
             None => {
                 self.done = true;
-                Ok(Some(Item::End { offset: pos }))
+                Ok(Some(ScanStep::End { offset: pos }))
             }
         }
     }

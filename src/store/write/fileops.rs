@@ -30,7 +30,7 @@ pub struct RealFileOps;
 
 impl FileOps for RealFileOps {
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
-        super::sys::fallocate(file, len)
+        crate::store::sys::fallocate(file, len)
     }
 
     fn sync_written(&self, file: &File, _offset: u64, len: u64) -> io::Result<()> {
