@@ -34,6 +34,7 @@ pub mod listener;
 pub mod logging;
 pub mod node;
 pub mod parse;
+pub mod pipeline;
 pub mod record;
 pub mod render;
 pub mod store;
