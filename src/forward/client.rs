@@ -5,8 +5,7 @@
 //! the high-water mark the master answers (whatever was sent before is not trusted). Batches
 //! come from a `SpoolSource` read on a dedicated thread (the spool is files on disk) and are
 //! pipelined within a bounded window; the handshake and each `Ack` move the acknowledged mark
-//! in `progress::ForwardProgress`, and so does every change of master (whether this node is
-//! the master itself), which pushes it to its readers. On a master change, a refused batch, a
+//! in `progress::ForwardProgress`, which pushes it to its readers. On a master change, a refused batch, a
 //! broken connection or a stalled one it reconnects, with a capped backoff. Sequences gone from the spool arrive as a gap marker from the source; the
 //! forwarder sends it like any record (the master then stores it and moves its high-water mark
 //! past the range), logs a warning and counts it. It never deletes from the spool (retention
@@ -144,17 +143,6 @@ enum SessionEnd {
     },
 }
 
-/// The master to forward to, from this node's view; also tells `progress` whether this node
-/// is the master.
-fn observe(
-    view: &ClusterView,
-    config: &ForwarderConfig,
-    progress: &ForwardProgress,
-) -> Option<(String, SocketAddr)> {
-    progress.set_master(view.is_master());
-    target_of(view, config)
-}
-
 /// The master to forward to, from this node's view.
 fn target_of(view: &ClusterView, config: &ForwarderConfig) -> Option<(String, SocketAddr)> {
     let master = view.master_member()?;
@@ -222,7 +210,7 @@ async fn forward_loop(
     let mut lost_counted_upto = 0u64;
     loop {
         let target = loop {
-            if let Some(target) = observe(&view.borrow_and_update(), config, progress) {
+            if let Some(target) = target_of(&view.borrow_and_update(), config) {
                 break target;
             }
             tokio::select! {
@@ -282,8 +270,7 @@ async fn target_changed(
         if view.changed().await.is_err() {
             return false;
         }
-        let now = observe(&view.borrow_and_update(), context.config, context.progress);
-        if now.as_ref() != Some(target) {
+        if target_of(&view.borrow_and_update(), context.config).as_ref() != Some(target) {
             return true;
         }
     }
@@ -344,8 +331,7 @@ impl Session<'_> {
                     if changed.is_err() {
                         return SessionEnd::Cancelled;
                     }
-                    let now = observe(&view.borrow(), self.config, self.progress);
-                    if now.as_ref() != Some(self.target) {
+                    if target_of(&view.borrow(), self.config).as_ref() != Some(self.target) {
                         debug!("master changed, reconnecting");
                         return SessionEnd::MasterChanged;
                     }

@@ -1,7 +1,8 @@
 //! This node's outbound forwarding, started and stopped as one piece: its store read as the
 //! spool (`spool`), the forwarder (`client`), the forwarder's progress (`progress`, resumed
-//! from the mark saved in the data directory), and the readers of that progress that belong
-//! to forwarding: the store's retention and the saved mark (`acked_mark`). The node hands
+//! from the mark saved in the data directory; told at once when this node becomes or stops
+//! being master), and the readers of that progress that belong to forwarding: the store's
+//! retention and the saved mark (`acked_mark`). The node hands
 //! `progress()` to the spool gate and stops this after leaving the cluster. This file only
 //! assembles the pieces; it speaks no protocol and keeps no state of its own.
 
@@ -47,6 +48,7 @@ pub struct Outbound {
     mark_stop: CancellationToken,
     mark_task: JoinHandle<()>,
     retention_task: JoinHandle<()>,
+    mastership_task: JoinHandle<()>,
 }
 
 impl Outbound {
@@ -63,6 +65,11 @@ impl Outbound {
         let mut config = ForwarderConfig::new(start.cluster_id, start.origin);
         config.retry_max = config.retry_max.min(RETRY_MAX);
         let cancel = CancellationToken::new();
+        let mastership_task = tokio::spawn(follow_mastership(
+            start.view.clone(),
+            progress.clone(),
+            cancel.clone(),
+        ));
         let forwarder = super::client::run(
             spool,
             start.view,
@@ -90,6 +97,7 @@ impl Outbound {
             mark_stop,
             mark_task,
             retention_task,
+            mastership_task,
         })
     }
 
@@ -107,6 +115,7 @@ impl Outbound {
     /// left the cluster and before the store closes.
     pub async fn stop(self, deadline: Instant) {
         self.cancel.cancel();
+        let _ = tokio::time::timeout_at(deadline, self.mastership_task).await;
         if tokio::time::timeout_at(deadline, self.forwarder_task)
             .await
             .is_err()
@@ -118,5 +127,21 @@ impl Outbound {
         // The last sender: every reader of the progress ends.
         drop(self.progress);
         let _ = tokio::time::timeout_at(deadline, self.retention_task).await;
+    }
+}
+
+/// Tells `progress` whether this node is the master, at once on every change of the view,
+/// until `cancel`.
+async fn follow_mastership(
+    mut view: watch::Receiver<ClusterView>,
+    progress: Arc<ForwardProgress>,
+    cancel: CancellationToken,
+) {
+    loop {
+        progress.set_master(view.borrow_and_update().is_master());
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = view.changed() => if changed.is_err() { return },
+        }
     }
 }

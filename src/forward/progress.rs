@@ -4,8 +4,9 @@
 //! and the highest sequence a master acknowledged receiving from this data directory (saved
 //! in `forward.acked`, `acked_mark`).
 //!
-//! The forwarder moves it; every change is pushed through a `watch` channel to its readers
-//! the moment it happens: the spool gate (`pipeline::gate`), the store's retention
+//! The forwarder moves the mark (`handshake`, `acknowledged`) and `outbound` follows the
+//! cluster view into `set_master`; every change is pushed through a `watch` channel to its
+//! readers the moment it happens: the spool gate (`pipeline::gate`), the store's retention
 //! (`tell_retention`) and the saved file (`acked_mark::AckedMarkFile`). Nobody polls it to
 //! learn a change. This file does not talk to the network and reads no spool.
 
@@ -108,7 +109,7 @@ impl ForwardProgress {
         });
     }
 
-    /// The cluster view says whether this node is the master.
+    /// Whether this node is the master, as the cluster view says.
     pub(super) fn set_master(&self, is_master: bool) {
         self.tx.send_if_modified(|progress| {
             let changed = progress.is_master != is_master;
