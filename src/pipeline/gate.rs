@@ -22,7 +22,7 @@ use crate::store::StoreHandle;
 /// The gate opens again once the backlog is below this fraction of the bound.
 const REOPEN_FRACTION: f64 = 0.9;
 /// Fixed per-record bytes of a stored record besides its strings (times, sequence, flags,
-/// frame share); only an estimate between two measurements.
+/// frame share); only an estimate until the next change of the progress.
 const RECORD_OVERHEAD_BYTES: u64 = 48;
 
 /// About how many bytes `record` takes in the store.
@@ -71,7 +71,7 @@ impl SpoolGate {
         }
     }
 
-    /// A fresh measurement of the backlog (0 while master).
+    /// A fresh estimate of the backlog from the progress (0 while master).
     fn measured(&self, backlog_bytes: u64, forwarding: bool) {
         self.forwarding.store(forwarding, Ordering::Relaxed);
         self.backlog_bytes.store(backlog_bytes, Ordering::Relaxed);
