@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use starling::cluster::{ClusterView, Member};
 use starling::forward::client::{self, ForwarderConfig, ForwarderStats};
+use starling::forward::progress::ForwardProgress;
 use starling::forward::server::{self, ServerConfig, ServerContext, ServerStats};
 use starling::forward::source::{BatchLimits, SpoolSource};
 use starling::forward::spool::StoreSpool;
@@ -149,6 +150,7 @@ async fn run(n: u64) {
         node_view_rx,
         ForwarderConfig::new("bench", ORIGIN),
         stats.clone(),
+        Arc::new(ForwardProgress::default()),
         cancel.clone(),
     ));
     let master_handle = master.handle();

@@ -3,9 +3,12 @@
 //! The body (chunked, `Content-Type: application/vnd.fdo.journal`, sent after
 //! `Expect: 100-continue`, which hyper answers when the body is first read) is decoded as it
 //! arrives; each entry becomes a record with transport and parse `journal`, its export bytes
-//! as raw. The answer is sent only after every entry of the body is durable, so the
-//! uploader's saved cursor never moves past what Starling stored. A malformed body gets a
-//! 400 with the reason and the connection is closed.
+//! as raw, handed in batches to the node's ingest `pipeline` like every other input's (so a
+//! closed spool gate holds the upload back, and the pipeline counts what it stored). The
+//! answer is sent only after every entry of the body is durable, so the uploader's saved
+//! cursor never moves past what Starling stored; 503 if the store refused or failed it. A
+//! malformed body gets a 400 with the reason and the connection is closed. This file does
+//! not touch the store.
 //!
 //! Retries: the uploader resends from its last saved cursor after a failure, so entries it
 //! sent in a failed request may come again. Each entry's `__CURSOR` names its journal
@@ -25,22 +28,21 @@ use bytes::BytesMut;
 use futures::StreamExt as _;
 
 use crate::journal::{ExportDecoder, JournalEntry};
+use crate::pipeline::PipelineHandle;
 use crate::record::{ParseStatus, Record, Transport};
-use crate::store::StoreHandle;
 
-/// Entries appended to the store per batch.
+/// Entries handed to the pipeline per batch.
 const BATCH_ENTRIES: usize = 256;
 
 pub const CONTENT_TYPE: &str = "application/vnd.fdo.journal";
 
 #[derive(Clone)]
 pub struct UploadState {
-    pub store: StoreHandle,
+    pub pipeline: PipelineHandle,
     pub origin: Arc<str>,
     pub max_entry_bytes: usize,
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
-    pub metrics: Arc<crate::telemetry::Metrics>,
     listener_metrics: Arc<crate::telemetry::ListenerMetrics>,
     /// Entries recognised as already stored (uploader retries).
     duplicates: Arc<std::sync::atomic::AtomicU64>,
@@ -48,18 +50,17 @@ pub struct UploadState {
 
 impl UploadState {
     pub fn new(
-        store: StoreHandle,
+        pipeline: PipelineHandle,
         origin: String,
         max_entry_bytes: usize,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
         let listener_metrics = metrics.listener("journal:/upload", Transport::Journal);
         UploadState {
-            store,
+            pipeline,
             origin: Arc::from(origin),
             max_entry_bytes,
             stored_cursors: Arc::default(),
-            metrics,
             listener_metrics,
             duplicates: Arc::default(),
         }
@@ -129,7 +130,7 @@ pub async fn upload(
     let mut decoder = ExportDecoder::new(state.max_entry_bytes);
     let mut buffer = BytesMut::new();
     let mut batch = Vec::new();
-    let mut tickets = Vec::new();
+    let mut stored = Vec::new();
     let mut num_entries = 0u64;
     // Highest cursor sequence per journal in this body; remembered once durable.
     let mut positions: HashMap<String, u64> = HashMap::new();
@@ -147,8 +148,9 @@ pub async fn upload(
                     num_entries += 1;
                     batch.extend(state.record(entry, peer, &mut positions));
                     if batch.len() >= BATCH_ENTRIES {
-                        match state.store.append(std::mem::take(&mut batch)).await {
-                            Ok(ticket) => tickets.push(ticket),
+                        let full = std::mem::take(&mut batch);
+                        match state.pipeline.submit(Transport::Journal, full).await {
+                            Ok(batch_stored) => stored.push(batch_stored),
                             Err(error) => return unavailable(error),
                         }
                     }
@@ -168,21 +170,18 @@ pub async fn upload(
         Err(error) => return bad_request(error.to_string()),
     }
     if !batch.is_empty() {
-        match state.store.append(batch).await {
-            Ok(ticket) => tickets.push(ticket),
+        match state.pipeline.submit(Transport::Journal, batch).await {
+            Ok(batch_stored) => stored.push(batch_stored),
             Err(error) => return unavailable(error),
         }
     }
     let mut num_stored = 0;
-    for ticket in tickets {
-        match ticket.durable().await {
+    for batch_stored in stored {
+        match batch_stored.durable().await {
             Ok(outcome) => num_stored += outcome.num_stored,
             Err(error) => return unavailable(error),
         }
     }
-    state
-        .metrics
-        .records_stored(Transport::Journal, num_stored as u64);
     {
         let mut stored = state.stored_cursors.lock().expect("cursor map poisoned");
         for (journal, sequence) in positions {
@@ -247,5 +246,110 @@ impl UploadState {
             raw: entry.raw,
             lost_from: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::forward::progress::Progress;
+    use crate::pipeline::{Pipeline, PipelineStart, SpoolGate};
+    use crate::store::{Store, StoreConfig};
+    use crate::telemetry::Metrics;
+
+    const ORIGIN: &str = "node-a";
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A record of this node, as a listener makes it.
+    fn spooled(i: usize) -> Record {
+        Record {
+            received_at_micros: 1_700_000_000_000_000,
+            event_time: None,
+            origin: Arc::from(ORIGIN),
+            origin_seq: 0,
+            peer: None,
+            transport: Transport::Tcp,
+            parse: ParseStatus::Unparsed,
+            truncated: false,
+            source: Arc::from("host1"),
+            raw: bytes::Bytes::from(format!("<13>spooled {i}")),
+            lost_from: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_waits_at_a_closed_spool_gate_and_is_stored_once_it_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), ORIGIN, StoreConfig::default()).unwrap();
+        // Ten records no master has acknowledged: far over a one-byte spool bound.
+        let backlog = (0..10).map(spooled).collect();
+        let ticket = store.handle().append(backlog).await.unwrap();
+        ticket.durable().await.unwrap();
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let gate = Arc::new(SpoolGate::new(1));
+        let metrics = Metrics::new();
+        let (pipeline, records_tx) = Pipeline::start(PipelineStart {
+            store: store.handle(),
+            origin: ORIGIN.to_string(),
+            gate: gate.clone(),
+            progress: progress_rx,
+            metrics: metrics.clone(),
+        });
+        wait_until("the gate closes", || gate.is_closed()).await;
+
+        let state = UploadState::new(pipeline.handle(), ORIGIN.into(), 65536, metrics.clone());
+        let body: String = (1..=3)
+            .map(|i| format!("__CURSOR=s=journal1;i={i:x}\nMESSAGE=entry {i}\n_HOSTNAME=h\n\n"))
+            .collect();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE.parse().unwrap());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let answer = tokio::spawn(upload(
+            State(state),
+            ConnectInfo(peer),
+            headers,
+            Body::from(body),
+        ));
+        wait_until("the upload waits at the gate", || gate.num_waiting() == 1).await;
+        assert!(!answer.is_finished(), "answered through a closed gate");
+        assert_eq!(
+            store.handle().high_water_mark(ORIGIN),
+            10,
+            "nothing appended"
+        );
+
+        // A master acknowledges the backlog: the gate opens and the upload is stored.
+        progress_tx.send_modify(|progress| progress.acked = 10);
+        let response = tokio::time::timeout(TIMEOUT, answer)
+            .await
+            .expect("the upload still waits after the gate opened")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            store.handle().high_water_mark(ORIGIN),
+            13,
+            "durable before the answer"
+        );
+        assert_eq!(metrics.num_stored(Transport::Journal), 3);
+
+        drop(records_tx);
+        pipeline.drain();
+        pipeline.stop(tokio::time::Instant::now() + TIMEOUT).await;
+        store.close().unwrap();
     }
 }

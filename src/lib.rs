@@ -6,6 +6,8 @@
 //!   `status`); the binary's `main` only calls `cli::main`.
 //! - `node`: wires a running node: opens the store, binds every socket, starts listeners,
 //!   the ingest pipeline, the cluster and the API, and drives shutdown.
+//! - `pipeline`: the one way every input's records reach the store (spool gate, append,
+//!   durability tracking, counters).
 //! - `api`, `journal_upload`: HTTP (`/metrics`, `/healthz`, `/v1/status`, `POST /upload`).
 //! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
 //! - `forward`: node-to-node forwarding (protocol, master server, forwarder client).
@@ -34,6 +36,7 @@ pub mod listener;
 pub mod logging;
 pub mod node;
 pub mod parse;
+pub mod pipeline;
 pub mod record;
 pub mod render;
 pub mod store;

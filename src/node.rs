@@ -1,38 +1,29 @@
 //! A running node: binds every socket, opens the store, starts the listeners, the ingest
-//! pipeline and the API, prints where it listens, and shuts down in three steps (detect a
-//! signal, cancel, drain with a deadline).
-//!
-//! The pipeline: listeners → bounded channel of record batches → one ingest task that
-//! appends to the store (awaiting queue room, so a slow disk slows TCP senders) → a
-//! durability task that counts what became durable. The cluster side (gossip, forward
-//! server, forwarder, spool gate) is wired in `node::cluster`. This module owns no protocol
-//! and no file format; it only wires the pieces below it.
+//! `pipeline` (which every input, the journald upload included, hands its records to) and
+//! the API, prints where it listens, and shuts down in three steps (detect a signal, cancel,
+//! drain with a deadline). The cluster side (gossip, forward server, forwarder and the
+//! readers of its progress) is wired in `node::cluster`. This module owns no protocol, no
+//! file format and no pipeline stage; it only starts the pieces below it and passes handles.
 
-mod acked_mark;
 mod cluster;
-mod spool_gate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::listener::ListenerContext;
-use crate::record::{Record, Transport};
-use crate::store::{AppendTicket, Store, StoreHandle};
+use crate::pipeline::{Pipeline, PipelineCounters as NodeCounters, PipelineStart, SpoolGate};
+use crate::record::Transport;
+use crate::store::Store;
 use crate::telemetry::{ExternalMetric, MetricKind, Metrics};
 
-/// Batches in flight between the listeners and the store.
-const PIPELINE_CAPACITY_BATCHES: usize = 1024;
-/// Appended batches whose durability is awaited in order.
-const DURABILITY_QUEUE_BATCHES: usize = 4096;
 /// How long shutdown may take before the remaining work is abandoned.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -76,8 +67,7 @@ pub struct Node {
     listeners: TaskTracker,
     api_cancel: CancellationToken,
     api_task: Option<tokio::task::JoinHandle<()>>,
-    ingest_task: tokio::task::JoinHandle<()>,
-    durability_task: tokio::task::JoinHandle<()>,
+    pipeline: Pipeline,
     cluster: cluster::NodeCluster,
 }
 
@@ -102,7 +92,6 @@ impl Node {
         log_recovery(&recovery);
 
         let metrics = Metrics::new();
-        let node_counters = Arc::new(NodeCounters::default());
         let mut addresses = BoundAddresses::default();
         // The API is bound first so the cluster can advertise its address.
         let api_listener = match config.api_address() {
@@ -125,30 +114,28 @@ impl Node {
                 );
             }
         }
+        let spool_gate = Arc::new(SpoolGate::new(config.cluster.spool_max_bytes));
         let cluster = cluster::NodeCluster::start(cluster::ClusterStart {
             section: &config.cluster,
             node_id: &node_id,
             data_dir: &data_dir,
             store: store.handle(),
             api_addr: addresses.api,
+            spool_gate: spool_gate.clone(),
         })
         .await?;
         addresses.gossip = Some(cluster.gossip_addr);
         addresses.forward = Some(cluster.forward_addr);
 
+        let (pipeline, records_tx) = Pipeline::start(PipelineStart {
+            store: store.handle(),
+            origin: node_id.clone(),
+            gate: spool_gate,
+            progress: cluster.progress(),
+            metrics: metrics.clone(),
+        });
+        let node_counters = pipeline.counters();
         let listeners_cancel = CancellationToken::new();
-        let (records_tx, records_rx) = mpsc::channel::<Vec<Record>>(PIPELINE_CAPACITY_BATCHES);
-        let (tickets_tx, tickets_rx) =
-            mpsc::channel::<(Transport, AppendTicket)>(DURABILITY_QUEUE_BATCHES);
-        let ingest_task = tokio::spawn(ingest_loop(
-            records_rx,
-            store.handle(),
-            tickets_tx,
-            node_counters.clone(),
-            cluster.spool_gate(),
-            listeners_cancel.clone(),
-        ));
-        let durability_task = tokio::spawn(durability_loop(tickets_rx, metrics.clone()));
 
         let listeners = TaskTracker::new();
         let syslog = &config.syslog;
@@ -214,7 +201,7 @@ impl Node {
         let mut api_task = None;
         if let Some(listener) = api_listener {
             let upload = crate::journal_upload::UploadState::new(
-                store.handle(),
+                pipeline.handle(),
                 node_id.clone(),
                 syslog.max_message_bytes,
                 metrics.clone(),
@@ -252,8 +239,7 @@ impl Node {
             listeners,
             api_cancel,
             api_task,
-            ingest_task,
-            durability_task,
+            pipeline,
             cluster,
         })
     }
@@ -293,20 +279,18 @@ impl Node {
 
     /// Stops accepting, stores everything already read, leaves the cluster (a master hands
     /// over at once), stops forwarding, commits, closes the store.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.listeners_cancel.cancel();
+        self.pipeline.drain();
         if tokio::time::timeout_at(deadline, self.listeners.wait())
             .await
             .is_err()
         {
             tracing::warn!("listeners did not stop in time");
         }
-        if tokio::time::timeout_at(deadline, self.ingest_task)
-            .await
-            .is_err()
-        {
+        if !self.pipeline.wait_appended(deadline).await {
             tracing::warn!("the pipeline did not drain in time");
         }
         self.cluster.shutdown(deadline).await;
@@ -314,7 +298,7 @@ impl Node {
         let closed = tokio::task::spawn_blocking(move || store.close())
             .await
             .context("store close task failed")?;
-        let _ = tokio::time::timeout_at(deadline, self.durability_task).await;
+        self.pipeline.stop(deadline).await;
         self.api_cancel.cancel();
         if let Some(api_task) = self.api_task {
             let _ = tokio::time::timeout_at(deadline, api_task).await;
@@ -323,61 +307,6 @@ impl Node {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Appends every batch the listeners produce, in order; a full store queue (or a closed spool
-/// gate: the unforwarded backlog passed `spool-max-bytes`) makes this wait, which fills the
-/// channel, which slows TCP readers and makes UDP listeners drop and count. Once `drain`
-/// fires (shutdown) the gate is ignored so everything read gets stored.
-async fn ingest_loop(
-    mut records_rx: mpsc::Receiver<Vec<Record>>,
-    store: StoreHandle,
-    tickets_tx: mpsc::Sender<(Transport, AppendTicket)>,
-    counters: Arc<NodeCounters>,
-    spool_gate: Arc<spool_gate::SpoolGate>,
-    drain: CancellationToken,
-) {
-    while let Some(batch) = records_rx.recv().await {
-        spool_gate.wait_for_room(&drain).await;
-        let Some(transport) = batch.first().map(|record| record.transport) else {
-            continue;
-        };
-        let num_records = batch.len() as u64;
-        spool_gate.appended(batch.iter().map(spool_gate::estimated_bytes).sum());
-        match store.append(batch).await {
-            Ok(ticket) => {
-                if tickets_tx.send((transport, ticket)).await.is_err() {
-                    tracing::error!("durability tracking stopped; records are still stored");
-                }
-            }
-            Err(error) => {
-                counters
-                    .store_refused
-                    .fetch_add(num_records, Ordering::Relaxed);
-                tracing::error!(%error, num_records, "the store refused a batch");
-            }
-        }
-    }
-}
-
-/// Counts records as stored once their commit is durable.
-async fn durability_loop(
-    mut tickets_rx: mpsc::Receiver<(Transport, AppendTicket)>,
-    metrics: Arc<Metrics>,
-) {
-    while let Some((transport, ticket)) = tickets_rx.recv().await {
-        match ticket.durable().await {
-            Ok(outcome) => metrics.records_stored(transport, outcome.num_stored as u64),
-            Err(error) => tracing::error!(%error, "a commit failed"),
-        }
-    }
-}
-
-/// Counters of the node's own stages (the listeners and the store count their own).
-#[derive(Debug, Default)]
-struct NodeCounters {
-    /// Records the store refused to append (logged with the reason).
-    store_refused: AtomicU64,
 }
 
 impl NodeCounters {

@@ -4,9 +4,9 @@
 //! It connects to the master named by the `ClusterView`, says `Hello`, and resumes right after
 //! the high-water mark the master answers (whatever was sent before is not trusted). Batches
 //! come from a `SpoolSource` read on a dedicated thread (the spool is files on disk) and are
-//! pipelined within a bounded window; each `Ack` advances `ForwarderStats::acked_seq`. On a
-//! master change, a refused batch, a broken connection or a stalled one it reconnects, with a
-//! capped backoff. Sequences gone from the spool arrive as a gap marker from the source; the
+//! pipelined within a bounded window; the handshake and each `Ack` move the acknowledged mark
+//! in `progress::ForwardProgress`, which pushes it to its readers. On a master change, a refused batch, a
+//! broken connection or a stalled one it reconnects, with a capped backoff. Sequences gone from the spool arrive as a gap marker from the source; the
 //! forwarder sends it like any record (the master then stores it and moves its high-water mark
 //! past the range), logs a warning and counts it. It never deletes from the spool (retention
 //! does) and does not choose the master.
@@ -25,11 +25,12 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::progress::ForwardProgress;
 use super::protocol::{
     ForwardCodec, Message, BATCH_OVERHEAD_BYTES, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use super::source::{
-    spawn_reader, BatchLimits, ReaderCommand, ReaderHandle, SpoolBatch, SpoolSource,
+    spawn_reader, BatchLimits, ReaderCommand, ReaderEvents, ReaderHandle, SpoolBatch, SpoolSource,
 };
 use crate::cluster::ClusterView;
 
@@ -74,16 +75,9 @@ impl ForwarderConfig {
     }
 }
 
-/// Progress and counters, shared with `/metrics` and status.
+/// Counters, shared with `/metrics` (the acknowledged mark is in `progress`).
 #[derive(Debug, Default)]
 pub struct ForwarderStats {
-    /// Highest sequence of this origin the current master has acknowledged (or reported in its
-    /// handshake). Forward lag = the spool's highest sequence minus this.
-    pub acked_seq: AtomicU64,
-    /// Highest sequence this spool sent and a master acknowledged, in this process or (set
-    /// by the node at start) an earlier one on the same data directory: a master's records of
-    /// this origin up to it came from this data directory.
-    pub sent_acked_seq: AtomicU64,
     pub records_acked: AtomicU64,
     pub batches_acked: AtomicU64,
     pub batches_sent: AtomicU64,
@@ -104,6 +98,16 @@ pub struct ForwarderStats {
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl ReaderEvents for ForwarderStats {
+    fn renumbered(&self, num_records: u64) {
+        bump(&self.renumbered, num_records);
+    }
+
+    fn spool_error(&self) {
+        bump(&self.spool_errors, 1);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +159,7 @@ pub async fn run<S: SpoolSource>(
     mut view: watch::Receiver<ClusterView>,
     config: ForwarderConfig,
     stats: Arc<ForwarderStats>,
+    progress: Arc<ForwardProgress>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let limits = BatchLimits {
@@ -170,19 +175,36 @@ pub async fn run<S: SpoolSource>(
         config.poll_interval,
         stats.clone(),
     )?;
-    forward_loop(&mut reader, &mut view, &config, &stats, &cancel).await;
+    let context = Context {
+        config: &config,
+        stats: &stats,
+        progress: &progress,
+    };
+    forward_loop(&mut reader, &mut view, context, &cancel).await;
     reader.stop().await;
     Ok(())
+}
+
+/// What every session shares.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    config: &'a ForwarderConfig,
+    stats: &'a ForwarderStats,
+    progress: &'a ForwardProgress,
 }
 
 /// Runs sessions against the current master until `cancel` (or the view is gone).
 async fn forward_loop(
     reader: &mut ReaderHandle,
     view: &mut watch::Receiver<ClusterView>,
-    config: &ForwarderConfig,
-    stats: &ForwarderStats,
+    context: Context<'_>,
     cancel: &CancellationToken,
 ) {
+    let Context {
+        config,
+        stats,
+        progress,
+    } = context;
     let mut session_id = 0u64;
     let mut backoff = config.retry_min;
     let mut lost_counted_upto = 0u64;
@@ -200,6 +222,7 @@ async fn forward_loop(
         let mut session = Session {
             config,
             stats,
+            progress,
             reader,
             session_id,
             target: &target,
@@ -230,7 +253,7 @@ async fn forward_loop(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
-            changed = target_changed(view, config, &target) => if !changed { return },
+            changed = target_changed(view, context, &target) => if !changed { return },
         }
         backoff = (backoff * 2).min(config.retry_max);
     }
@@ -240,14 +263,14 @@ async fn forward_loop(
 /// is gone.
 async fn target_changed(
     view: &mut watch::Receiver<ClusterView>,
-    config: &ForwarderConfig,
+    context: Context<'_>,
     target: &(String, SocketAddr),
 ) -> bool {
     loop {
         if view.changed().await.is_err() {
             return false;
         }
-        if target_of(&view.borrow_and_update(), config).as_ref() != Some(target) {
+        if target_of(&view.borrow_and_update(), context.config).as_ref() != Some(target) {
             return true;
         }
     }
@@ -256,6 +279,7 @@ async fn target_changed(
 struct Session<'a> {
     config: &'a ForwarderConfig,
     stats: &'a ForwarderStats,
+    progress: &'a ForwardProgress,
     reader: &'a mut ReaderHandle,
     session_id: u64,
     target: &'a (String, SocketAddr),
@@ -283,9 +307,7 @@ impl Session<'_> {
             }
         };
         bump(&self.stats.sessions, 1);
-        self.stats
-            .acked_seq
-            .store(high_water_mark, Ordering::Relaxed);
+        self.progress.handshake(high_water_mark);
         info!(master = %self.target.0, high_water_mark, "forwarding to master");
         self.reader.seek(ReaderCommand {
             session_id: self.session_id,
@@ -318,9 +340,7 @@ impl Session<'_> {
                     Some(Ok(Message::Ack { batch_id: acked, high_water_mark })) => {
                         match in_flight.pop_front() {
                             Some((expected, last_seq, num_records)) if expected == acked => {
-                                let acked_seq = high_water_mark.max(last_seq);
-                                self.stats.acked_seq.fetch_max(acked_seq, Ordering::Relaxed);
-                                self.stats.sent_acked_seq.fetch_max(last_seq, Ordering::Relaxed);
+                                self.progress.acknowledged(last_seq, high_water_mark);
                                 bump(&self.stats.batches_acked, 1);
                                 bump(&self.stats.records_acked, num_records as u64);
                                 last_progress = Instant::now();

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, ForwarderConfig, ForwarderStats};
+use super::progress::ForwardProgress;
 use super::server::{self, ServerConfig, ServerContext, ServerStats};
 use super::spool::StoreSpool;
 use super::tests::append_durable;
@@ -69,6 +70,7 @@ impl Node {
             cluster.watch(),
             ForwarderConfig::new(CLUSTER, id),
             Arc::new(ForwarderStats::default()),
+            Arc::new(ForwardProgress::default()),
             cancel.clone(),
         );
         let forwarder_task = tokio::spawn(async move { forwarder.await.unwrap() });

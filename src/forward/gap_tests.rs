@@ -138,7 +138,7 @@ async fn records_removed_by_retention_before_forwarding_become_one_marker_at_the
     // 1..=1000 are forwarded while the spool keeps everything.
     let spool = open_store(&spool_dir, ORIGIN);
     spool_messages(&spool.handle(), 0, 1000).await;
-    let (_, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx.clone());
+    let (_, _, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx.clone());
     assert!(wait_until(Duration::from_secs(20), || master.hwm() == 1000).await);
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -173,19 +173,13 @@ async fn records_removed_by_retention_before_forwarding_become_one_marker_at_the
     );
     assert!(to < 6000, "some survive: {from}..={to} removed");
 
-    let (stats, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
+    let (stats, progress, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
     assert!(
         wait_until(Duration::from_secs(30), || master.hwm() == 6000).await,
         "hwm {}",
         master.hwm()
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || stats
-            .acked_seq
-            .load(Ordering::Relaxed)
-            == 6000)
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(5), || progress.acked_seq() == 6000).await);
     assert_eq!(stats.gap_markers.load(Ordering::Relaxed), 1);
     assert_eq!(stats.lost_seqs.load(Ordering::Relaxed), to - 1000);
     let master_stats = master.store.handle().stats();

@@ -55,7 +55,7 @@ async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
     // The earlier data directory forwarded messages 0..300 as seqs 1..=300.
     let old = open_store(&old_dir, ORIGIN);
     spool_messages(&old.handle(), 0, 300).await;
-    let (_, cancel, task) = start_forwarder(&old_dir, &old, view_rx.clone());
+    let (_, _, cancel, task) = start_forwarder(&old_dir, &old, view_rx.clone());
     assert!(wait_until(Duration::from_secs(20), || master.hwm() == 300).await);
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -64,7 +64,7 @@ async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
     // The node comes back with an empty data directory and numbers from 1 again.
     let new = open_store(&new_dir, ORIGIN);
     spool_messages(&new.handle(), 1000, 1050).await;
-    let (stats, cancel, task) = start_forwarder(&new_dir, &new, view_rx.clone());
+    let (stats, _, cancel, task) = start_forwarder(&new_dir, &new, view_rx.clone());
     assert!(
         wait_until(Duration::from_secs(20), || master.hwm() == 350).await,
         "master hwm {}",
@@ -78,7 +78,7 @@ async fn a_reused_node_id_with_a_new_data_directory_loses_nothing() {
     task.await.unwrap().unwrap();
 
     // A restarted forwarder on the same directory does not renumber again.
-    let (stats, cancel, task) = start_forwarder(&new_dir, &new, view_rx);
+    let (stats, _, cancel, task) = start_forwarder(&new_dir, &new, view_rx);
     spool_messages(&new.handle(), 1060, 1065).await;
     assert!(wait_until(Duration::from_secs(20), || master.hwm() == 365).await);
     assert_eq!(stats.renumbered.load(Ordering::Relaxed), 0);

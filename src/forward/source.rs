@@ -7,7 +7,6 @@
 //! bounded channel (the forwarder's window is the backpressure). Batches of an older session
 //! are skipped by the forwarder. This file does not talk to the network.
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::client::ForwarderStats;
 use crate::record::Record;
 
 /// Size limits of one batch read from the spool.
@@ -52,6 +50,14 @@ pub trait SpoolSource: Send + 'static {
     fn next_batch(&mut self, limits: BatchLimits) -> Result<Arc<Vec<Record>>, SpoolError>;
 }
 
+/// What the reader thread reports besides batches (the forwarder counts it).
+pub trait ReaderEvents: Send + Sync + 'static {
+    /// `SpoolSource::seek` renumbered `num_records` records.
+    fn renumbered(&self, num_records: u64);
+    /// Positioning or reading the spool failed.
+    fn spool_error(&self);
+}
+
 /// Start reading for session `session_id` right after sequence `after`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderCommand {
@@ -77,18 +83,27 @@ const ERROR_RETRY: Duration = Duration::from_millis(200);
 /// A persisting spool error is logged at most this often.
 const WARNING_EVERY: Duration = Duration::from_secs(30);
 
-pub fn spawn_reader<S: SpoolSource>(
+pub fn spawn_reader<S: SpoolSource, E: ReaderEvents>(
     source: S,
     limits: BatchLimits,
     capacity: usize,
     poll_interval: Duration,
-    stats: Arc<ForwarderStats>,
+    events: Arc<E>,
 ) -> std::io::Result<ReaderHandle> {
     let (command_tx, command_rx) = std_mpsc::channel();
     let (batch_tx, batch_rx) = mpsc::channel(capacity.max(1));
     let thread = std::thread::Builder::new()
         .name("forward-spool".to_string())
-        .spawn(move || read_loop(source, limits, poll_interval, command_rx, batch_tx, &stats))?;
+        .spawn(move || {
+            read_loop(
+                source,
+                limits,
+                poll_interval,
+                command_rx,
+                batch_tx,
+                &*events,
+            )
+        })?;
     Ok(ReaderHandle {
         command_tx: Some(command_tx),
         batch_rx,
@@ -126,7 +141,7 @@ fn read_loop<S: SpoolSource>(
     poll_interval: Duration,
     command_rx: std_mpsc::Receiver<ReaderCommand>,
     batch_tx: mpsc::Sender<SpoolBatch>,
-    stats: &ForwarderStats,
+    events: &dyn ReaderEvents,
 ) {
     let mut session: Option<u64> = None;
     let mut pending: Option<ReaderCommand> = None;
@@ -149,13 +164,11 @@ fn read_loop<S: SpoolSource>(
                 command = newer;
             }
             let result = source.seek(command.after);
-            stats
-                .renumbered
-                .fetch_add(source.take_renumbered(), Ordering::Relaxed);
+            events.renumbered(source.take_renumbered());
             match result {
                 Ok(()) => session = Some(command.session_id),
                 Err(error) => {
-                    stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                    events.spool_error();
                     warn!(%error, "cannot position the spool");
                     session = None;
                     pending = Some(command);
@@ -183,7 +196,7 @@ fn read_loop<S: SpoolSource>(
                 }
             }
             Err(error) => {
-                stats.spool_errors.fetch_add(1, Ordering::Relaxed);
+                events.spool_error();
                 let now = Instant::now();
                 if last_warning.is_none_or(|at| now.duration_since(at) >= WARNING_EVERY) {
                     warn!(%error, "cannot read the spool");

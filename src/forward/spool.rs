@@ -148,7 +148,7 @@ impl StoreSpool {
     }
 
     /// Says that this data directory has forwarded to a master before (the node keeps that in
-    /// its data directory, `node::acked_mark`) and held the origin's records up to
+    /// its data directory, `forward::acked_mark`) and held the origin's records up to
     /// `held_at_start` when the node started. A master that holds more of the origin than
     /// this store then means the store lost its newest records, or was restored from an older
     /// backup: the master has its records up to `held_at_start` already, so only those the

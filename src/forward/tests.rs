@@ -15,6 +15,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, ForwarderConfig, ForwarderStats};
+use super::progress::ForwardProgress;
 use super::protocol::{ForwardCodec, Message, PROTOCOL_VERSION};
 use super::server::{self, ServerConfig, ServerContext, ServerStats};
 use super::spool::StoreSpool;
@@ -200,6 +201,7 @@ pub(super) fn start_forwarder(
     view_rx: watch::Receiver<ClusterView>,
 ) -> (
     Arc<ForwarderStats>,
+    Arc<ForwardProgress>,
     CancellationToken,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
@@ -208,15 +210,17 @@ pub(super) fn start_forwarder(
     config.max_batch_records = 64;
     config.max_batches_in_flight = 4;
     let stats = Arc::new(ForwarderStats::default());
+    let progress = Arc::new(ForwardProgress::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(client::run(
         source,
         view_rx,
         config,
         stats.clone(),
+        progress.clone(),
         cancel.clone(),
     ));
-    (stats, cancel, task)
+    (stats, progress, cancel, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +231,7 @@ async fn every_spooled_record_arrives_exactly_once_including_live_ones() {
     spool_messages(&spool.handle(), 0, 3000).await;
     let master = Master::start(&master_dir, "master").await;
     let (_view_tx, view_rx) = watch::channel(view(ORIGIN, "master", master.addr));
-    let (stats, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
+    let (_, progress, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
 
     assert!(
         wait_until(Duration::from_secs(20), || master.hwm() == 3000).await,
@@ -241,13 +245,7 @@ async fn every_spooled_record_arrives_exactly_once_including_live_ones() {
         "live: hwm {}",
         master.hwm()
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || stats
-            .acked_seq
-            .load(std::sync::atomic::Ordering::Relaxed)
-            == 4500)
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(5), || progress.acked_seq() == 4500).await);
 
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -298,7 +296,7 @@ async fn cut_connections_resume_without_loss_or_duplicates() {
     let master = Master::start(&master_dir, "master").await;
     let proxy = Proxy::start(master.addr).await;
     let (_view_tx, view_rx) = watch::channel(view(ORIGIN, "master", proxy.addr));
-    let (stats, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
+    let (stats, _, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
 
     let total = 6000;
     let mut cuts = 0;
@@ -338,7 +336,7 @@ async fn master_change_resumes_after_the_new_masters_high_water_mark() {
     let master_1 = Master::start(&dir_1, "m1").await;
     let master_2 = Master::start(&dir_2, "m2").await;
     let (view_tx, view_rx) = watch::channel(view(ORIGIN, "m1", master_1.addr));
-    let (_stats, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
+    let (_, _, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
     assert!(wait_until(Duration::from_secs(20), || master_1.hwm() == 2000).await);
 
     view_tx.send_replace(view(ORIGIN, "m2", master_2.addr));

@@ -1,22 +1,28 @@
 //! The spool gate: holds ingest back while this node's unforwarded backlog is over
-//! `spool-max-bytes`, so TCP senders are pushed back and UDP listeners drop (and count).
+//! `spool-max-bytes`, so TCP senders are pushed back, UDP listeners drop (and count) and a
+//! journald upload waits before its answer.
 //!
-//! The backlog is estimated, not scanned: every measurement (`measured`, a few times a
-//! second) sets it to forward lag × mean record size, and between measurements ingest adds
-//! the bytes it appends (`appended`), so a fast sender cannot run far past the bound. The gate
-//! closes at the bound and reopens below `REOPEN_FRACTION` of it; it never closes while the
-//! node is master (nothing to forward). This file only keeps the estimate and the gate; it
-//! does not measure lag or touch the store.
+//! The backlog is estimated, not scanned: every time the forwarder's progress changes (an
+//! acknowledgement, a handshake, a change of master, pushed by `forward::progress`) `follow`
+//! sets it to forward lag × mean record size, and in between the pipeline adds the bytes it
+//! appends (`appended`), so a fast sender cannot run far past the bound while no master
+//! acknowledges anything. The gate closes at the bound and reopens below `REOPEN_FRACTION`
+//! of it; it never closes while the node is master (nothing to forward). This file only keeps
+//! the estimate and the gate; it does not move the acknowledged mark and never writes to the
+//! store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::forward::progress::Progress;
+use crate::store::StoreHandle;
+
 /// The gate opens again once the backlog is below this fraction of the bound.
 const REOPEN_FRACTION: f64 = 0.9;
 /// Fixed per-record bytes of a stored record besides its strings (times, sequence, flags,
-/// frame share); only an estimate between two measurements.
+/// frame share); only an estimate until the next change of the progress.
 const RECORD_OVERHEAD_BYTES: u64 = 48;
 
 /// About how many bytes `record` takes in the store.
@@ -25,7 +31,7 @@ pub(super) fn estimated_bytes(record: &crate::record::Record) -> u64 {
 }
 
 #[derive(Debug)]
-pub(super) struct SpoolGate {
+pub struct SpoolGate {
     max_bytes: u64,
     backlog_bytes: AtomicU64,
     /// This node forwards (it is not the master).
@@ -35,7 +41,7 @@ pub(super) struct SpoolGate {
 }
 
 impl SpoolGate {
-    pub(super) fn new(max_bytes: u64) -> SpoolGate {
+    pub fn new(max_bytes: u64) -> SpoolGate {
         SpoolGate {
             max_bytes,
             backlog_bytes: AtomicU64::new(0),
@@ -45,12 +51,12 @@ impl SpoolGate {
         }
     }
 
-    pub(super) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         *self.closed_tx.borrow()
     }
 
     /// Times the gate closed.
-    pub(super) fn closed_events(&self) -> u64 {
+    pub fn closed_events(&self) -> u64 {
         self.closed_events.load(Ordering::Relaxed)
     }
 
@@ -65,8 +71,8 @@ impl SpoolGate {
         }
     }
 
-    /// A fresh measurement of the backlog (0 while master).
-    pub(super) fn measured(&self, backlog_bytes: u64, forwarding: bool) {
+    /// A fresh estimate of the backlog from the progress (0 while master).
+    fn measured(&self, backlog_bytes: u64, forwarding: bool) {
         self.forwarding.store(forwarding, Ordering::Relaxed);
         self.backlog_bytes.store(backlog_bytes, Ordering::Relaxed);
         let closed = if !forwarding {
@@ -80,7 +86,7 @@ impl SpoolGate {
     }
 
     /// Opens the gate for good (shutdown).
-    pub(super) fn open(&self) {
+    fn open(&self) {
         self.forwarding.store(false, Ordering::Relaxed);
         self.set_closed(false, 0);
     }
@@ -106,8 +112,35 @@ impl SpoolGate {
         }
     }
 
+    /// Callers waiting in `wait_for_room` right now.
+    pub fn num_waiting(&self) -> usize {
+        self.closed_tx.receiver_count()
+    }
+
+    /// Re-estimates the backlog of `origin` (this node) every time the forwarder's progress
+    /// changes, until the forwarder is gone; then opens for good.
+    pub async fn follow(
+        &self,
+        mut progress: watch::Receiver<Progress>,
+        store: StoreHandle,
+        origin: String,
+    ) {
+        loop {
+            let current = *progress.borrow_and_update();
+            let stats = store.stats();
+            let forward_lag = current.lag(store.high_water_mark(&origin));
+            let backlog = backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);
+            self.measured(backlog, !current.is_master);
+            if progress.changed().await.is_err() {
+                break;
+            }
+        }
+        // Nobody waits on a closed gate once nothing forwards.
+        self.open();
+    }
+
     /// Waits while the gate is closed, unless `drain` fired (shutdown stores what it read).
-    pub(super) async fn wait_for_room(&self, drain: &CancellationToken) {
+    pub async fn wait_for_room(&self, drain: &CancellationToken) {
         if !self.is_closed() {
             return;
         }
@@ -119,6 +152,15 @@ impl SpoolGate {
             }
         }
     }
+}
+
+/// Estimated bytes of `forward_lag` records: the lag times the store's mean record size.
+fn backlog_bytes(forward_lag: u64, appended_bytes: u64, appended_records: u64) -> u64 {
+    if appended_records == 0 {
+        return 0;
+    }
+    let mean = appended_bytes as f64 / appended_records as f64;
+    (forward_lag as f64 * mean) as u64
 }
 
 #[cfg(test)]
@@ -173,5 +215,12 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), gate.wait_for_room(&drain))
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn backlog_is_lag_times_mean_record_size() {
+        assert_eq!(backlog_bytes(0, 1000, 10), 0);
+        assert_eq!(backlog_bytes(5, 0, 0), 0);
+        assert_eq!(backlog_bytes(5, 1000, 10), 500);
     }
 }
