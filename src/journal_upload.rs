@@ -264,15 +264,11 @@ mod tests {
     const ORIGIN: &str = "node-a";
     const TIMEOUT: Duration = Duration::from_secs(10);
 
-    async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while !condition() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out until {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
+        assert!(
+            crate::testutil::wait_until(TIMEOUT, condition).await,
+            "timed out waiting until {what}"
+        );
     }
 
     /// A record of this node, as a listener makes it.
