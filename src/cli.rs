@@ -1,4 +1,6 @@
-//! The command line: clap definitions and the five subcommands of `PRODUCT.md`'s contract.
+//! The command line: clap definitions of the five subcommands (`run`, `read`, `verify`,
+//! `validate`, `status`), a contract other tools drive the binary through (README, the man
+//! pages generated from these definitions).
 //!
 //! `run` turns flags and the optional TOML file into a validated `Config` (flag > file >
 //! default) and hands it to `node`; `read`, `verify` and `validate` work offline on files;

@@ -1,6 +1,6 @@
-//! The JSON record of `starling read --format json` (PRODUCT.md): one object per record, every
-//! key present (`null` where absent) in the documented order, except `raw_base64`, which is
-//! present only when the raw bytes are not valid UTF-8.
+//! The JSON record of `starling read --format json` (README, "Reading logs back"): one object
+//! per record, every key present (`null` where absent) in the documented order, except
+//! `raw_base64`, which is present only when the raw bytes are not valid UTF-8.
 //!
 //! Pure formatting: no I/O, no parsing (the caller passes the `Parsed` fields).
 
@@ -85,7 +85,7 @@ fn structured_data_json(elements: &[SdElement]) -> Value {
     Value::Array(list)
 }
 
-/// The keys of `PRODUCT.md`'s JSON record shape, in its order: what the tests hold the
+/// The keys of the documented JSON record shape (README), in its order: what the tests hold the
 /// renderer (and the real binary's output) to. The renderer does not use this list.
 #[doc(hidden)]
 pub const JSON_KEYS: [&str; 20] = [
