@@ -40,10 +40,9 @@ pub struct UploadState {
     pub max_entry_bytes: usize,
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
-    pub metrics: Arc<crate::telemetry::Metrics>,
-    listener_metrics: Arc<crate::telemetry::ListenerMetrics>,
-    /// Entries recognised as already stored (uploader retries).
-    duplicates: Arc<std::sync::atomic::AtomicU64>,
+    /// Stored records and entries recognised as already stored (uploader retries).
+    pub metrics: crate::telemetry::PipelineMetrics,
+    listener_metrics: Arc<crate::listener::metrics::ListenerMetrics>,
 }
 
 impl UploadState {
@@ -51,9 +50,10 @@ impl UploadState {
         store: StoreHandle,
         origin: String,
         max_entry_bytes: usize,
-        metrics: Arc<crate::telemetry::Metrics>,
+        listeners: &crate::listener::metrics::ListenerFamilies,
+        metrics: crate::telemetry::PipelineMetrics,
     ) -> Self {
-        let listener_metrics = metrics.listener("journal:/upload", Transport::Journal);
+        let listener_metrics = listeners.listener("journal:/upload", Transport::Journal);
         UploadState {
             store,
             origin: Arc::from(origin),
@@ -61,13 +61,7 @@ impl UploadState {
             stored_cursors: Arc::default(),
             metrics,
             listener_metrics,
-            duplicates: Arc::default(),
         }
-    }
-
-    /// The counter of entries that were not stored twice.
-    pub fn duplicates(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        self.duplicates.clone()
     }
 }
 
@@ -218,8 +212,7 @@ impl UploadState {
                 .get(&journal)
                 .is_some_and(|highest| sequence <= *highest)
             {
-                self.duplicates
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.journal_duplicates(1);
                 return None;
             }
             drop(stored);

@@ -2,6 +2,7 @@
 //! the forwarder `client` that ships this node's spool (`source`, `spool`) to the master.
 
 pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod source;

@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +25,10 @@ use crate::cluster::status::Status;
 use crate::cluster::{ClusterConfig, ClusterHandle, ClusterTiming, ClusterView, GossipFaults};
 use crate::config::ClusterSection;
 use crate::forward::client::{ForwarderConfig, ForwarderStats};
+use crate::forward::metrics::SpoolGauges;
 use crate::forward::server::{ServerConfig, ServerContext, ServerStats};
 use crate::forward::spool::StoreSpool;
 use crate::store::StoreHandle;
-use crate::telemetry::{ExternalMetric, MetricKind};
 
 use super::acked_mark;
 use super::spool_gate::SpoolGate;
@@ -54,14 +54,8 @@ pub(super) struct ClusterStart<'a> {
     pub store: StoreHandle,
     /// The bound API address, advertised for `starling status`.
     pub api_addr: Option<SocketAddr>,
-}
-
-/// Measured values shared with `/metrics` (written by the measuring task).
-#[derive(Debug, Default)]
-pub(super) struct Measured {
-    spool_bytes: AtomicU64,
-    forward_lag: AtomicU64,
-    master_changes: AtomicU64,
+    /// The node's metrics registry: the cluster, forwarding and spool families go here.
+    pub registry: &'a mut prometheus_client::registry::Registry,
 }
 
 /// The running cluster side of a node.
@@ -71,9 +65,6 @@ pub(super) struct NodeCluster {
     handle: Arc<ClusterHandle>,
     view: watch::Receiver<ClusterView>,
     generation: u64,
-    measured: Arc<Measured>,
-    forwarder_stats: Arc<ForwarderStats>,
-    server_stats: Arc<ServerStats>,
     spool_gate: Arc<SpoolGate>,
     measure_cancel: CancellationToken,
     measure_task: JoinHandle<()>,
@@ -186,8 +177,15 @@ impl NodeCluster {
             }
         });
 
-        let measured = Arc::new(Measured::default());
         let spool_gate = Arc::new(SpoolGate::new(section.spool_max_bytes));
+        handle.register_metrics(start.registry);
+        crate::forward::metrics::register(
+            start.registry,
+            forwarder_stats.clone(),
+            server_stats.clone(),
+        );
+        let spool_gauges = SpoolGauges::register(start.registry);
+        spool_gate.register_metrics(start.registry);
         let measure_cancel = CancellationToken::new();
         let measure_task = tokio::spawn(
             Measurer {
@@ -197,8 +195,8 @@ impl NodeCluster {
                 data_dir: start.data_dir.to_path_buf(),
                 saved_acked: saved,
                 save_failing: false,
-                forwarder_stats: forwarder_stats.clone(),
-                measured: measured.clone(),
+                forwarder_stats,
+                spool_gauges,
                 spool_gate: spool_gate.clone(),
             }
             .run(measure_cancel.clone()),
@@ -209,9 +207,6 @@ impl NodeCluster {
             generation: handle.generation(),
             handle,
             view,
-            measured,
-            forwarder_stats,
-            server_stats,
             spool_gate,
             measure_cancel,
             measure_task,
@@ -259,16 +254,6 @@ impl NodeCluster {
         let view = self.view.clone();
         let generation = self.generation;
         move || Status::from_view(&view.borrow(), generation)
-    }
-
-    /// Produces the cluster's `/metrics` samples.
-    pub(super) fn metrics_fn(&self) -> impl Fn() -> Vec<ExternalMetric> + Send + Sync + 'static {
-        let view = self.view.clone();
-        let measured = self.measured.clone();
-        let forwarder = self.forwarder_stats.clone();
-        let server = self.server_stats.clone();
-        let gate = self.spool_gate.clone();
-        move || cluster_metrics(&view.borrow(), &measured, &gate, &forwarder, &server)
     }
 
     /// Leaves the cluster (peers elect a new master at once if this was it), then stops the
@@ -326,7 +311,7 @@ struct Measurer {
     saved_acked: Option<u64>,
     save_failing: bool,
     forwarder_stats: Arc<ForwarderStats>,
-    measured: Arc<Measured>,
+    spool_gauges: SpoolGauges,
     spool_gate: Arc<SpoolGate>,
 }
 
@@ -378,15 +363,7 @@ impl Measurer {
             let backlog_bytes =
                 backlog_bytes(forward_lag, stats.appended_bytes, stats.appended_records);
             self.spool_gate.measured(backlog_bytes, !is_master);
-            self.measured
-                .spool_bytes
-                .store(stats.bytes_on_disk, Ordering::Relaxed);
-            self.measured
-                .forward_lag
-                .store(forward_lag, Ordering::Relaxed);
-            self.measured
-                .master_changes
-                .store(self.handle.master_changes(), Ordering::Relaxed);
+            self.spool_gauges.set(stats.bytes_on_disk, forward_lag);
             if round % PUBLISH_EVERY == 0 {
                 self.handle
                     .publish_stats(stats.bytes_on_disk, forward_lag)
@@ -410,157 +387,6 @@ fn backlog_bytes(forward_lag: u64, appended_bytes: u64, appended_records: u64) -
     }
     let mean = appended_bytes as f64 / appended_records as f64;
     (forward_lag as f64 * mean) as u64
-}
-
-fn cluster_metrics(
-    view: &ClusterView,
-    measured: &Measured,
-    gate: &SpoolGate,
-    forwarder: &ForwarderStats,
-    server: &ServerStats,
-) -> Vec<ExternalMetric> {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
-    let gauge = |name: &str, help: &str, value: f64| {
-        ExternalMetric::new(name, help, MetricKind::Gauge, value)
-    };
-    let counter = |name: &str, help: &str, value: f64| {
-        ExternalMetric::new(name, help, MetricKind::Counter, value)
-    };
-    let num_alive = view.members.iter().filter(|member| member.alive).count();
-    let mut metrics = vec![
-        gauge(
-            "starling_cluster_members",
-            "Cluster members this node knows, by liveness.",
-            num_alive as f64,
-        )
-        .with_label("state", "alive"),
-        gauge(
-            "starling_cluster_members",
-            "Cluster members this node knows, by liveness.",
-            (view.members.len() - num_alive) as f64,
-        )
-        .with_label("state", "dead"),
-        gauge(
-            "starling_cluster_is_master",
-            "1 while this node is the master.",
-            f64::from(u8::from(view.is_master())),
-        ),
-        gauge(
-            "starling_cluster_master_known",
-            "1 while this node follows a master.",
-            f64::from(u8::from(view.master.is_some())),
-        ),
-        counter(
-            "starling_cluster_master_changes_total",
-            "Times the master this node follows changed.",
-            load(&measured.master_changes),
-        ),
-        gauge(
-            "starling_forward_lag_records",
-            "Records of this node not yet acknowledged by the master (0 while master).",
-            load(&measured.forward_lag),
-        ),
-        gauge(
-            "starling_spool_bytes",
-            "Bytes of the node's spool (its store).",
-            load(&measured.spool_bytes),
-        ),
-        gauge(
-            "starling_spool_full",
-            "1 while ingest waits because the unforwarded backlog passed spool-max-bytes.",
-            f64::from(u8::from(gate.is_closed())),
-        ),
-        counter(
-            "starling_spool_full_total",
-            "Times the unforwarded backlog passed spool-max-bytes.",
-            gate.closed_events() as f64,
-        ),
-    ];
-    for (name, help, value) in [
-        (
-            "starling_forward_sessions_total",
-            "Forwarding sessions established with a master.",
-            &forwarder.sessions,
-        ),
-        (
-            "starling_forward_batches_sent_total",
-            "Batches sent to the master.",
-            &forwarder.batches_sent,
-        ),
-        (
-            "starling_forward_batches_acked_total",
-            "Batches the master acknowledged.",
-            &forwarder.batches_acked,
-        ),
-        (
-            "starling_forward_records_acked_total",
-            "Records the master acknowledged.",
-            &forwarder.records_acked,
-        ),
-        (
-            "starling_forward_connect_failures_total",
-            "Failed connections to the master.",
-            &forwarder.connect_failures,
-        ),
-        (
-            "starling_forward_not_master_total",
-            "Handshakes answered with not-master.",
-            &forwarder.not_master_answers,
-        ),
-        (
-            "starling_forward_batches_refused_total",
-            "Batches the master refused.",
-            &forwarder.batches_refused,
-        ),
-        (
-            "starling_forward_spool_errors_total",
-            "Errors reading the spool.",
-            &forwarder.spool_errors,
-        ),
-        (
-            "starling_forward_gap_markers_total",
-            "Gap markers sent: ranges of this node's records lost from the spool before they were forwarded.",
-            &forwarder.gap_markers,
-        ),
-        (
-            "starling_forward_lost_seqs_total",
-            "Sequences of this node declared lost by the gap markers sent.",
-            &forwarder.lost_seqs,
-        ),
-        (
-            "starling_forward_renumbered_records_total",
-            "Records of this node appended again under new sequences: the master held their sequences from an earlier data directory with this node id.",
-            &forwarder.renumbered,
-        ),
-        (
-            "starling_forward_in_connections_total",
-            "Forward connections accepted.",
-            &server.connections_accepted,
-        ),
-        (
-            "starling_forward_in_records_stored_total",
-            "Forwarded records stored.",
-            &server.records_stored,
-        ),
-        (
-            "starling_forward_in_duplicates_dropped_total",
-            "Forwarded records dropped as duplicates (at or below the origin's high-water mark).",
-            &server.duplicates_dropped,
-        ),
-        (
-            "starling_forward_in_batches_refused_total",
-            "Forwarded batches refused.",
-            &server.batches_refused,
-        ),
-        (
-            "starling_forward_in_protocol_errors_total",
-            "Bad frames from forwarders.",
-            &server.protocol_errors,
-        ),
-    ] {
-        metrics.push(counter(name, help, load(value)));
-    }
-    metrics
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod follow;
 mod frame;
 mod handle;
 mod index;
+pub mod metrics;
 mod problem;
 mod read;
 mod recover;

@@ -10,6 +10,7 @@ mod fuzz_regressions;
 mod gap_marker;
 mod hostile;
 mod journald;
+mod prometheus;
 mod rsyslog;
 mod sandbox;
 mod store_crash;
