@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use starling::ingest::{IngestConfig, ShardBy};
+use starling::listener::metrics::ListenerMetrics;
 use starling::listener::{tcp, udp, ListenerContext};
 use starling::parse::Zone;
 use starling::record::Transport;
-use starling::telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 
 /// CPU seconds (user + system) this process used so far, all threads.
@@ -57,7 +57,6 @@ fn context(
     tokio::task::JoinHandle<()>,
 ) {
     let (records_tx, mut records_rx) = tokio::sync::mpsc::channel(64);
-    let metrics = Metrics::new();
     let ctx = Arc::new(ListenerContext {
         name: "bench".to_owned(),
         ingest: IngestConfig {
@@ -66,7 +65,7 @@ fn context(
             rfc3164_zone: Zone::Utc,
         },
         records_tx,
-        metrics: metrics.listener("bench", transport),
+        metrics: ListenerMetrics::detached("bench", transport),
     });
     let num_records = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&num_records);

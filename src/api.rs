@@ -1,5 +1,6 @@
-//! The node's HTTP API: `GET /metrics` (Prometheus text), `GET /healthz` and `GET /v1/status`
-//! (the node's view of the cluster, JSON).
+//! The node's HTTP API: `GET /metrics` (OpenMetrics for clients that ask for it, else
+//! Prometheus text), `GET /healthz` and `GET /v1/status` (the node's view of the cluster,
+//! JSON).
 //!
 //! Owns the routes and how they render; the caller binds the listener and passes it in, and
 //! cancellation stops the server gracefully. It reads state through [`ApiState`] only and
@@ -8,17 +9,16 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::status::Status;
-use crate::telemetry::{ExternalMetric, Metrics};
+use prometheus_client::registry::Registry;
 
-/// Produces metrics owned elsewhere (store stats, cluster state) at scrape time.
-pub type ExternalMetricsFn = Arc<dyn Fn() -> Vec<ExternalMetric> + Send + Sync>;
+use crate::cluster::status::Status;
+use crate::telemetry::Format;
 
 /// Produces the node's `/v1/status` answer at request time.
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
@@ -26,33 +26,22 @@ pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 /// What the handlers can see. Add fields here (behind `Arc`s) for new endpoints.
 #[derive(Clone)]
 pub struct ApiState {
-    pub metrics: Arc<Metrics>,
-    /// Extra samples appended to `/metrics`, e.g. `StoreHandle::stats()` mapped to
-    /// [`ExternalMetric`]s.
-    pub external_metrics: Option<ExternalMetricsFn>,
+    /// The node's metrics, every family registered by its subsystem (read-only from here).
+    pub registry: Arc<Registry>,
     /// The cluster view for `/v1/status` (404 without one).
     pub status: Option<StatusFn>,
 }
 
 impl ApiState {
-    pub fn new(metrics: Arc<Metrics>) -> ApiState {
+    pub fn new(registry: Arc<Registry>) -> ApiState {
         ApiState {
-            metrics,
-            external_metrics: None,
+            registry,
             status: None,
         }
     }
 
     pub fn with_status(mut self, produce: impl Fn() -> Status + Send + Sync + 'static) -> ApiState {
         self.status = Some(Arc::new(produce));
-        self
-    }
-
-    pub fn with_external_metrics(
-        mut self,
-        produce: impl Fn() -> Vec<ExternalMetric> + Send + Sync + 'static,
-    ) -> ApiState {
-        self.external_metrics = Some(Arc::new(produce));
         self
     }
 }
@@ -88,18 +77,14 @@ pub async fn serve_router(
         .await
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let extra = state
-        .external_metrics
-        .as_ref()
-        .map(|produce| produce())
-        .unwrap_or_default();
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(&extra),
+        [(header::CONTENT_TYPE, format.content_type())],
+        crate::telemetry::render(&state.registry, format),
     )
 }
 
@@ -121,44 +106,45 @@ async fn status(State(state): State<ApiState>) -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listener::metrics::ListenerFamilies;
     use crate::record::Transport;
-    use crate::telemetry::MetricKind;
+    use crate::telemetry::PipelineMetrics;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A minimal HTTP/1.1 GET returning the status line and the body.
     async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+        let (head, body) = get_with(addr, path, "").await;
+        (head.lines().next().unwrap().to_owned(), body)
+    }
+
+    /// A GET with extra header lines; returns the whole head and the body.
+    async fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_owned(), body.to_owned())
+        (head.to_owned(), body.to_owned())
     }
 
     #[tokio::test]
     async fn serves_metrics_and_health_until_cancelled() {
-        let metrics = Metrics::new();
-        metrics
+        let mut registry = Registry::default();
+        let pipeline = PipelineMetrics::register(&mut registry);
+        ListenerFamilies::register(&mut registry, &pipeline)
             .listener("tcp:test", Transport::Tcp)
             .messages_received(5, 500);
-        let state = ApiState::new(Arc::clone(&metrics))
-            .with_external_metrics(|| {
-                vec![ExternalMetric::new(
-                    "starling_store_commits_total",
-                    "Group commits.",
-                    MetricKind::Counter,
-                    9.0,
-                )]
-            })
-            .with_status(|| {
-                let view = crate::cluster::ClusterView {
-                    self_id: "a".into(),
-                    members: Vec::new(),
-                    master: Some("a".into()),
-                };
-                Status::from_view(&view, 7)
-            });
+        pipeline.records_stored(Transport::Tcp, 9);
+        let state = ApiState::new(Arc::new(registry)).with_status(|| {
+            let view = crate::cluster::ClusterView {
+                self_id: "a".into(),
+                members: Vec::new(),
+                master: Some("a".into()),
+            };
+            Status::from_view(&view, 7)
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
@@ -172,7 +158,27 @@ mod tests {
         assert!(body.contains(
             "starling_received_messages_total{listener=\"tcp:test\",transport=\"tcp\"} 5"
         ));
-        assert!(body.contains("starling_store_commits_total 9"));
+        assert!(body.contains("starling_stored_messages_total{transport=\"tcp\"} 9"));
+        assert!(body.contains("# TYPE starling_stored_messages_total counter"));
+        assert!(!body.contains("# EOF"));
+
+        // A Prometheus server asks for OpenMetrics and gets it.
+        let (head, body) = get_with(
+            addr,
+            "/metrics",
+            "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{head}"
+        );
+        assert!(body.contains("# TYPE starling_stored_messages counter"));
+        assert!(body.contains("starling_stored_messages_total{transport=\"tcp\"} 9"));
+        assert!(body.ends_with("# EOF\n"), "{body}");
 
         let (status, body) = get(addr, "/v1/status").await;
         assert_eq!(status, "HTTP/1.1 200 OK");

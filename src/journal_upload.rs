@@ -43,9 +43,9 @@ pub struct UploadState {
     pub max_entry_bytes: usize,
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
     stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
-    listener_metrics: Arc<crate::telemetry::ListenerMetrics>,
-    /// Entries recognised as already stored (uploader retries).
-    duplicates: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts entries recognised as already stored (uploader retries).
+    metrics: crate::telemetry::PipelineMetrics,
+    listener_metrics: Arc<crate::listener::metrics::ListenerMetrics>,
 }
 
 impl UploadState {
@@ -53,22 +53,18 @@ impl UploadState {
         pipeline: PipelineHandle,
         origin: String,
         max_entry_bytes: usize,
-        metrics: Arc<crate::telemetry::Metrics>,
+        listeners: &crate::listener::metrics::ListenerFamilies,
+        metrics: crate::telemetry::PipelineMetrics,
     ) -> Self {
-        let listener_metrics = metrics.listener("journal:/upload", Transport::Journal);
+        let listener_metrics = listeners.listener("journal:/upload", Transport::Journal);
         UploadState {
             pipeline,
             origin: Arc::from(origin),
             max_entry_bytes,
             stored_cursors: Arc::default(),
+            metrics,
             listener_metrics,
-            duplicates: Arc::default(),
         }
-    }
-
-    /// The counter of entries that were not stored twice.
-    pub fn duplicates(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        self.duplicates.clone()
     }
 }
 
@@ -217,8 +213,7 @@ impl UploadState {
                 .get(&journal)
                 .is_some_and(|highest| sequence <= *highest)
             {
-                self.duplicates
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.journal_duplicates(1);
                 return None;
             }
             drop(stored);
@@ -257,9 +252,10 @@ mod tests {
 
     use super::*;
     use crate::forward::progress::Progress;
+    use crate::listener::metrics::ListenerFamilies;
     use crate::pipeline::{Pipeline, PipelineStart, SpoolGate};
     use crate::store::{Store, StoreConfig};
-    use crate::telemetry::Metrics;
+    use crate::telemetry::PipelineMetrics;
 
     const ORIGIN: &str = "node-a";
     const TIMEOUT: Duration = Duration::from_secs(10);
@@ -298,7 +294,9 @@ mod tests {
         ticket.durable().await.unwrap();
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let gate = Arc::new(SpoolGate::new(1));
-        let metrics = Metrics::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let listeners = ListenerFamilies::register(&mut registry, &metrics);
         let (pipeline, records_tx) = Pipeline::start(PipelineStart {
             store: store.handle(),
             origin: ORIGIN.to_string(),
@@ -308,7 +306,13 @@ mod tests {
         });
         wait_until("the gate closes", || gate.is_closed()).await;
 
-        let state = UploadState::new(pipeline.handle(), ORIGIN.into(), 65536, metrics.clone());
+        let state = UploadState::new(
+            pipeline.handle(),
+            ORIGIN.into(),
+            65536,
+            &listeners,
+            metrics.clone(),
+        );
         let body: String = (1..=3)
             .map(|i| format!("__CURSOR=s=journal1;i={i:x}\nMESSAGE=entry {i}\n_HOSTNAME=h\n\n"))
             .collect();

@@ -9,7 +9,6 @@ mod cluster;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::listener::ListenerContext;
-use crate::pipeline::{Pipeline, PipelineCounters as NodeCounters, PipelineStart, SpoolGate};
+use crate::pipeline::{Pipeline, PipelineStart, SpoolGate};
 use crate::record::Transport;
 use crate::store::Store;
-use crate::telemetry::{ExternalMetric, MetricKind, Metrics};
+use crate::telemetry::PipelineMetrics;
 
 /// How long shutdown may take before the remaining work is abandoned.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
@@ -91,7 +90,12 @@ impl Node {
         };
         log_recovery(&recovery);
 
-        let metrics = Metrics::new();
+        // One registry per node; each subsystem registers its own families in it.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let pipeline_metrics = PipelineMetrics::register(&mut registry);
+        let listener_metrics =
+            crate::listener::metrics::ListenerFamilies::register(&mut registry, &pipeline_metrics);
+        crate::store::metrics::register(&mut registry, store.handle());
         let mut addresses = BoundAddresses::default();
         // The API is bound first so the cluster can advertise its address.
         let api_listener = match config.api_address() {
@@ -115,13 +119,14 @@ impl Node {
             }
         }
         let spool_gate = Arc::new(SpoolGate::new(config.cluster.spool_max_bytes));
+        spool_gate.register_metrics(&mut registry);
         let cluster = cluster::NodeCluster::start(cluster::ClusterStart {
             section: &config.cluster,
             node_id: &node_id,
             data_dir: &data_dir,
             store: store.handle(),
             api_addr: addresses.api,
-            spool_gate: spool_gate.clone(),
+            registry: &mut registry,
         })
         .await?;
         addresses.gossip = Some(cluster.gossip_addr);
@@ -132,9 +137,8 @@ impl Node {
             origin: node_id.clone(),
             gate: spool_gate,
             progress: cluster.progress(),
-            metrics: metrics.clone(),
+            metrics: pipeline_metrics.clone(),
         });
-        let node_counters = pipeline.counters();
         let listeners_cancel = CancellationToken::new();
 
         let listeners = TaskTracker::new();
@@ -151,7 +155,7 @@ impl Node {
             addresses.syslog_udp.push(local);
             let name = format!("udp:{local}");
             let context = Arc::new(ListenerContext {
-                metrics: metrics.listener(&name, Transport::Udp),
+                metrics: listener_metrics.listener(&name, Transport::Udp),
                 name,
                 ingest: spec.ingest_config(&node_id),
                 records_tx: records_tx.clone(),
@@ -175,7 +179,7 @@ impl Node {
             addresses.syslog_tcp.push(local);
             let name = format!("tcp:{local}");
             let context = Arc::new(ListenerContext {
-                metrics: metrics.listener(&name, Transport::Tcp),
+                metrics: listener_metrics.listener(&name, Transport::Tcp),
                 name,
                 ingest: spec.ingest_config(&node_id),
                 records_tx: records_tx.clone(),
@@ -204,20 +208,11 @@ impl Node {
                 pipeline.handle(),
                 node_id.clone(),
                 syslog.max_message_bytes,
-                metrics.clone(),
+                &listener_metrics,
+                pipeline_metrics.clone(),
             );
-            let store_handle = store.handle();
-            let counters = node_counters.clone();
-            let journal_duplicates = upload.duplicates();
-            let cluster_metrics = cluster.metrics_fn();
-            let state = crate::api::ApiState::new(metrics.clone())
-                .with_external_metrics(move || {
-                    let mut extra = store_metrics(&store_handle.stats());
-                    extra.extend(counters.metrics(journal_duplicates.load(Ordering::Relaxed)));
-                    extra.extend(cluster_metrics());
-                    extra
-                })
-                .with_status(cluster.status_fn());
+            let state =
+                crate::api::ApiState::new(Arc::new(registry)).with_status(cluster.status_fn());
             let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));
             if let Some(faults) = cluster.fault_router() {
                 router = router.merge(faults);
@@ -307,145 +302,6 @@ impl Node {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-impl NodeCounters {
-    fn metrics(&self, journal_duplicates: u64) -> Vec<ExternalMetric> {
-        vec![
-            ExternalMetric::new(
-                "starling_pipeline_dropped_messages_total",
-                "Messages read by a listener and dropped before the pipeline, by reason.",
-                MetricKind::Counter,
-                self.store_refused.load(Ordering::Relaxed) as f64,
-            )
-            .with_label("listener", "store")
-            .with_label("transport", "any")
-            .with_label("reason", "store_error"),
-            ExternalMetric::new(
-                "starling_journal_duplicates_total",
-                "Journal entries an uploader sent again (a retry) and that were not stored twice.",
-                MetricKind::Counter,
-                journal_duplicates as f64,
-            ),
-        ]
-    }
-}
-
-/// The store's statistics as Prometheus samples.
-fn store_metrics(stats: &crate::store::StoreStats) -> Vec<ExternalMetric> {
-    let counter = |name: &str, help: &str, value: u64| {
-        ExternalMetric::new(name, help, MetricKind::Counter, value as f64)
-    };
-    let gauge = |name: &str, help: &str, value: u64| {
-        ExternalMetric::new(name, help, MetricKind::Gauge, value as f64)
-    };
-    let mut metrics = vec![
-        counter(
-            "starling_store_appended_records_total",
-            "Records appended to segments.",
-            stats.appended_records,
-        ),
-        counter(
-            "starling_store_appended_bytes_total",
-            "Bytes of records appended.",
-            stats.appended_bytes,
-        ),
-        counter(
-            "starling_store_commits_total",
-            "Group commits (fdatasync) that succeeded.",
-            stats.commits,
-        ),
-        ExternalMetric::new(
-            "starling_store_commit_latency_seconds_sum",
-            "Total time spent in group commits.",
-            MetricKind::Counter,
-            stats.commit_latency_micros_sum as f64 / 1e6,
-        ),
-        ExternalMetric::new(
-            "starling_store_commit_latency_seconds_max",
-            "Longest group commit so far.",
-            MetricKind::Gauge,
-            stats.commit_latency_micros_max as f64 / 1e6,
-        ),
-        counter(
-            "starling_store_duplicates_dropped_total",
-            "Forwarded records at or below their origin's high-water mark.",
-            stats.duplicates_dropped,
-        ),
-        counter(
-            "starling_store_gaps_refused_total",
-            "Forwarded batches refused for a sequence gap.",
-            stats.gaps_refused,
-        ),
-        counter(
-            "starling_store_gap_markers_total",
-            "Gap markers stored: ranges of an origin's sequences lost before they were forwarded.",
-            stats.gap_markers,
-        ),
-        counter(
-            "starling_store_lost_seqs_total",
-            "Origin sequences that stored gap markers declare lost.",
-            stats.lost_seqs,
-        ),
-    ];
-    for (kind, value) in [
-        ("write", stats.write_errors),
-        ("sync", stats.sync_errors),
-        ("disk_full", stats.disk_full_errors),
-    ] {
-        metrics.push(
-            counter(
-                "starling_store_errors_total",
-                "Store errors by kind.",
-                value,
-            )
-            .with_label("kind", kind),
-        );
-    }
-    metrics.extend([
-        counter(
-            "starling_store_segments_created_total",
-            "Segments created.",
-            stats.segments_created,
-        ),
-        counter(
-            "starling_store_segments_sealed_total",
-            "Segments sealed.",
-            stats.segments_sealed,
-        ),
-        counter(
-            "starling_store_segments_deleted_total",
-            "Segments deleted by retention.",
-            stats.segments_deleted,
-        ),
-        gauge(
-            "starling_store_retention_held",
-            "1 while retention keeps segments over its limits because they hold this node's \
-             records that no master has acknowledged yet.",
-            u64::from(stats.retention_held),
-        ),
-        gauge(
-            "starling_store_segments",
-            "Segment files in the store.",
-            stats.num_segments,
-        ),
-        gauge(
-            "starling_store_shards",
-            "Shards in the store.",
-            stats.num_shards,
-        ),
-        gauge(
-            "starling_store_bytes",
-            "Bytes of segment files.",
-            stats.bytes_on_disk,
-        ),
-        gauge(
-            "starling_store_disk_full",
-            "1 while the writer waits for disk space.",
-            u64::from(stats.disk_full),
-        ),
-    ]);
-    metrics
 }
 
 fn log_recovery(report: &crate::store::RecoveryReport) {

@@ -1,25 +1,83 @@
-//! Metrics of the ingest path and their Prometheus text rendering.
+//! The node's metrics: how its one `prometheus_client` [`Registry`] is rendered for a scraper,
+//! and the ingest pipeline's own counters ([`PipelineMetrics`]).
 //!
-//! Owns the counters (plain atomics, cheap enough for the hot path) and one named event
-//! method per thing that happens, which both bumps its counter and logs (nothing above DEBUG
-//! per message; connection-level events at INFO). Other parts (the store, the cluster) hand
-//! their own numbers in as [`ExternalMetric`]s at render time. This module does no I/O and
-//! imports nothing of ours but `record`.
+//! Every subsystem registers its own families next to its code (`listener::metrics`,
+//! `store::metrics`, `forward::metrics`, `cluster::metrics`, the node's spool gate), each
+//! family exactly once. A Prometheus server asks for OpenMetrics and gets it; any other client
+//! (curl, `promtool check metrics`) gets the classic text format 0.0.4 (both encoders are the
+//! library's). Hot-path counting is a relaxed atomic add on a handle fetched once. This
+//! module does no I/O and imports nothing of ours but `record`.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 use crate::record::Transport;
 
-/// Why records that a listener read did not reach the pipeline.
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text: what Prometheus servers ask for.
+    OpenMetrics,
+    /// Prometheus text format 0.0.4: for clients that do not ask for OpenMetrics.
+    Text,
+}
+
+impl Format {
+    /// OpenMetrics when the request's `Accept` header lists it (with a non-zero weight), else
+    /// the classic text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                parts.next() == Some("application/openmetrics-text")
+                    && !parts.any(|parameter| {
+                        parameter
+                            .strip_prefix("q=")
+                            .and_then(|q| q.parse::<f64>().ok())
+                            .is_some_and(|q| q <= 0.0)
+                    })
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// Every family in `registry`, in `format`.
+pub fn render(registry: &Registry, format: Format) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let encoded = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, registry),
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, registry),
+    };
+    // Writing into a String cannot fail, and our collectors only fail on a failed write.
+    if let Err(error) = encoded {
+        tracing::error!(%error, "cannot encode the metrics");
+    }
+    out
+}
+
+/// Why records did not reach the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// The bounded pipeline channel was full (UDP cannot wait).
     QueueFull,
     /// The pipeline was gone (shutting down).
     PipelineClosed,
+    /// The store refused the batch (logged with the reason).
+    StoreError,
 }
 
 impl DropReason {
@@ -27,49 +85,103 @@ impl DropReason {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::PipelineClosed => "pipeline_closed",
+            DropReason::StoreError => "store_error",
         }
     }
 }
 
-/// The registry: one [`ListenerMetrics`] per listener, plus node-wide counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    listeners: Mutex<Vec<Arc<ListenerMetrics>>>,
-    stored_udp: AtomicU64,
-    stored_tcp: AtomicU64,
-    stored_journal: AtomicU64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    listener: String,
+    transport: &'static str,
+    reason: &'static str,
 }
 
-impl Metrics {
-    pub fn new() -> Arc<Metrics> {
-        Arc::new(Metrics::default())
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: &'static str,
+}
+
+/// What the pipeline counts: records stored by transport, records dropped on the way
+/// (listeners count theirs through [`PipelineMetrics::dropped`]), and journal entries an
+/// uploader sent again. Cheap to clone (every counter is a shared atomic).
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    stored_udp: Counter,
+    stored_tcp: Counter,
+    stored_journal: Counter,
+    dropped: Family<DropLabels, Counter>,
+    store_refused: Counter,
+    journal_duplicates: Counter,
+}
+
+impl PipelineMetrics {
+    /// Registers the pipeline's families (each once) in `registry`.
+    pub fn register(registry: &mut Registry) -> PipelineMetrics {
+        let stored = Family::<TransportLabels, Counter>::default();
+        let dropped = Family::<DropLabels, Counter>::default();
+        let journal_duplicates = Counter::default();
+        // `register` appends the final period to the help text.
+        registry.register(
+            "starling_stored_messages",
+            "Records that became durable in the store, by transport they arrived on",
+            stored.clone(),
+        );
+        registry.register(
+            "starling_pipeline_dropped_messages",
+            "Messages read by a listener and dropped before the pipeline, by reason",
+            dropped.clone(),
+        );
+        registry.register(
+            "starling_journal_duplicates",
+            "Journal entries an uploader sent again (a retry) and that were not stored twice",
+            journal_duplicates.clone(),
+        );
+        let stored_by = |transport: Transport| {
+            stored
+                .get_or_create(&TransportLabels {
+                    transport: transport.as_str(),
+                })
+                .clone()
+        };
+        let store_refused = dropped
+            .get_or_create(&DropLabels {
+                listener: "store".to_owned(),
+                transport: "any",
+                reason: DropReason::StoreError.as_str(),
+            })
+            .clone();
+        PipelineMetrics {
+            stored_udp: stored_by(Transport::Udp),
+            stored_tcp: stored_by(Transport::Tcp),
+            stored_journal: stored_by(Transport::Journal),
+            dropped,
+            store_refused,
+            journal_duplicates,
+        }
     }
 
-    /// Registers (or returns the already registered) metrics of the listener `name`.
-    pub fn listener(&self, name: &str, transport: Transport) -> Arc<ListenerMetrics> {
-        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = listeners
-            .iter()
-            .find(|l| l.name == name && l.transport == transport)
-        {
-            return Arc::clone(existing);
-        }
-        let metrics = Arc::new(ListenerMetrics::new(name, transport));
-        listeners.push(Arc::clone(&metrics));
-        metrics
+    /// The drop counter of one listener and reason (fetch once, count often).
+    pub fn dropped(&self, listener: &str, transport: Transport, reason: DropReason) -> Counter {
+        self.dropped
+            .get_or_create(&DropLabels {
+                listener: listener.to_owned(),
+                transport: transport.as_str(),
+                reason: reason.as_str(),
+            })
+            .clone()
     }
 
     /// Counts records that became durable in the store.
     pub fn records_stored(&self, transport: Transport, num_records: u64) {
-        self.stored_counter(transport)
-            .fetch_add(num_records, Ordering::Relaxed);
+        self.stored(transport).inc_by(num_records);
     }
 
     pub fn num_stored(&self, transport: Transport) -> u64 {
-        self.stored_counter(transport).load(Ordering::Relaxed)
+        self.stored(transport).get()
     }
 
-    fn stored_counter(&self, transport: Transport) -> &AtomicU64 {
+    fn stored(&self, transport: Transport) -> &Counter {
         match transport {
             Transport::Udp => &self.stored_udp,
             Transport::Tcp => &self.stored_tcp,
@@ -77,389 +189,15 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every metric, followed by `extra`.
-    pub fn render(&self, extra: &[ExternalMetric]) -> String {
-        let listeners = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut out = String::with_capacity(4096);
-        for family in LISTENER_FAMILIES {
-            write_header(&mut out, family.name, family.help, family.kind);
-            for listener in listeners.iter().filter(|l| family.applies_to(l.transport)) {
-                let labels = [
-                    ("listener", listener.name.as_str()),
-                    ("transport", listener.transport.as_str()),
-                ];
-                write_sample(&mut out, family.name, &labels, (family.value)(listener));
-            }
-        }
-        write_header(
-            &mut out,
-            "starling_pipeline_dropped_messages_total",
-            "Messages read by a listener and dropped before the pipeline, by reason.",
-            MetricKind::Counter,
-        );
-        for listener in &listeners {
-            for (reason, counter) in [
-                (DropReason::QueueFull, &listener.dropped_queue_full),
-                (
-                    DropReason::PipelineClosed,
-                    &listener.dropped_pipeline_closed,
-                ),
-            ] {
-                let labels = [
-                    ("listener", listener.name.as_str()),
-                    ("transport", listener.transport.as_str()),
-                    ("reason", reason.as_str()),
-                ];
-                let value = counter.load(Ordering::Relaxed) as f64;
-                write_sample(
-                    &mut out,
-                    "starling_pipeline_dropped_messages_total",
-                    &labels,
-                    value,
-                );
-            }
-        }
-        write_header(
-            &mut out,
-            "starling_stored_messages_total",
-            "Records that became durable in the store, by transport they arrived on.",
-            MetricKind::Counter,
-        );
-        for transport in [Transport::Udp, Transport::Tcp, Transport::Journal] {
-            let value = self.num_stored(transport) as f64;
-            write_sample(
-                &mut out,
-                "starling_stored_messages_total",
-                &[("transport", transport.as_str())],
-                value,
-            );
-        }
-        let mut previous_name: Option<&str> = None;
-        for metric in extra {
-            if previous_name != Some(metric.name.as_str()) {
-                write_header(&mut out, &metric.name, &metric.help, metric.kind);
-                previous_name = Some(&metric.name);
-            }
-            let labels: Vec<(&str, &str)> = metric
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            write_sample(&mut out, &metric.name, &labels, metric.value);
-        }
-        out
-    }
-}
-
-/// Prometheus metric type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter,
-    Gauge,
-}
-
-impl MetricKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            MetricKind::Counter => "counter",
-            MetricKind::Gauge => "gauge",
-        }
-    }
-}
-
-/// A sample owned by another part of the node (store stats, cluster state), rendered after
-/// the ingest metrics. Samples of one metric must be adjacent; the first carries the help.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExternalMetric {
-    pub name: String,
-    pub help: String,
-    pub kind: MetricKind,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-impl ExternalMetric {
-    pub fn new(name: &str, help: &str, kind: MetricKind, value: f64) -> ExternalMetric {
-        ExternalMetric {
-            name: name.to_owned(),
-            help: help.to_owned(),
-            kind,
-            labels: Vec::new(),
-            value,
-        }
+    /// Counts records the store refused to append (the caller logs why).
+    pub fn store_refused(&self, num_records: u64) {
+        self.store_refused.inc_by(num_records);
     }
 
-    pub fn with_label(mut self, key: &str, value: &str) -> ExternalMetric {
-        self.labels.push((key.to_owned(), value.to_owned()));
-        self
+    /// Counts journal entries recognised as already stored (an uploader's retry).
+    pub fn journal_duplicates(&self, num_entries: u64) {
+        self.journal_duplicates.inc_by(num_entries);
     }
-}
-
-/// Counters of one listener (one bound address and transport).
-#[derive(Debug)]
-pub struct ListenerMetrics {
-    pub name: String,
-    pub transport: Transport,
-    received_messages: AtomicU64,
-    received_bytes: AtomicU64,
-    unparsed_messages: AtomicU64,
-    truncated_messages: AtomicU64,
-    framing_errors: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_pipeline_closed: AtomicU64,
-    kernel_drops: AtomicU64,
-    receive_errors: AtomicU64,
-    connections_accepted: AtomicU64,
-    connections_refused: AtomicU64,
-    connections_open: AtomicI64,
-    idle_timeouts: AtomicU64,
-}
-
-/// One metric family rendered per listener.
-struct ListenerFamily {
-    name: &'static str,
-    help: &'static str,
-    kind: MetricKind,
-    /// `None`: every transport.
-    transport: Option<Transport>,
-    value: fn(&ListenerMetrics) -> f64,
-}
-
-impl ListenerFamily {
-    fn applies_to(&self, transport: Transport) -> bool {
-        self.transport.is_none_or(|t| t == transport)
-    }
-}
-
-fn load(counter: &AtomicU64) -> f64 {
-    counter.load(Ordering::Relaxed) as f64
-}
-
-const LISTENER_FAMILIES: &[ListenerFamily] = &[
-    ListenerFamily {
-        name: "starling_received_messages_total",
-        help: "Messages received (after framing).",
-        kind: MetricKind::Counter,
-        transport: None,
-        value: |l| load(&l.received_messages),
-    },
-    ListenerFamily {
-        name: "starling_received_bytes_total",
-        help: "Bytes of the messages received (without framing).",
-        kind: MetricKind::Counter,
-        transport: None,
-        value: |l| load(&l.received_bytes),
-    },
-    ListenerFamily {
-        name: "starling_unparsed_messages_total",
-        help: "Messages that no syslog grammar accepted, stored raw as unparsed.",
-        kind: MetricKind::Counter,
-        transport: None,
-        value: |l| load(&l.unparsed_messages),
-    },
-    ListenerFamily {
-        name: "starling_truncated_messages_total",
-        help: "Messages longer than the maximum, cut to it and flagged.",
-        kind: MetricKind::Counter,
-        transport: None,
-        value: |l| load(&l.truncated_messages),
-    },
-    ListenerFamily {
-        name: "starling_framing_errors_total",
-        help: "TCP connections closed because their stream could not be framed.",
-        kind: MetricKind::Counter,
-        transport: Some(Transport::Tcp),
-        value: |l| load(&l.framing_errors),
-    },
-    ListenerFamily {
-        name: "starling_receive_errors_total",
-        help: "Socket read errors (the TCP connection is closed; UDP keeps reading).",
-        kind: MetricKind::Counter,
-        transport: None,
-        value: |l| load(&l.receive_errors),
-    },
-    ListenerFamily {
-        name: "starling_udp_kernel_drops_total",
-        help: "Datagrams the kernel dropped on the listener's sockets (receive buffer full).",
-        kind: MetricKind::Counter,
-        transport: Some(Transport::Udp),
-        value: |l| load(&l.kernel_drops),
-    },
-    ListenerFamily {
-        name: "starling_tcp_connections_accepted_total",
-        help: "TCP connections accepted.",
-        kind: MetricKind::Counter,
-        transport: Some(Transport::Tcp),
-        value: |l| load(&l.connections_accepted),
-    },
-    ListenerFamily {
-        name: "starling_tcp_connections_refused_total",
-        help: "TCP connections closed at once because the connection cap was reached.",
-        kind: MetricKind::Counter,
-        transport: Some(Transport::Tcp),
-        value: |l| load(&l.connections_refused),
-    },
-    ListenerFamily {
-        name: "starling_tcp_connections_open",
-        help: "TCP connections open now.",
-        kind: MetricKind::Gauge,
-        transport: Some(Transport::Tcp),
-        value: |l| l.connections_open.load(Ordering::Relaxed) as f64,
-    },
-    ListenerFamily {
-        name: "starling_tcp_idle_timeouts_total",
-        help: "TCP connections closed after the idle timeout.",
-        kind: MetricKind::Counter,
-        transport: Some(Transport::Tcp),
-        value: |l| load(&l.idle_timeouts),
-    },
-];
-
-impl ListenerMetrics {
-    pub fn new(name: &str, transport: Transport) -> ListenerMetrics {
-        ListenerMetrics {
-            name: name.to_owned(),
-            transport,
-            received_messages: AtomicU64::new(0),
-            received_bytes: AtomicU64::new(0),
-            unparsed_messages: AtomicU64::new(0),
-            truncated_messages: AtomicU64::new(0),
-            framing_errors: AtomicU64::new(0),
-            dropped_queue_full: AtomicU64::new(0),
-            dropped_pipeline_closed: AtomicU64::new(0),
-            kernel_drops: AtomicU64::new(0),
-            receive_errors: AtomicU64::new(0),
-            connections_accepted: AtomicU64::new(0),
-            connections_refused: AtomicU64::new(0),
-            connections_open: AtomicI64::new(0),
-            idle_timeouts: AtomicU64::new(0),
-        }
-    }
-
-    /// A batch of messages was received (counted per batch to keep the hot path cheap).
-    pub fn messages_received(&self, num_messages: u64, num_bytes: u64) {
-        self.received_messages
-            .fetch_add(num_messages, Ordering::Relaxed);
-        self.received_bytes.fetch_add(num_bytes, Ordering::Relaxed);
-    }
-
-    pub fn message_unparsed(&self, peer: Option<SocketAddr>, len: usize) {
-        self.unparsed_messages.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, ?peer, len, "message stored unparsed");
-    }
-
-    pub fn message_truncated(&self, peer: Option<SocketAddr>, max_message_bytes: usize) {
-        self.truncated_messages.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, ?peer, max_message_bytes, "message truncated");
-    }
-
-    pub fn framing_error(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
-        self.framing_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(listener = %self.name, %peer, %error, "framing error, closing connection");
-    }
-
-    pub fn receive_error(&self, peer: Option<SocketAddr>, error: &dyn std::fmt::Display) {
-        self.receive_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(listener = %self.name, ?peer, %error, "receive error");
-    }
-
-    pub fn pipeline_dropped(&self, reason: DropReason, num_messages: u64) {
-        let counter = match reason {
-            DropReason::QueueFull => &self.dropped_queue_full,
-            DropReason::PipelineClosed => &self.dropped_pipeline_closed,
-        };
-        counter.fetch_add(num_messages, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, reason = reason.as_str(), num_messages, "messages dropped");
-    }
-
-    /// The kernel's cumulative drop count for this listener's sockets.
-    pub fn set_kernel_drops(&self, total: u64) {
-        let previous = self.kernel_drops.swap(total, Ordering::Relaxed);
-        if total > previous {
-            tracing::debug!(listener = %self.name, new_drops = total - previous, total, "kernel dropped datagrams");
-        }
-    }
-
-    pub fn connection_accepted(&self, peer: SocketAddr) {
-        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, %peer, "connection accepted");
-    }
-
-    pub fn connection_closed(&self, peer: SocketAddr, num_messages: u64) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, %peer, num_messages, "connection closed");
-    }
-
-    pub fn connection_refused(&self, peer: SocketAddr, max_connections: usize) {
-        self.connections_refused.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, %peer, max_connections, "connection refused: at the connection cap");
-    }
-
-    pub fn idle_timeout(&self, peer: SocketAddr) {
-        self.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(listener = %self.name, %peer, "idle timeout, closing connection");
-    }
-
-    pub fn num_received(&self) -> u64 {
-        self.received_messages.load(Ordering::Relaxed)
-    }
-    pub fn num_truncated(&self) -> u64 {
-        self.truncated_messages.load(Ordering::Relaxed)
-    }
-    pub fn num_unparsed(&self) -> u64 {
-        self.unparsed_messages.load(Ordering::Relaxed)
-    }
-    pub fn num_framing_errors(&self) -> u64 {
-        self.framing_errors.load(Ordering::Relaxed)
-    }
-    pub fn num_dropped(&self, reason: DropReason) -> u64 {
-        match reason {
-            DropReason::QueueFull => self.dropped_queue_full.load(Ordering::Relaxed),
-            DropReason::PipelineClosed => self.dropped_pipeline_closed.load(Ordering::Relaxed),
-        }
-    }
-    pub fn num_connections_refused(&self) -> u64 {
-        self.connections_refused.load(Ordering::Relaxed)
-    }
-    pub fn num_connections_open(&self) -> i64 {
-        self.connections_open.load(Ordering::Relaxed)
-    }
-    pub fn num_idle_timeouts(&self) -> u64 {
-        self.idle_timeouts.load(Ordering::Relaxed)
-    }
-    pub fn num_kernel_drops(&self) -> u64 {
-        self.kernel_drops.load(Ordering::Relaxed)
-    }
-}
-
-fn write_header(out: &mut String, name: &str, help: &str, kind: MetricKind) {
-    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
-}
-
-fn write_sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (key, value)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let escaped = value
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            let _ = write!(out, "{key}=\"{escaped}\"");
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {value}");
 }
 
 #[cfg(test)]
@@ -467,78 +205,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_listener_counters_with_labels_and_types() {
-        let metrics = Metrics::new();
-        let tcp = metrics.listener("tcp:127.0.0.1:5514", Transport::Tcp);
-        let udp = metrics.listener("udp:0.0.0.0:5514", Transport::Udp);
-        tcp.messages_received(3, 120);
-        tcp.message_truncated(None, 64);
-        tcp.framing_error("127.0.0.1:4000".parse().unwrap(), &"bad prefix");
-        udp.messages_received(2, 50);
-        udp.pipeline_dropped(DropReason::QueueFull, 7);
-        udp.set_kernel_drops(11);
+    fn pipeline_counters_render_once_per_family_in_both_formats() {
+        let mut registry = Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
         metrics.records_stored(Transport::Tcp, 3);
-        let text = metrics.render(&[
-            ExternalMetric::new(
-                "starling_store_commits_total",
-                "Commits.",
-                MetricKind::Counter,
-                4.0,
-            ),
-            ExternalMetric::new(
-                "starling_store_errors_total",
-                "Errors.",
-                MetricKind::Counter,
-                1.0,
-            )
-            .with_label("kind", "io"),
-            ExternalMetric::new(
-                "starling_store_errors_total",
-                "Errors.",
-                MetricKind::Counter,
-                2.0,
-            )
-            .with_label("kind", "disk_full"),
-        ]);
+        metrics.store_refused(2);
+        metrics.journal_duplicates(1);
+        metrics
+            .dropped("udp:0.0.0.0:5514", Transport::Udp, DropReason::QueueFull)
+            .inc_by(7);
+        assert_eq!(metrics.num_stored(Transport::Tcp), 3);
+
+        let openmetrics = render(&registry, Format::OpenMetrics);
+        let text = render(&registry, Format::Text);
         for line in [
-            "# TYPE starling_received_messages_total counter",
-            "starling_received_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 3",
-            "starling_received_bytes_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 50",
-            "starling_truncated_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
-            "starling_framing_errors_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
-            "starling_udp_kernel_drops_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 11",
-            "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
             "starling_stored_messages_total{transport=\"tcp\"} 3",
-            "starling_tcp_connections_open{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 0",
-            "# TYPE starling_store_commits_total counter",
-            "starling_store_commits_total 4",
-            "starling_store_errors_total{kind=\"disk_full\"} 2",
+            "starling_stored_messages_total{transport=\"journal\"} 0",
+            "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
+            "starling_pipeline_dropped_messages_total{listener=\"store\",transport=\"any\",reason=\"store_error\"} 2",
+            "starling_journal_duplicates_total 1",
         ] {
+            assert!(openmetrics.lines().any(|l| l == line), "missing {line:?} in\n{openmetrics}");
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
-        // A UDP listener has no TCP-only series, and each family has one header.
-        assert!(!text.contains("starling_framing_errors_total{listener=\"udp"));
+        assert!(openmetrics.contains("# TYPE starling_stored_messages counter\n"));
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert!(text.contains(
+            "# HELP starling_stored_messages_total Records that became durable in the store, \
+             by transport they arrived on.\n# TYPE starling_stored_messages_total counter\n"
+        ));
+        assert!(!text.contains("# EOF"));
+        for rendered in [&openmetrics, &text] {
+            assert_eq!(
+                rendered
+                    .matches("# TYPE starling_pipeline_dropped_messages")
+                    .count(),
+                1,
+                "{rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn openmetrics_only_for_clients_that_ask_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
         assert_eq!(
-            text.matches("# TYPE starling_store_errors_total").count(),
-            1
+            Format::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
+            Format::Text
         );
-    }
-
-    #[test]
-    fn registering_a_listener_twice_shares_its_counters() {
-        let metrics = Metrics::new();
-        metrics
-            .listener("a", Transport::Tcp)
-            .messages_received(1, 1);
-        assert_eq!(metrics.listener("a", Transport::Tcp).num_received(), 1);
-        assert_eq!(metrics.listener("a", Transport::Udp).num_received(), 0);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        let metrics = Metrics::new();
-        metrics.listener("we\"ird\\name\n", Transport::Udp);
-        let text = metrics.render(&[]);
-        assert!(text.contains("listener=\"we\\\"ird\\\\name\\n\""), "{text}");
     }
 }

@@ -208,6 +208,12 @@ impl ClusterHandle {
         self.master_changes.load(Ordering::Relaxed)
     }
 
+    /// Registers the cluster's families (members, mastership, master changes) in the node's
+    /// metrics registry; they read this handle's view at scrape time.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        super::metrics::register(registry, self.watch(), self.master_changes.clone());
+    }
+
     /// Publishes this node's spool size and forward lag for `starling status` (rate-limit the
     /// calls: every change is gossiped).
     pub async fn publish_stats(&self, spool_bytes: u64, forward_lag: u64) {

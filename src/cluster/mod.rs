@@ -9,6 +9,7 @@
 mod election;
 mod handle;
 pub mod keys;
+mod metrics;
 pub mod status;
 mod transport;
 mod view;

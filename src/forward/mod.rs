@@ -5,6 +5,7 @@
 
 pub mod acked_mark;
 pub mod client;
+pub mod metrics;
 pub mod outbound;
 pub mod progress;
 pub mod protocol;

@@ -7,14 +7,16 @@
 //! drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
 //!
-//! Wiring, as the node does it: create one `telemetry::Metrics`; per listener, a
-//! [`ListenerContext`] with `metrics.listener(name, transport)` and a clone of the bounded
-//! records sender; bind (`tokio::net::TcpListener::bind`, [`udp::bind`]) and spawn
-//! [`tcp::run`] / [`udp::run`] on a `TaskTracker` with the node's `CancellationToken`. On
+//! Wiring, as the node does it: register one [`metrics::ListenerFamilies`] in the node's
+//! registry; per listener, a [`ListenerContext`] with `families.listener(name, transport)`
+//! (its counters, fetched once) and a clone of the bounded records sender; bind
+//! (`tokio::net::TcpListener::bind`, [`udp::bind`]) and spawn [`tcp::run`] / [`udp::run`] on
+//! a `TaskTracker` with the node's `CancellationToken`. On
 //! shutdown, cancel, keep draining the records channel into the store until the tracker's
 //! `wait()` returns (a TCP connection may be waiting for room in the channel), then close
 //! the store.
 
+pub mod metrics;
 pub mod tcp;
 pub mod udp;
 
@@ -26,7 +28,8 @@ use tokio::sync::mpsc;
 
 use crate::ingest::{build_record_from, IngestConfig, Peer};
 use crate::record::{ParseStatus, Record, Transport};
-use crate::telemetry::{DropReason, ListenerMetrics};
+use crate::telemetry::DropReason;
+use metrics::ListenerMetrics;
 
 /// Default number of records a listener hands over at once (at most).
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1024;

@@ -10,7 +10,6 @@ use super::ListenerContext;
 use crate::ingest::{IngestConfig, ShardBy};
 use crate::parse::Zone;
 use crate::record::{Record, Transport};
-use crate::telemetry::Metrics;
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,10 +19,9 @@ pub(crate) fn context(
     capacity: usize,
 ) -> (Arc<ListenerContext>, mpsc::Receiver<Vec<Record>>) {
     let (records_tx, records_rx) = mpsc::channel(capacity);
-    let metrics = Metrics::new();
     let name = format!("{}:test", transport.as_str());
     let ctx = ListenerContext {
-        metrics: metrics.listener(&name, transport),
+        metrics: super::metrics::ListenerMetrics::detached(&name, transport),
         name,
         ingest: IngestConfig {
             origin: "test-node".to_owned().into(),

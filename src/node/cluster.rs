@@ -13,7 +13,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +24,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::status::Status;
 use crate::cluster::{ClusterConfig, ClusterHandle, ClusterTiming, ClusterView, GossipFaults};
 use crate::config::ClusterSection;
-use crate::forward::client::ForwarderStats;
+use crate::forward::metrics::SpoolGauges;
 use crate::forward::outbound::{Outbound, OutboundStart};
 use crate::forward::progress::Progress;
 use crate::forward::server::{ServerConfig, ServerContext, ServerStats};
-use crate::pipeline::SpoolGate;
 use crate::store::StoreHandle;
-use crate::telemetry::{ExternalMetric, MetricKind};
 
 /// How often spool size and forward lag are published in gossip (every change is gossiped)
 /// and measured for `/metrics`.
@@ -49,16 +46,8 @@ pub(super) struct ClusterStart<'a> {
     pub store: StoreHandle,
     /// The bound API address, advertised for `starling status`.
     pub api_addr: Option<SocketAddr>,
-    /// The pipeline's spool gate, for `/metrics`.
-    pub spool_gate: Arc<SpoolGate>,
-}
-
-/// Measured values shared with `/metrics` (written by the publishing task).
-#[derive(Debug, Default)]
-pub(super) struct Measured {
-    spool_bytes: AtomicU64,
-    forward_lag: AtomicU64,
-    master_changes: AtomicU64,
+    /// The node's metrics registry: the cluster and forwarding families go here.
+    pub registry: &'a mut prometheus_client::registry::Registry,
 }
 
 /// The running cluster side of a node.
@@ -68,10 +57,6 @@ pub(super) struct NodeCluster {
     handle: Arc<ClusterHandle>,
     view: watch::Receiver<ClusterView>,
     generation: u64,
-    measured: Arc<Measured>,
-    forwarder_stats: Arc<ForwarderStats>,
-    server_stats: Arc<ServerStats>,
-    spool_gate: Arc<SpoolGate>,
     outbound: Outbound,
     publish_cancel: CancellationToken,
     publish_task: JoinHandle<()>,
@@ -152,14 +137,16 @@ impl NodeCluster {
         })
         .with_context(|| format!("cannot read the spool in {}", start.data_dir.display()))?;
 
-        let measured = Arc::new(Measured::default());
+        handle.register_metrics(start.registry);
+        crate::forward::metrics::register(start.registry, outbound.stats(), server_stats);
+        let spool_gauges = SpoolGauges::register(start.registry);
         let publish_cancel = CancellationToken::new();
         let publish_task = tokio::spawn(publish(
             handle.clone(),
             start.store,
             start.node_id.to_string(),
             outbound.progress(),
-            measured.clone(),
+            spool_gauges,
             publish_cancel.clone(),
         ));
         Ok(NodeCluster {
@@ -168,10 +155,6 @@ impl NodeCluster {
             generation: handle.generation(),
             handle,
             view,
-            measured,
-            forwarder_stats: outbound.stats(),
-            server_stats,
-            spool_gate: start.spool_gate,
             outbound,
             publish_cancel,
             publish_task,
@@ -219,16 +202,6 @@ impl NodeCluster {
         move || Status::from_view(&view.borrow(), generation)
     }
 
-    /// Produces the cluster's `/metrics` samples.
-    pub(super) fn metrics_fn(&self) -> impl Fn() -> Vec<ExternalMetric> + Send + Sync + 'static {
-        let view = self.view.clone();
-        let measured = self.measured.clone();
-        let forwarder = self.forwarder_stats.clone();
-        let server = self.server_stats.clone();
-        let gate = self.spool_gate.clone();
-        move || cluster_metrics(&view.borrow(), &measured, &gate, &forwarder, &server)
-    }
-
     /// Leaves the cluster (peers elect a new master at once if this was it), then stops the
     /// forward server (it lets connections acknowledge what they appended) and the forwarder,
     /// and saves the acknowledged mark a last time. Call after the listeners drained into the
@@ -264,14 +237,14 @@ impl NodeCluster {
 }
 
 /// Every `PUBLISH_INTERVAL` until `cancel`: publishes the spool size and forward lag in
-/// gossip and keeps them (and the master changes) for `/metrics`. Neither retention nor the
+/// gossip and sets their `/metrics` gauges. Neither retention nor the
 /// spool gate learns anything from here: the forwarder pushes its progress to them.
 async fn publish(
     handle: Arc<ClusterHandle>,
     store: StoreHandle,
     origin: String,
     progress: watch::Receiver<Progress>,
-    measured: Arc<Measured>,
+    spool_gauges: SpoolGauges,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(PUBLISH_INTERVAL);
@@ -283,161 +256,7 @@ async fn publish(
         }
         let spool_bytes = store.stats().bytes_on_disk;
         let forward_lag = progress.borrow().lag(store.high_water_mark(&origin));
-        let set = |gauge: &AtomicU64, value| gauge.store(value, Ordering::Relaxed);
-        set(&measured.spool_bytes, spool_bytes);
-        set(&measured.forward_lag, forward_lag);
-        set(&measured.master_changes, handle.master_changes());
+        spool_gauges.set(spool_bytes, forward_lag);
         handle.publish_stats(spool_bytes, forward_lag).await;
     }
-}
-
-fn cluster_metrics(
-    view: &ClusterView,
-    measured: &Measured,
-    gate: &SpoolGate,
-    forwarder: &ForwarderStats,
-    server: &ServerStats,
-) -> Vec<ExternalMetric> {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
-    let gauge = |name: &str, help: &str, value: f64| {
-        ExternalMetric::new(name, help, MetricKind::Gauge, value)
-    };
-    let counter = |name: &str, help: &str, value: f64| {
-        ExternalMetric::new(name, help, MetricKind::Counter, value)
-    };
-    let num_alive = view.members.iter().filter(|member| member.alive).count();
-    let mut metrics = vec![
-        gauge(
-            "starling_cluster_members",
-            "Cluster members this node knows, by liveness.",
-            num_alive as f64,
-        )
-        .with_label("state", "alive"),
-        gauge(
-            "starling_cluster_members",
-            "Cluster members this node knows, by liveness.",
-            (view.members.len() - num_alive) as f64,
-        )
-        .with_label("state", "dead"),
-        gauge(
-            "starling_cluster_is_master",
-            "1 while this node is the master.",
-            f64::from(u8::from(view.is_master())),
-        ),
-        gauge(
-            "starling_cluster_master_known",
-            "1 while this node follows a master.",
-            f64::from(u8::from(view.master.is_some())),
-        ),
-        counter(
-            "starling_cluster_master_changes_total",
-            "Times the master this node follows changed.",
-            load(&measured.master_changes),
-        ),
-        gauge(
-            "starling_forward_lag_records",
-            "Records of this node not yet acknowledged by the master (0 while master).",
-            load(&measured.forward_lag),
-        ),
-        gauge(
-            "starling_spool_bytes",
-            "Bytes of the node's spool (its store).",
-            load(&measured.spool_bytes),
-        ),
-        gauge(
-            "starling_spool_full",
-            "1 while ingest waits because the unforwarded backlog passed spool-max-bytes.",
-            f64::from(u8::from(gate.is_closed())),
-        ),
-        counter(
-            "starling_spool_full_total",
-            "Times the unforwarded backlog passed spool-max-bytes.",
-            gate.closed_events() as f64,
-        ),
-    ];
-    for (name, help, value) in [
-        (
-            "starling_forward_sessions_total",
-            "Forwarding sessions established with a master.",
-            &forwarder.sessions,
-        ),
-        (
-            "starling_forward_batches_sent_total",
-            "Batches sent to the master.",
-            &forwarder.batches_sent,
-        ),
-        (
-            "starling_forward_batches_acked_total",
-            "Batches the master acknowledged.",
-            &forwarder.batches_acked,
-        ),
-        (
-            "starling_forward_records_acked_total",
-            "Records the master acknowledged.",
-            &forwarder.records_acked,
-        ),
-        (
-            "starling_forward_connect_failures_total",
-            "Failed connections to the master.",
-            &forwarder.connect_failures,
-        ),
-        (
-            "starling_forward_not_master_total",
-            "Handshakes answered with not-master.",
-            &forwarder.not_master_answers,
-        ),
-        (
-            "starling_forward_batches_refused_total",
-            "Batches the master refused.",
-            &forwarder.batches_refused,
-        ),
-        (
-            "starling_forward_spool_errors_total",
-            "Errors reading the spool.",
-            &forwarder.spool_errors,
-        ),
-        (
-            "starling_forward_gap_markers_total",
-            "Gap markers sent: ranges of this node's records lost from the spool before they were forwarded.",
-            &forwarder.gap_markers,
-        ),
-        (
-            "starling_forward_lost_seqs_total",
-            "Sequences of this node declared lost by the gap markers sent.",
-            &forwarder.lost_seqs,
-        ),
-        (
-            "starling_forward_renumbered_records_total",
-            "Records of this node appended again under new sequences: the master held their sequences from an earlier data directory with this node id.",
-            &forwarder.renumbered,
-        ),
-        (
-            "starling_forward_in_connections_total",
-            "Forward connections accepted.",
-            &server.connections_accepted,
-        ),
-        (
-            "starling_forward_in_records_stored_total",
-            "Forwarded records stored.",
-            &server.records_stored,
-        ),
-        (
-            "starling_forward_in_duplicates_dropped_total",
-            "Forwarded records dropped as duplicates (at or below the origin's high-water mark).",
-            &server.duplicates_dropped,
-        ),
-        (
-            "starling_forward_in_batches_refused_total",
-            "Forwarded batches refused.",
-            &server.batches_refused,
-        ),
-        (
-            "starling_forward_in_protocol_errors_total",
-            "Bad frames from forwarders.",
-            &server.protocol_errors,
-        ),
-    ] {
-        metrics.push(counter(name, help, load(value)));
-    }
-    metrics
 }

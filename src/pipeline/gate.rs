@@ -8,11 +8,14 @@
 //! appends (`appended`), so a fast sender cannot run far past the bound while no master
 //! acknowledges anything. The gate closes at the bound and reopens below `REOPEN_FRACTION`
 //! of it; it never closes while the node is master (nothing to forward). This file only keeps
-//! the estimate and the gate; it does not move the acknowledged mark and never writes to the
-//! store.
+//! the estimate and the gate (and registers the gate's two metrics); it does not move the
+//! acknowledged mark and never writes to the store.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +39,9 @@ pub struct SpoolGate {
     backlog_bytes: AtomicU64,
     /// This node forwards (it is not the master).
     forwarding: AtomicBool,
-    closed_events: AtomicU64,
+    closed_events: Counter,
+    /// 1 while closed (mirrors `closed_tx` for `/metrics`).
+    full: Gauge,
     closed_tx: watch::Sender<bool>,
 }
 
@@ -46,18 +51,37 @@ impl SpoolGate {
             max_bytes,
             backlog_bytes: AtomicU64::new(0),
             forwarding: AtomicBool::new(false),
-            closed_events: AtomicU64::new(0),
+            closed_events: Counter::default(),
+            full: Gauge::default(),
             closed_tx: watch::channel(false).0,
         }
+    }
+
+    /// Registers the gate's metrics in the node's registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        // `register` appends the help's final period.
+        registry.register(
+            "starling_spool_full",
+            "1 while ingest waits because the unforwarded backlog passed spool-max-bytes",
+            self.full.clone(),
+        );
+        // The counter cannot be `starling_spool_full_total`: OpenMetrics names a counter's
+        // family without `_total`, and `starling_spool_full` is the gauge's.
+        registry.register(
+            "starling_spool_full_events",
+            "Times the unforwarded backlog passed spool-max-bytes",
+            self.closed_events.clone(),
+        );
     }
 
     pub fn is_closed(&self) -> bool {
         *self.closed_tx.borrow()
     }
 
-    /// Times the gate closed.
+    /// Times the gate closed (served as `starling_spool_full_events_total`).
+    #[cfg(test)]
     pub fn closed_events(&self) -> u64 {
-        self.closed_events.load(Ordering::Relaxed)
+        self.closed_events.get()
     }
 
     /// Ingest appended `bytes` of this node's records.
@@ -95,13 +119,15 @@ impl SpoolGate {
         let changed = self.closed_tx.send_if_modified(|current| {
             let changed = *current != closed;
             *current = closed;
+            // Under the channel's lock, so the gauge follows transitions in order.
+            self.full.set(i64::from(closed));
             changed
         });
         if !changed {
             return;
         }
         if closed {
-            self.closed_events.fetch_add(1, Ordering::Relaxed);
+            self.closed_events.inc();
             tracing::warn!(
                 backlog_bytes,
                 spool_max_bytes = self.max_bytes,

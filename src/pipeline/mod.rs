@@ -14,7 +14,6 @@
 
 pub mod gate;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -24,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::progress::Progress;
 use crate::record::{Record, Transport};
 use crate::store::{AppendOutcome, AppendTicket, StoreError, StoreHandle};
-use crate::telemetry::Metrics;
+use crate::telemetry::PipelineMetrics;
 
 pub use gate::SpoolGate;
 
@@ -32,13 +31,6 @@ pub use gate::SpoolGate;
 const CAPACITY_BATCHES: usize = 1024;
 /// Appended batches whose durability is awaited in order.
 const DURABILITY_QUEUE_BATCHES: usize = 4096;
-
-/// Counters of the pipeline's own stages (the listeners and the store count their own).
-#[derive(Debug, Default)]
-pub struct PipelineCounters {
-    /// Records the store refused to append (logged with the reason).
-    pub store_refused: AtomicU64,
-}
 
 /// What the pipeline needs to start.
 pub struct PipelineStart {
@@ -48,7 +40,8 @@ pub struct PipelineStart {
     pub gate: Arc<SpoolGate>,
     /// The forwarder's progress (`forward::progress`), which the gate follows.
     pub progress: watch::Receiver<Progress>,
-    pub metrics: Arc<Metrics>,
+    /// Records stored per transport and records the store refused (`telemetry`).
+    pub metrics: PipelineMetrics,
 }
 
 /// The running pipeline.
@@ -64,8 +57,7 @@ pub struct Pipeline {
 pub struct PipelineHandle {
     store: StoreHandle,
     gate: Arc<SpoolGate>,
-    counters: Arc<PipelineCounters>,
-    metrics: Arc<Metrics>,
+    metrics: PipelineMetrics,
     /// Fired at shutdown: the gate no longer holds anything back, so all that was read is
     /// stored.
     drain: CancellationToken,
@@ -76,7 +68,7 @@ pub struct PipelineHandle {
 pub struct Stored {
     transport: Transport,
     ticket: AppendTicket,
-    metrics: Arc<Metrics>,
+    metrics: PipelineMetrics,
 }
 
 impl Pipeline {
@@ -86,7 +78,6 @@ impl Pipeline {
         let handle = PipelineHandle {
             store: start.store.clone(),
             gate: start.gate.clone(),
-            counters: Arc::default(),
             metrics: start.metrics,
             drain: CancellationToken::new(),
         };
@@ -109,10 +100,6 @@ impl Pipeline {
 
     pub fn handle(&self) -> PipelineHandle {
         self.handle.clone()
-    }
-
-    pub fn counters(&self) -> Arc<PipelineCounters> {
-        self.handle.counters.clone()
     }
 
     /// From now on the gate holds nothing back (shutdown stores everything already read).
@@ -156,9 +143,7 @@ impl PipelineHandle {
                 metrics: self.metrics.clone(),
             }),
             Err(error) => {
-                self.counters
-                    .store_refused
-                    .fetch_add(num_records, Ordering::Relaxed);
+                self.metrics.store_refused(num_records);
                 tracing::error!(%error, num_records, "the store refused a batch");
                 Err(error)
             }

@@ -18,6 +18,7 @@
 mod error;
 mod format;
 mod handle;
+pub mod metrics;
 mod problem;
 mod read;
 mod stats;

@@ -1,7 +1,15 @@
 //! Store counters for `/metrics`: updated by the writer thread with relaxed atomics, read as a
-//! `StoreStats` snapshot. No logic beyond counting.
+//! `StoreStats` snapshot (`store::metrics` exposes it). No logic beyond counting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (µs) of the commit latency histogram's buckets; one more bucket holds the
+/// commits slower than the last bound.
+pub const COMMIT_LATENCY_BOUNDS_MICROS: [u64; 12] = [
+    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+];
+/// Buckets of the commit latency histogram: one per bound plus the overflow.
+pub const COMMIT_LATENCY_BUCKETS: usize = COMMIT_LATENCY_BOUNDS_MICROS.len() + 1;
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -10,6 +18,8 @@ pub struct Counters {
     pub commits: AtomicU64,
     pub commit_micros_sum: AtomicU64,
     pub commit_micros_max: AtomicU64,
+    /// Commits per latency bucket (not cumulative), see `COMMIT_LATENCY_BOUNDS_MICROS`.
+    pub commit_micros_buckets: [AtomicU64; COMMIT_LATENCY_BUCKETS],
     pub duplicates_dropped: AtomicU64,
     pub gaps_refused: AtomicU64,
     pub gap_markers: AtomicU64,
@@ -35,6 +45,10 @@ pub struct StoreStats {
     pub commits: u64,
     pub commit_latency_micros_sum: u64,
     pub commit_latency_micros_max: u64,
+    /// Commits per latency bucket (not cumulative): bucket `i` holds the commits slower than
+    /// bound `i - 1` and at most bound `i` of `COMMIT_LATENCY_BOUNDS_MICROS`; the last one
+    /// the commits slower than every bound.
+    pub commit_latency_buckets: [u64; COMMIT_LATENCY_BUCKETS],
     pub duplicates_dropped: u64,
     pub gaps_refused: u64,
     /// Gap markers stored: ranges of an origin's sequences declared lost before forwarding.
@@ -65,6 +79,18 @@ impl Counters {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A group commit that succeeded and took `micros`.
+    pub fn committed(&self, micros: u64) {
+        Counters::add(&self.commits, 1);
+        Counters::add(&self.commit_micros_sum, micros);
+        self.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+        let bucket = COMMIT_LATENCY_BOUNDS_MICROS
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(COMMIT_LATENCY_BOUNDS_MICROS.len());
+        Counters::add(&self.commit_micros_buckets[bucket], 1);
+    }
+
     pub fn snapshot(&self) -> StoreStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StoreStats {
@@ -73,6 +99,7 @@ impl Counters {
             commits: g(&self.commits),
             commit_latency_micros_sum: g(&self.commit_micros_sum),
             commit_latency_micros_max: g(&self.commit_micros_max),
+            commit_latency_buckets: std::array::from_fn(|i| g(&self.commit_micros_buckets[i])),
             duplicates_dropped: g(&self.duplicates_dropped),
             gaps_refused: g(&self.gaps_refused),
             gap_markers: g(&self.gap_markers),

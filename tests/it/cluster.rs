@@ -816,7 +816,7 @@ fn full_spool_pushes_tcp_back_until_a_master_drains_it_and_retention_keeps_it() 
     expect_messages(&mut expected, tag, 1, 0..total);
     assert_exactly_once(&master, tag, &expected);
     assert!(wait_until(WAIT, || spooler.metric("starling_spool_full") == 0.0));
-    assert!(spooler.metric("starling_spool_full_total") >= 1.0);
+    assert!(spooler.metric("starling_spool_full_events_total") >= 1.0);
     // Acknowledged, the spooled records are no longer held: retention brings the spool down.
     assert!(
         wait_until(WAIT, || spooler.metric("starling_store_retention_held")

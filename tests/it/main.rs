@@ -12,6 +12,7 @@ mod gap_marker;
 mod hostile;
 mod journald;
 mod logging;
+mod prometheus;
 mod rsyslog;
 mod sandbox;
 mod store_crash;

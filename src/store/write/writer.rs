@@ -664,9 +664,7 @@ impl Writer {
         retention::gauges(&self.shards, &self.shared.counters);
         let c = &self.shared.counters;
         let micros = started.elapsed().as_micros() as u64;
-        Counters::add(&c.commits, 1);
-        Counters::add(&c.commit_micros_sum, micros);
-        c.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
+        c.committed(micros);
         self.unsynced_bytes = 0;
         self.last_commit = Instant::now();
     }
