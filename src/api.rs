@@ -1,6 +1,6 @@
 //! The node's HTTP API: `GET /metrics` (OpenMetrics for clients that ask for it, else
 //! Prometheus text), `GET /healthz` and `GET /v1/status` (the node's view of the cluster,
-//! JSON).
+//! JSON), and for tests only `POST /debug/gossip-faults`.
 //!
 //! Owns the routes and how they render; the caller binds the listener and passes it in, and
 //! cancellation stops the server gracefully. It reads state through [`ApiState`] only and
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use prometheus_client::registry::Registry;
 
 use crate::cluster::status::Status;
+use crate::cluster::GossipFaults;
 use crate::telemetry::Format;
 
 /// Produces the node's `/v1/status` answer at request time.
@@ -53,6 +54,31 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/status", get(status))
         .with_state(state)
+}
+
+/// `POST /debug/gossip-faults` (body `isolate` or `heal`): lets tests partition a running
+/// node through its gossip socket's fault seam. Only for nodes started with fault injection
+/// (`STARLING_FAULT_INJECTION=1`); never in production.
+pub fn fault_router(faults: GossipFaults) -> Router {
+    tracing::warn!("fault injection enabled: POST /debug/gossip-faults can partition this node");
+    let handler = move |body: String| {
+        let faults = faults.clone();
+        async move {
+            match body.trim() {
+                "isolate" => faults.isolate(),
+                "heal" => faults.heal(),
+                other => {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        format!("unknown fault {other:?}: use isolate or heal\n"),
+                    )
+                }
+            }
+            tracing::warn!(fault = body.trim(), "gossip fault injected");
+            (axum::http::StatusCode::OK, "ok\n".to_string())
+        }
+    };
+    Router::new().route("/debug/gossip-faults", axum::routing::post(handler))
 }
 
 /// Serves the API on `listener` until `cancel` fires, then finishes in-flight requests.

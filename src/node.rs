@@ -14,12 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::listener::ListenerContext;
+use crate::listener::syslog::{SyslogListeners, SyslogStart};
 use crate::pipeline::{Pipeline, PipelineStart, SpoolGate};
-use crate::record::Transport;
 use crate::store::Store;
 use crate::telemetry::PipelineMetrics;
 
@@ -62,8 +60,7 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub addresses: BoundAddresses,
     store: Store,
-    listeners_cancel: CancellationToken,
-    listeners: TaskTracker,
+    listeners: SyslogListeners,
     api_cancel: CancellationToken,
     api_task: Option<tokio::task::JoinHandle<()>>,
     pipeline: Pipeline,
@@ -88,7 +85,7 @@ impl Node {
                 .context("store open task failed")?
                 .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
         };
-        log_recovery(&recovery);
+        recovery.log();
 
         // One registry per node; each subsystem registers its own families in it.
         let mut registry = prometheus_client::registry::Registry::default();
@@ -139,67 +136,17 @@ impl Node {
             progress: cluster.progress(),
             metrics: pipeline_metrics.clone(),
         });
-        let listeners_cancel = CancellationToken::new();
-
-        let listeners = TaskTracker::new();
-        let syslog = &config.syslog;
-        for spec in config.udp_listeners() {
-            let num_sockets = match syslog.udp_sockets {
-                0 => crate::listener::udp::default_num_sockets(),
-                configured => configured,
-            };
-            let sockets =
-                crate::listener::udp::bind(spec.address, num_sockets, syslog.udp_recv_buffer_bytes)
-                    .with_context(|| format!("cannot listen for syslog on udp {}", spec.address))?;
-            let local = sockets[0].local_addr()?;
-            addresses.syslog_udp.push(local);
-            let name = format!("udp:{local}");
-            let context = Arc::new(ListenerContext {
-                metrics: listener_metrics.listener(&name, Transport::Udp),
-                name,
-                ingest: spec.ingest_config(&node_id),
-                records_tx: records_tx.clone(),
-            });
-            let options = crate::listener::udp::UdpOptions {
-                max_message_bytes: syslog.max_message_bytes,
-                ..Default::default()
-            };
-            listeners.spawn(crate::listener::udp::run(
-                sockets,
-                context,
-                options,
-                listeners_cancel.clone(),
-            ));
-        }
-        for spec in config.tcp_listeners() {
-            let listener = tokio::net::TcpListener::bind(spec.address)
-                .await
-                .with_context(|| format!("cannot listen for syslog on tcp {}", spec.address))?;
-            let local = listener.local_addr()?;
-            addresses.syslog_tcp.push(local);
-            let name = format!("tcp:{local}");
-            let context = Arc::new(ListenerContext {
-                metrics: listener_metrics.listener(&name, Transport::Tcp),
-                name,
-                ingest: spec.ingest_config(&node_id),
-                records_tx: records_tx.clone(),
-            });
-            let options = crate::listener::tcp::TcpOptions {
-                max_message_bytes: syslog.max_message_bytes,
-                max_connections: syslog.max_connections,
-                idle_timeout: syslog.idle_timeout,
-                ..Default::default()
-            };
-            listeners.spawn(crate::listener::tcp::run(
-                listener,
-                context,
-                options,
-                listeners_cancel.clone(),
-            ));
-        }
-        // Only the listeners hold senders now: when they end, the ingest task drains and ends.
-        drop(records_tx);
-        listeners.close();
+        let listeners = SyslogListeners::start(SyslogStart {
+            syslog: &config.syslog,
+            udp: config.udp_listeners(),
+            tcp: config.tcp_listeners(),
+            origin: &node_id,
+            families: &listener_metrics,
+            records_tx,
+        })
+        .await?;
+        addresses.syslog_udp.clone_from(&listeners.udp);
+        addresses.syslog_tcp.clone_from(&listeners.tcp);
 
         let api_cancel = CancellationToken::new();
         let mut api_task = None;
@@ -207,15 +154,15 @@ impl Node {
             let upload = crate::journal_upload::UploadState::new(
                 pipeline.handle(),
                 node_id.clone(),
-                syslog.max_message_bytes,
+                config.syslog.max_message_bytes,
                 &listener_metrics,
                 pipeline_metrics.clone(),
             );
             let state =
                 crate::api::ApiState::new(Arc::new(registry)).with_status(cluster.status_fn());
             let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));
-            if let Some(faults) = cluster.fault_router() {
-                router = router.merge(faults);
+            if let Some(faults) = cluster.faults() {
+                router = router.merge(crate::api::fault_router(faults));
             }
             let cancel = api_cancel.clone();
             api_task = Some(tokio::spawn(async move {
@@ -230,7 +177,6 @@ impl Node {
             data_dir,
             addresses,
             store,
-            listeners_cancel,
             listeners,
             api_cancel,
             api_task,
@@ -277,12 +223,9 @@ impl Node {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        self.listeners_cancel.cancel();
+        self.listeners.cancel();
         self.pipeline.drain();
-        if tokio::time::timeout_at(deadline, self.listeners.wait())
-            .await
-            .is_err()
-        {
+        if !self.listeners.wait(deadline).await {
             tracing::warn!("listeners did not stop in time");
         }
         if !self.pipeline.wait_appended(deadline).await {
@@ -301,23 +244,6 @@ impl Node {
         closed.context("cannot close the store cleanly")?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-fn log_recovery(report: &crate::store::RecoveryReport) {
-    tracing::info!(
-        num_shards = report.num_shards,
-        num_tail_records = report.num_tail_records,
-        num_truncated = report.truncated.len(),
-        num_removed = report.removed.len(),
-        num_problems = report.problems.len(),
-        "store recovered"
-    );
-    for truncation in &report.truncated {
-        tracing::info!(?truncation, "torn tail truncated");
-    }
-    for problem in &report.problems {
-        tracing::warn!(%problem, "damaged data kept in place and skipped; run `starling verify`");
     }
 }
 

@@ -7,16 +7,15 @@
 //! drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
 //!
-//! Wiring, as the node does it: register one [`metrics::ListenerFamilies`] in the node's
-//! registry; per listener, a [`ListenerContext`] with `families.listener(name, transport)`
-//! (its counters, fetched once) and a clone of the bounded records sender; bind
-//! (`tokio::net::TcpListener::bind`, [`udp::bind`]) and spawn [`tcp::run`] / [`udp::run`] on
-//! a `TaskTracker` with the node's `CancellationToken`. On
-//! shutdown, cancel, keep draining the records channel into the store until the tracker's
-//! `wait()` returns (a TCP connection may be waiting for room in the channel), then close
-//! the store.
+//! Wiring: the node registers one [`metrics::ListenerFamilies`] in its registry and starts
+//! every configured listener with [`syslog::SyslogListeners::start`], which binds each address
+//! and spawns [`tcp::run`] / [`udp::run`] with a [`ListenerContext`] (counters fetched once, a
+//! clone of the bounded records sender). On shutdown, cancel, keep draining the records
+//! channel into the store until every listener ended (a TCP connection may be waiting for
+//! room in the channel), then close the store.
 
 pub mod metrics;
+pub mod syslog;
 pub mod tcp;
 pub mod udp;
 
@@ -39,7 +38,7 @@ pub struct ListenerContext {
     /// Name used in logs and metrics, e.g. `tcp:0.0.0.0:5514`.
     pub name: String,
     pub ingest: IngestConfig,
-    /// Where batches of records go (bounded; the node forwards them to the store).
+    /// Where batches of records go (bounded; the other end is the node's `pipeline`).
     pub records_tx: mpsc::Sender<Vec<Record>>,
     pub metrics: Arc<ListenerMetrics>,
 }

@@ -164,30 +164,9 @@ impl NodeCluster {
         })
     }
 
-    /// `POST /debug/gossip-faults` when fault injection is enabled (see `FAULT_INJECTION_ENV`).
-    pub(super) fn fault_router(&self) -> Option<axum::Router> {
-        let faults = self.faults.clone()?;
-        tracing::warn!(
-            "fault injection enabled: POST /debug/gossip-faults can partition this node"
-        );
-        let handler = move |body: String| {
-            let faults = faults.clone();
-            async move {
-                match body.trim() {
-                    "isolate" => faults.isolate(),
-                    "heal" => faults.heal(),
-                    other => {
-                        return (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            format!("unknown fault {other:?}: use isolate or heal\n"),
-                        )
-                    }
-                }
-                tracing::warn!(fault = body.trim(), "gossip fault injected");
-                (axum::http::StatusCode::OK, "ok\n".to_string())
-            }
-        };
-        Some(axum::Router::new().route("/debug/gossip-faults", axum::routing::post(handler)))
+    /// The gossip fault seam when fault injection is enabled (see `FAULT_INJECTION_ENV`).
+    pub(super) fn faults(&self) -> Option<GossipFaults> {
+        self.faults.clone()
     }
 
     /// The forwarder's progress, pushed on every change (the spool gate follows it).

@@ -58,4 +58,23 @@ impl RecoveryReport {
         self.removed.extend(other.removed);
         self.problems.extend(other.problems);
     }
+
+    /// Logs what recovery did: a summary, each torn tail truncated, and each damage kept in
+    /// place (a warning that points at `starling verify`).
+    pub fn log(&self) {
+        tracing::info!(
+            num_shards = self.num_shards,
+            num_tail_records = self.num_tail_records,
+            num_truncated = self.truncated.len(),
+            num_removed = self.removed.len(),
+            num_problems = self.problems.len(),
+            "store recovered"
+        );
+        for truncation in &self.truncated {
+            tracing::info!(?truncation, "torn tail truncated");
+        }
+        for problem in &self.problems {
+            tracing::warn!(%problem, "damaged data kept in place and skipped; run `starling verify`");
+        }
+    }
 }

@@ -1,0 +1,142 @@
+//! Every syslog listener of the `[syslog]` section, bound and running as one piece: binds
+//! each configured UDP and TCP address (UDP with its `SO_REUSEPORT` sockets), gives each its
+//! [`ListenerContext`] (name, ingest settings, counters fetched once, a clone of the records
+//! sender) and spawns it on one `TaskTracker` under one `CancellationToken`.
+//!
+//! It owns no read loop (those are `udp` and `tcp`) and no record handling; the caller
+//! passes the bounded records sender and keeps the channel's other end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::metrics::ListenerFamilies;
+use super::{tcp, udp, ListenerContext};
+use crate::config::{ListenerSpec, SyslogConfig};
+use crate::record::{Record, Transport};
+
+/// A listener address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for syslog on {transport} {address}")]
+pub struct BindError {
+    pub transport: &'static str,
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What starting the listeners needs.
+pub struct SyslogStart<'a> {
+    pub syslog: &'a SyslogConfig,
+    pub udp: Vec<ListenerSpec>,
+    pub tcp: Vec<ListenerSpec>,
+    /// This node's id: the origin of every record the listeners make.
+    pub origin: &'a str,
+    pub families: &'a ListenerFamilies,
+    /// Where every listener hands its batches (bounded).
+    pub records_tx: mpsc::Sender<Vec<Record>>,
+}
+
+/// The running syslog listeners.
+pub struct SyslogListeners {
+    /// Bound UDP addresses, in configuration order.
+    pub udp: Vec<SocketAddr>,
+    /// Bound TCP addresses, in configuration order.
+    pub tcp: Vec<SocketAddr>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl SyslogListeners {
+    /// Binds every address, then starts every listener; returns once all are bound. Nothing
+    /// is started if one address cannot be bound. The listeners hold the only clones of
+    /// `records_tx` once this returns: when they all end, the channel closes.
+    pub async fn start(start: SyslogStart<'_>) -> Result<SyslogListeners, BindError> {
+        let syslog = start.syslog;
+        let num_sockets = match syslog.udp_sockets {
+            0 => udp::default_num_sockets(),
+            configured => configured,
+        };
+        let mut bound_udp = Vec::new();
+        for spec in &start.udp {
+            let bind_error = |source| BindError {
+                transport: "udp",
+                address: spec.address,
+                source,
+            };
+            let sockets = udp::bind(spec.address, num_sockets, syslog.udp_recv_buffer_bytes)
+                .map_err(bind_error)?;
+            let local = sockets[0].local_addr().map_err(bind_error)?;
+            bound_udp.push((spec, sockets, local));
+        }
+        let mut bound_tcp = Vec::new();
+        for spec in &start.tcp {
+            let bind_error = |source| BindError {
+                transport: "tcp",
+                address: spec.address,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(spec.address)
+                .await
+                .map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            bound_tcp.push((spec, listener, local));
+        }
+
+        let tasks = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let context = |transport: Transport, local: SocketAddr, spec: &ListenerSpec| {
+            let name = format!("{}:{local}", transport.as_str());
+            Arc::new(ListenerContext {
+                metrics: start.families.listener(&name, transport),
+                name,
+                ingest: spec.ingest_config(start.origin),
+                records_tx: start.records_tx.clone(),
+            })
+        };
+        let mut listeners = SyslogListeners {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
+        };
+        for (spec, sockets, local) in bound_udp {
+            let options = udp::UdpOptions {
+                max_message_bytes: syslog.max_message_bytes,
+                ..Default::default()
+            };
+            let context = context(Transport::Udp, local, spec);
+            tasks.spawn(udp::run(sockets, context, options, cancel.clone()));
+            listeners.udp.push(local);
+        }
+        for (spec, listener, local) in bound_tcp {
+            let options = tcp::TcpOptions {
+                max_message_bytes: syslog.max_message_bytes,
+                max_connections: syslog.max_connections,
+                idle_timeout: syslog.idle_timeout,
+                ..Default::default()
+            };
+            let context = context(Transport::Tcp, local, spec);
+            tasks.spawn(tcp::run(listener, context, options, cancel.clone()));
+            listeners.tcp.push(local);
+        }
+        tasks.close();
+        Ok(listeners)
+    }
+
+    /// Stops accepting and reading; each listener hands over what it already read.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until every listener has ended, or `deadline`; `false` if the deadline came
+    /// first.
+    pub async fn wait(&self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+}
