@@ -1,23 +1,29 @@
 //! Starling: a highly available syslog collector.
 //!
-//! Code map, top to bottom (a module imports only modules below it):
+//! Code map, top to bottom (a module imports only modules below it; test code aside):
 //!
 //! - `cli`: clap definitions and the subcommands (`run`, `read`, `verify`, `validate`,
 //!   `status`); the binary's `main` only calls `cli::main`.
-//! - `node`: wires a running node: opens the store, binds every socket, starts listeners,
-//!   the ingest pipeline, the cluster and the API, and drives shutdown.
+//! - `fuzzcheck`: the properties the fuzz targets check, shared with the regression tests.
+//! - `node`: wires a running node: opens the store, starts the listeners, the pipeline, the
+//!   cluster and the API, and drives shutdown; builds no metric and maps no config field.
+//! - `journal_upload`, `api`: HTTP (`POST /upload`; `/metrics`, `/healthz`, `/v1/status`).
+//! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`), all of them
+//!   bound and run by `listener::syslog`.
 //! - `pipeline`: the one way every input's records reach the store (spool gate, append,
 //!   durability tracking, counters).
-//! - `api`, `journal_upload`: HTTP (`/metrics`, `/healthz`, `/v1/status`, `POST /upload`).
-//! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`).
-//! - `forward`: node-to-node forwarding (protocol, master server, forwarder client).
+//! - `forward`: node-to-node forwarding (protocol, master server, forwarder client, the
+//!   forwarder's progress and its `forward.acked` file).
 //! - `cluster`: chitchat membership and master election; the only user of chitchat.
-//! - `store`: preallocated, CRC-checked segment files sharded by source.
+//! - `logging`, `config`: where logs go; the TOML file and flags, parsed once into typed
+//!   values.
+//! - `store`: preallocated, CRC-checked segment files sharded by source, in layers
+//!   (`format`, `write`, `read`).
 //! - `ingest`: one received message to a `Record` (parse, event time, shard key).
-//! - `parse`, `journal`, `framing`, `render`: syslog parsing, the journal export format,
-//!   RFC 6587 framing, the JSON record shape; none does I/O.
-//! - `config`, `record`, `telemetry`, `timespec`, `logging`: leaves.
-//! - `fuzzcheck`: the properties the fuzz targets check, shared with the regression tests.
+//! - `render`, `journal`, `parse`, `framing`: the JSON record shape, the journal export
+//!   format, syslog parsing, RFC 6587 framing; none does I/O.
+//! - `telemetry`: metric families shared by several subsystems, and the `/metrics` rendering.
+//! - `record`, `timespec`: leaves.
 //!
 //! See `ARCHITECTURE.md` for the invariants.
 
