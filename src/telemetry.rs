@@ -218,16 +218,15 @@ mod tests {
 
         let openmetrics = render(&registry, Format::OpenMetrics);
         let text = render(&registry, Format::Text);
-        for line in [
+        let lines = [
             "starling_stored_messages_total{transport=\"tcp\"} 3",
             "starling_stored_messages_total{transport=\"journal\"} 0",
             "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
             "starling_pipeline_dropped_messages_total{listener=\"store\",transport=\"any\",reason=\"store_error\"} 2",
             "starling_journal_duplicates_total 1",
-        ] {
-            assert!(openmetrics.lines().any(|l| l == line), "missing {line:?} in\n{openmetrics}");
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
-        }
+        ];
+        crate::testutil::assert_has_lines(&openmetrics, &lines);
+        crate::testutil::assert_has_lines(&text, &lines);
         assert!(openmetrics.contains("# TYPE starling_stored_messages counter\n"));
         assert!(openmetrics.ends_with("# EOF\n"));
         assert!(text.contains(

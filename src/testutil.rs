@@ -27,6 +27,18 @@ pub(crate) async fn wait_until(timeout: Duration, mut predicate: impl FnMut() ->
     }
 }
 
+/// Asserts that `text` (a rendered `/metrics` page, a log) has each of `lines` as a whole
+/// line; the failure names the missing line and shows the text.
+#[track_caller]
+pub(crate) fn assert_has_lines(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            text.lines().any(|l| l == *line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

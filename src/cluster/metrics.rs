@@ -118,20 +118,18 @@ mod tests {
         let mut registry = Registry::default();
         register(&mut registry, view_rx, changes);
         let text = render(&registry, Format::Text);
-        for line in [
-            "# TYPE starling_cluster_members gauge",
-            "starling_cluster_members{state=\"alive\"} 2",
-            "starling_cluster_members{state=\"dead\"} 1",
-            "starling_cluster_is_master 1",
-            "starling_cluster_master_known 1",
-            "# TYPE starling_cluster_master_changes_total counter",
-            "starling_cluster_master_changes_total 2",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        crate::testutil::assert_has_lines(
+            &text,
+            &[
+                "# TYPE starling_cluster_members gauge",
+                "starling_cluster_members{state=\"alive\"} 2",
+                "starling_cluster_members{state=\"dead\"} 1",
+                "starling_cluster_is_master 1",
+                "starling_cluster_master_known 1",
+                "# TYPE starling_cluster_master_changes_total counter",
+                "starling_cluster_master_changes_total 2",
+            ],
+        );
         // Read live: a new view shows at the next scrape.
         view_tx.send_modify(|view| view.master = Some("b".into()));
         let text = render(&registry, Format::Text);

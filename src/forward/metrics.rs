@@ -174,19 +174,17 @@ mod tests {
         server.records_stored.fetch_add(9, Ordering::Relaxed);
         gauges.set(4096, 12);
         let text = render(&registry, Format::Text);
-        for line in [
-            "# TYPE starling_forward_renumbered_records_total counter",
-            "starling_forward_renumbered_records_total 4",
-            "starling_forward_in_records_stored_total 9",
-            "starling_forward_sessions_total 0",
-            "# TYPE starling_forward_lag_records gauge",
-            "starling_forward_lag_records 12",
-            "starling_spool_bytes 4096",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        crate::testutil::assert_has_lines(
+            &text,
+            &[
+                "# TYPE starling_forward_renumbered_records_total counter",
+                "starling_forward_renumbered_records_total 4",
+                "starling_forward_in_records_stored_total 9",
+                "starling_forward_sessions_total 0",
+                "# TYPE starling_forward_lag_records gauge",
+                "starling_forward_lag_records 12",
+                "starling_spool_bytes 4096",
+            ],
+        );
     }
 }

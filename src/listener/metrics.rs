@@ -318,20 +318,21 @@ mod tests {
         udp.framing_error("127.0.0.1:4000".parse().unwrap(), &"not counted for udp");
         pipeline.records_stored(Transport::Tcp, 3);
         let text = render(&registry, Format::Text);
-        for line in [
-            "# TYPE starling_received_messages_total counter",
-            "starling_received_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 3",
-            "starling_received_bytes_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 50",
-            "starling_truncated_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
-            "starling_framing_errors_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
-            "starling_udp_kernel_drops_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 11",
-            "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
-            "starling_pipeline_dropped_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\",reason=\"pipeline_closed\"} 0",
-            "starling_stored_messages_total{transport=\"tcp\"} 3",
-            "starling_tcp_connections_open{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
-        }
+        crate::testutil::assert_has_lines(
+            &text,
+            &[
+                "# TYPE starling_received_messages_total counter",
+                "starling_received_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 3",
+                "starling_received_bytes_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 50",
+                "starling_truncated_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
+                "starling_framing_errors_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 1",
+                "starling_udp_kernel_drops_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\"} 11",
+                "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
+                "starling_pipeline_dropped_messages_total{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\",reason=\"pipeline_closed\"} 0",
+                "starling_stored_messages_total{transport=\"tcp\"} 3",
+                "starling_tcp_connections_open{listener=\"tcp:127.0.0.1:5514\",transport=\"tcp\"} 0",
+            ],
+        );
         // A UDP listener has no TCP-only series, and each family has one header.
         assert!(!text.contains("starling_framing_errors_total{listener=\"udp"));
         assert!(!text.contains("starling_tcp_connections_open{listener=\"udp"));

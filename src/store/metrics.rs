@@ -202,29 +202,27 @@ mod tests {
             registry
         })
         .unwrap();
-        for line in [
-            "# TYPE starling_store_appended_records counter",
-            "starling_store_appended_records_total 7",
-            "starling_store_commits_total 3",
-            "starling_store_errors_total{kind=\"sync\"} 2",
-            "starling_store_errors_total{kind=\"write\"} 0",
-            "# TYPE starling_store_commit_latency_seconds histogram",
-            "starling_store_commit_latency_seconds_sum 0.0015",
-            "starling_store_commit_latency_seconds_count 3",
-            "starling_store_commit_latency_seconds_bucket{le=\"0.00025\"} 2",
-            "starling_store_commit_latency_seconds_bucket{le=\"0.0005\"} 2",
-            "starling_store_commit_latency_seconds_bucket{le=\"0.001\"} 3",
-            "starling_store_commit_latency_seconds_bucket{le=\"+Inf\"} 3",
-            "# TYPE starling_store_commit_latency_seconds_max gauge",
-            "starling_store_commit_latency_seconds_max 0.001",
-            "starling_store_disk_full 1",
-            "starling_store_segments 4",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        crate::testutil::assert_has_lines(
+            &text,
+            &[
+                "# TYPE starling_store_appended_records counter",
+                "starling_store_appended_records_total 7",
+                "starling_store_commits_total 3",
+                "starling_store_errors_total{kind=\"sync\"} 2",
+                "starling_store_errors_total{kind=\"write\"} 0",
+                "# TYPE starling_store_commit_latency_seconds histogram",
+                "starling_store_commit_latency_seconds_sum 0.0015",
+                "starling_store_commit_latency_seconds_count 3",
+                "starling_store_commit_latency_seconds_bucket{le=\"0.00025\"} 2",
+                "starling_store_commit_latency_seconds_bucket{le=\"0.0005\"} 2",
+                "starling_store_commit_latency_seconds_bucket{le=\"0.001\"} 3",
+                "starling_store_commit_latency_seconds_bucket{le=\"+Inf\"} 3",
+                "# TYPE starling_store_commit_latency_seconds_max gauge",
+                "starling_store_commit_latency_seconds_max 0.001",
+                "starling_store_disk_full 1",
+                "starling_store_segments 4",
+            ],
+        );
         assert_eq!(text.matches("# TYPE starling_store_errors ").count(), 1);
     }
 
