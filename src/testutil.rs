@@ -27,6 +27,23 @@ pub(crate) async fn wait_until(timeout: Duration, mut predicate: impl FnMut() ->
     }
 }
 
+/// [`wait_until`] for synchronous tests (a blocking thread, no runtime): the same deadline,
+/// polls and result.
+pub(crate) fn wait_until_blocking(timeout: Duration, mut predicate: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if predicate() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
 /// Asserts that `text` (a rendered `/metrics` page, a log) has each of `lines` as a whole
 /// line; the failure names the missing line and shows the text.
 #[track_caller]

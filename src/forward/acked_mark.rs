@@ -156,11 +156,11 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(file.keep_saved(rx, stop.clone()));
         tx.send_modify(|progress| progress.sent_acked = 10);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while load(dir.path(), "node a") != Some(10) {
-            assert!(std::time::Instant::now() < deadline, "never saved 10");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let saved = crate::testutil::wait_until(Duration::from_secs(5), || {
+            load(dir.path(), "node a") == Some(10)
+        })
+        .await;
+        assert!(saved, "never saved 10: {:?}", load(dir.path(), "node a"));
         // Within the save interval: only the stop saves it.
         tx.send_modify(|progress| progress.sent_acked = 12);
         stop.cancel();

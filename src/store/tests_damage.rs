@@ -570,11 +570,9 @@ fn enospc_while_growing_a_segment_stalls_then_resumes() {
     let tickets: Vec<_> = (5..15)
         .map(|i| h.blocking_append(big(i)).unwrap())
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !h.stats().disk_full && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(h.stats().disk_full, "{:?}", h.stats());
+    let full =
+        crate::testutil::wait_until_blocking(Duration::from_secs(10), || h.stats().disk_full);
+    assert!(full, "{:?}", h.stats());
     assert_eq!(h.stats().disk_full_errors, 1);
     ops.full.store(false, Ordering::SeqCst);
     for t in tickets {

@@ -164,6 +164,7 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::time::Duration;
 
     #[test]
     fn receives_a_batch_with_peers_and_flags_cut_datagrams() {
@@ -177,7 +178,7 @@ mod tests {
         sender.send_to(b"", to).unwrap();
         let mut receiver = MmsgReceiver::new(8, 16);
         let mut datagrams = Vec::new();
-        for _ in 0..1000 {
+        let received = crate::testutil::wait_until_blocking(Duration::from_secs(5), || {
             match receiver.recv(receiver_socket.as_raw_fd()) {
                 Ok(n) => {
                     for i in 0..n {
@@ -188,11 +189,9 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
             }
-            if datagrams.len() == 3 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+            datagrams.len() == 3
+        });
+        assert!(received, "received only {datagrams:?}");
         let from = Some(sender.local_addr().unwrap());
         assert_eq!(
             datagrams,
