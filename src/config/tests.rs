@@ -1,0 +1,241 @@
+//! Tests of the configuration: the file's shape and defaults, load-time refusals with key,
+//! value and line, range checks, and the typed values handed to the subsystems.
+
+use super::*;
+
+fn check_error(toml_text: &str, expected: &str) {
+    let error = match Config::parse_toml(toml_text) {
+        Err(message) => message,
+        Ok(config) => match config.validate() {
+            Err(error) => error.to_string(),
+            Ok(()) => panic!("{toml_text:?} was accepted"),
+        },
+    };
+    assert!(
+        error.contains(expected),
+        "{toml_text:?}: {error:?} lacks {expected:?}"
+    );
+}
+
+#[test]
+fn empty_file_is_the_default_single_node() {
+    let config = Config::parse_toml("").unwrap();
+    assert_eq!(config, Config::default());
+    config.validate().unwrap();
+    assert_eq!(config.udp_listeners()[0].address.port(), 5514);
+    assert_eq!(config.tcp_listeners()[0].address.port(), 5514);
+    assert_eq!(config.api_address().unwrap().port(), 5517);
+}
+
+#[test]
+fn full_file_parses() {
+    let config = Config::parse_toml(
+        r#"
+        node-id = "web-1"
+        data-dir = "/var/lib/starling"
+        [syslog]
+        udp = ["0.0.0.0:514", { address = "127.0.0.1:1514", rfc3164-timezone = "UTC" }]
+        tcp = ["none"]
+        max-message-bytes = 1048576
+        idle-timeout = "30s"
+        rfc3164-timezone = "Europe/Berlin"
+        shard-by = "app-name"
+        [store]
+        commit-max-delay = "5ms"
+        [store.retention]
+        max-age = "30days"
+        total-max-bytes = 1000000000
+        [cluster]
+        seeds = ["node-2.example:5515"]
+        priority = 3
+        [api]
+        listen = "none"
+        "#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let udp = config.udp_listeners();
+    assert_eq!(udp.len(), 2);
+    assert_eq!(udp[0].rfc3164_timezone.to_string(), "Europe/Berlin");
+    assert_eq!(udp[1].rfc3164_timezone.to_string(), "UTC");
+    assert!(config.tcp_listeners().is_empty());
+    assert_eq!(config.syslog.shard_by, ShardBy::AppName);
+    assert_eq!(
+        config.store.retention.max_age,
+        Some(Duration::from_secs(30 * 86400))
+    );
+    assert_eq!(config.api_address(), None);
+}
+
+#[test]
+fn errors_name_the_key_and_line() {
+    check_error(
+        "node-id = \"a\"\nbogus = 1\n",
+        "line 2: unknown field `bogus`",
+    );
+    check_error(
+        "[syslog]\nmax-mesage-bytes = 5\n",
+        "unknown field `max-mesage-bytes`",
+    );
+    check_error(
+        "[syslog]\nmax-message-bytes = 5\n",
+        "syslog.max-message-bytes",
+    );
+    check_error("[syslog]\nudp = [\"nowhere\"]\n", "syslog.udp");
+    check_error(
+        "[syslog]\ntcp = [\"none\", \"127.0.0.1:1\"]\n",
+        "cannot be combined",
+    );
+    check_error(
+        "[syslog]\nrfc3164-timezone = \"Mars/Olympus\"\n",
+        "unknown time zone",
+    );
+    check_error("[syslog]\nidle-timeout = \"soon\"\n", "not a duration");
+    check_error(
+        "[syslog]\nshard-by = \"color\"\n",
+        "unknown variant `color`",
+    );
+    check_error("node-id = \"has space\"\n", "node-id");
+    check_error("[cluster]\nseeds = [\"no-port\"]\n", "cluster.seeds");
+    check_error(
+        "[store]\nsegment-max-bytes = 10\n",
+        "store.segment-max-bytes",
+    );
+}
+
+#[test]
+fn log_keys_take_their_values_and_name_themselves_when_wrong() {
+    let config = Config::parse_toml("[log]\ncolor = \"never\"\nformat = \"json\"\n").unwrap();
+    assert_eq!(config.log.color, LogColor::Never);
+    assert_eq!(config.log.format, LogFormat::Json);
+    let defaults = Config::parse_toml("[log]\nlevel = \"debug\"\n").unwrap();
+    assert_eq!(defaults.log.color, LogColor::Auto);
+    assert_eq!(defaults.log.format, LogFormat::Text);
+    for (text, color) in [
+        ("auto", LogColor::Auto),
+        ("always", LogColor::Always),
+        ("never", LogColor::Never),
+    ] {
+        assert_eq!(text.parse::<LogColor>(), Ok(color));
+    }
+    check_error(
+        "[log]\ncolor = \"blue\"\n",
+        "line 2: log.color must be auto, always or never, not \"blue\"",
+    );
+    check_error(
+        "[log]\nformat = \"xml\"\n",
+        "line 2: log.format must be text or json, not \"xml\"",
+    );
+    check_error("[log]\ncolour = \"never\"\n", "unknown field `colour`");
+}
+
+/// Addresses, seeds and zones are parsed with the file: a bad one is refused at load with
+/// its key, its value and its line.
+#[test]
+fn bad_values_are_refused_at_load_with_key_value_and_line() {
+    let cases = [
+        (
+            "[syslog]\nudp = [\"nowhere\"]\n",
+            "line 2: invalid value for `syslog.udp`: \"nowhere\" is not an address of the form IP:PORT",
+        ),
+        (
+            "[syslog]\ntcp = [\"127.0.0.1:1\", { address = \"127.0.0.1:2\", rfc3164-timezone = \"Nope\" }]\n",
+            "line 2: invalid value for `syslog.tcp`: unknown time zone \"Nope\"",
+        ),
+        (
+            "[syslog]\nudp = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+            "line 2: invalid value for `syslog.udp`: address 127.0.0.1:1 is listed twice",
+        ),
+        (
+            "[syslog]\n\nrfc3164-timezone = \"Mars/Olympus\"\n",
+            "line 3: invalid value for `syslog.rfc3164-timezone`: unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            "[cluster]\ngossip = \"x\"\n",
+            "line 2: invalid value for `cluster.gossip`: \"x\" is not an address of the form IP:PORT",
+        ),
+        (
+            "[cluster]\ngossip-advertise = \"host:1\"\n",
+            "line 2: invalid value for `cluster.gossip-advertise`: \"host:1\" is not an address",
+        ),
+        (
+            "[cluster]\nseeds = [\"a:1\", \"no-port\"]\n",
+            "line 2: invalid value for `cluster.seeds`: \"no-port\" is not of the form HOST:PORT",
+        ),
+        (
+            "[cluster]\nforward = \"127.0.0.1\"\n",
+            "line 2: invalid value for `cluster.forward`: \"127.0.0.1\" is not an address",
+        ),
+        (
+            "[api]\nlisten = \"bad\"\n",
+            "line 2: invalid value for `api.listen`: \"bad\" is not an address of the form IP:PORT",
+        ),
+        (
+            "[store.retention]\nmax-age = \"soon\"\n",
+            "line 2: \"soon\" is not a duration",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse_toml(text).unwrap_err();
+        assert!(
+            error.contains(expected),
+            "{text:?}: {error:?} lacks {expected:?}"
+        );
+    }
+}
+
+/// What the node is handed: parsed values, each listener's zone resolved, the spool's
+/// retention in the store's configuration.
+#[test]
+fn subsystems_get_typed_values() {
+    let config = Config::parse_toml(
+        r#"
+        [syslog]
+        udp = [{ address = "127.0.0.1:1514", rfc3164-timezone = "+02:00" }, "[::1]:1514"]
+        rfc3164-timezone = "UTC"
+        shard-by = "peer"
+        [store]
+        segment-max-bytes = 1048576
+        [store.retention]
+        shard-max-bytes = 5000000
+        [cluster]
+        gossip = "0.0.0.0:7000"
+        gossip-advertise = "192.0.2.1:7000"
+        seeds = ["node-2.example:7000"]
+        spool-retention = "2h"
+        "#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let udp = config.udp_listeners();
+    assert_eq!(udp[0].address, "127.0.0.1:1514".parse().unwrap());
+    assert_eq!(udp[0].rfc3164_timezone, parse_zone("+02:00").unwrap());
+    assert_eq!(udp[1].address, "[::1]:1514".parse().unwrap());
+    assert_eq!(udp[1].rfc3164_timezone, Zone::Utc);
+    assert_eq!(
+        udp[1].ingest_config("node-a"),
+        IngestConfig {
+            origin: "node-a".into(),
+            shard_by: ShardBy::Peer,
+            rfc3164_zone: Zone::Utc,
+        }
+    );
+    let store = config.store_config();
+    assert_eq!(store.segment_max_bytes, 1048576);
+    assert_eq!(store.commit_max_bytes, 4 * 1024 * 1024);
+    assert_eq!(store.retention.shard_max_bytes, Some(5000000));
+    assert_eq!(
+        store.retention.spool_retention,
+        Some(Duration::from_secs(7200))
+    );
+    assert_eq!(config.cluster.gossip, "0.0.0.0:7000".parse().unwrap());
+    assert_eq!(
+        config.cluster.gossip_advertise,
+        Some("192.0.2.1:7000".parse().unwrap())
+    );
+    assert_eq!(config.cluster.seeds[0].as_str(), "node-2.example:7000");
+    assert_eq!(
+        config.api_address(),
+        Some("127.0.0.1:5517".parse().unwrap())
+    );
+}
