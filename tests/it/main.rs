@@ -11,6 +11,7 @@ mod fuzz_regressions;
 mod gap_marker;
 mod hostile;
 mod journald;
+mod layering;
 mod logging;
 mod prometheus;
 mod rsyslog;
