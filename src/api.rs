@@ -325,6 +325,67 @@ mod tests {
         (head.to_owned(), body.to_owned())
     }
 
+    /// A body that sends `num_frames` one-byte frames, one every `every`, then stalls forever.
+    struct Trickle {
+        num_frames: usize,
+        every: std::time::Duration,
+        next: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl http_body::Body for Trickle {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            if self.num_frames == 0 {
+                return Poll::Pending;
+            }
+            let every = self.every;
+            let sleep = self
+                .next
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.next = None;
+            self.num_frames -= 1;
+            Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+                b"x",
+            )))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_body_timeout_is_a_progress_timeout() {
+        use futures::StreamExt as _;
+        let timeout = Duration::from_millis(200);
+        // 20 frames 60 ms apart: 1.2 s in all, six times the timeout, never cut.
+        let body = IdleTimeoutBody::new(
+            Trickle {
+                num_frames: 20,
+                every: Duration::from_millis(60),
+                next: None,
+            },
+            timeout,
+        );
+        let started = tokio::time::Instant::now();
+        let mut stream = Body::new(body).into_data_stream();
+        for _ in 0..20 {
+            assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"x");
+        }
+        assert!(started.elapsed() >= Duration::from_millis(1200));
+        // Then it stalls: the next read fails once the timeout has passed without data.
+        let stalled = tokio::time::Instant::now();
+        let error = stream.next().await.unwrap().unwrap_err();
+        assert!(
+            error.to_string().contains("no request body data"),
+            "{error}"
+        );
+        let waited = stalled.elapsed();
+        assert!(waited >= timeout && waited < timeout * 10, "{waited:?}");
+    }
+
     #[tokio::test]
     async fn serves_metrics_and_health_until_cancelled() {
         let mut registry = Registry::default();
