@@ -165,8 +165,14 @@ impl Node {
                 router = router.merge(crate::api::fault_router(faults));
             }
             let cancel = api_cancel.clone();
+            let limits = crate::api::ApiLimits {
+                max_connections: config.api.max_connections,
+                header_timeout: config.api.header_timeout,
+                body_timeout: config.api.body_timeout,
+            };
             api_task = Some(tokio::spawn(async move {
-                if let Err(error) = crate::api::serve_router(listener, router, cancel).await {
+                if let Err(error) = crate::api::serve_router(listener, router, limits, cancel).await
+                {
                     tracing::error!(%error, "the API server failed");
                 }
             }));

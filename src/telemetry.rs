@@ -90,6 +90,36 @@ impl DropReason {
     }
 }
 
+/// Why records the store had accepted (a ticket was issued) did not become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// A write, create or rename failed.
+    Io,
+    /// `fdatasync` failed; the segment was poisoned and recovered.
+    SyncFailed,
+    /// The store closed (or its writer died) before the commit.
+    Closed,
+    /// The store found the batch invalid (a gap, a bad gap marker, a record too large).
+    Rejected,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::Io => "io_error",
+            FailReason::SyncFailed => "sync_failed",
+            FailReason::Closed => "store_closed",
+            FailReason::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailLabels {
+    transport: &'static str,
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     listener: String,
@@ -103,14 +133,16 @@ struct TransportLabels {
 }
 
 /// What the pipeline counts: records stored by transport, records dropped on the way
-/// (listeners count theirs through [`PipelineMetrics::dropped`]), and journal entries an
-/// uploader sent again. Cheap to clone (every counter is a shared atomic).
+/// (listeners count theirs through [`PipelineMetrics::dropped`]), records whose durability
+/// ticket failed, and journal entries an uploader sent again. Cheap to clone (every counter
+/// is a shared atomic).
 #[derive(Debug, Clone)]
 pub struct PipelineMetrics {
     stored_udp: Counter,
     stored_tcp: Counter,
     stored_journal: Counter,
     dropped: Family<DropLabels, Counter>,
+    failed: Family<FailLabels, Counter>,
     store_refused: Counter,
     journal_duplicates: Counter,
 }
@@ -120,6 +152,7 @@ impl PipelineMetrics {
     pub fn register(registry: &mut Registry) -> PipelineMetrics {
         let stored = Family::<TransportLabels, Counter>::default();
         let dropped = Family::<DropLabels, Counter>::default();
+        let failed = Family::<FailLabels, Counter>::default();
         let journal_duplicates = Counter::default();
         // `register` appends the final period to the help text.
         registry.register(
@@ -131,6 +164,12 @@ impl PipelineMetrics {
             "starling_pipeline_dropped_messages",
             "Messages read by a listener and dropped before the pipeline, by reason",
             dropped.clone(),
+        );
+        registry.register(
+            "starling_store_failed_records",
+            "Records the store accepted that did not become durable (their commit failed), \
+             by transport and reason",
+            failed.clone(),
         );
         registry.register(
             "starling_journal_duplicates",
@@ -156,6 +195,7 @@ impl PipelineMetrics {
             stored_tcp: stored_by(Transport::Tcp),
             stored_journal: stored_by(Transport::Journal),
             dropped,
+            failed,
             store_refused,
             journal_duplicates,
         }
@@ -189,6 +229,26 @@ impl PipelineMetrics {
         }
     }
 
+    /// Counts records whose durability ticket failed (the caller logs why).
+    pub fn records_failed(&self, transport: Transport, reason: FailReason, num_records: u64) {
+        self.failed
+            .get_or_create(&FailLabels {
+                transport: transport.as_str(),
+                reason: reason.as_str(),
+            })
+            .inc_by(num_records);
+    }
+
+    /// Records whose durability ticket failed, of one transport and reason.
+    pub fn num_failed(&self, transport: Transport, reason: FailReason) -> u64 {
+        self.failed
+            .get_or_create(&FailLabels {
+                transport: transport.as_str(),
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
     /// Counts records the store refused to append (the caller logs why).
     pub fn store_refused(&self, num_records: u64) {
         self.store_refused.inc_by(num_records);
@@ -211,6 +271,7 @@ mod tests {
         metrics.records_stored(Transport::Tcp, 3);
         metrics.store_refused(2);
         metrics.journal_duplicates(1);
+        metrics.records_failed(Transport::Journal, FailReason::SyncFailed, 4);
         metrics
             .dropped("udp:0.0.0.0:5514", Transport::Udp, DropReason::QueueFull)
             .inc_by(7);
@@ -224,6 +285,7 @@ mod tests {
             "starling_pipeline_dropped_messages_total{listener=\"udp:0.0.0.0:5514\",transport=\"udp\",reason=\"queue_full\"} 7",
             "starling_pipeline_dropped_messages_total{listener=\"store\",transport=\"any\",reason=\"store_error\"} 2",
             "starling_journal_duplicates_total 1",
+            "starling_store_failed_records_total{transport=\"journal\",reason=\"sync_failed\"} 4",
         ];
         crate::testutil::assert_has_lines(&openmetrics, &lines);
         crate::testutil::assert_has_lines(&text, &lines);

@@ -232,12 +232,25 @@ pub struct ApiSection {
     /// HTTP API address (metrics, health, status); `none` turns it off (`None`).
     #[serde(deserialize_with = "de::api_listen")]
     pub listen: Option<SocketAddr>,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head (and how long it may sit
+    /// idle between requests) before it is closed.
+    #[serde(deserialize_with = "crate::timespec::duration")]
+    pub header_timeout: Duration,
+    /// How long a request body may send nothing while the server waits for it (a progress
+    /// timeout: a long upload that keeps sending is never cut).
+    #[serde(deserialize_with = "crate::timespec::duration")]
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         ApiSection {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 5517))),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -421,6 +434,21 @@ impl Config {
         }
         if self.cluster.cluster_id.is_empty() {
             return Err(invalid("cluster.cluster-id", "must not be empty".into()));
+        }
+        if self.api.max_connections == 0 {
+            return Err(invalid("api.max-connections", "must be at least 1".into()));
+        }
+        if self.api.header_timeout.is_zero() {
+            return Err(invalid(
+                "api.header-timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.api.body_timeout.is_zero() {
+            return Err(invalid(
+                "api.body-timeout",
+                "must be greater than zero".into(),
+            ));
         }
         Ok(())
     }

@@ -68,6 +68,44 @@ fn full_file_parses() {
 }
 
 #[test]
+fn api_limits_parse_and_name_their_key_when_wrong() {
+    let config = Config::parse_toml(
+        "[api]\nmax-connections = 8\nheader-timeout = \"2s\"\nbody-timeout = \"5m\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.api.max_connections, 8);
+    assert_eq!(config.api.header_timeout, Duration::from_secs(2));
+    assert_eq!(config.api.body_timeout, Duration::from_secs(300));
+    let defaults = ApiSection::default();
+    assert_eq!(
+        (
+            defaults.max_connections,
+            defaults.header_timeout,
+            defaults.body_timeout
+        ),
+        (256, Duration::from_secs(30), Duration::from_secs(60))
+    );
+    check_error(
+        "[api]\nmax-connections = 0\n",
+        "`api.max-connections`: must be at least 1",
+    );
+    check_error(
+        "[api]\nheader-timeout = \"0s\"\n",
+        "`api.header-timeout`: must be greater",
+    );
+    check_error(
+        "[api]\nbody-timeout = \"0s\"\n",
+        "`api.body-timeout`: must be greater",
+    );
+    check_error("[api]\nheader-timeout = \"soon\"\n", "not a duration");
+    check_error(
+        "[api]\nmax-conections = 1\n",
+        "unknown field `max-conections`",
+    );
+}
+
+#[test]
 fn errors_name_the_key_and_line() {
     check_error(
         "node-id = \"a\"\nbogus = 1\n",

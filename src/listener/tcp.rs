@@ -107,6 +107,31 @@ pub async fn run(
     connections.wait().await;
 }
 
+/// The frames left in `reader`'s buffer when Starling closes the connection itself
+/// (shutdown, idle timeout) while the sender is still connected: the complete ones as they
+/// are, and a message the sender had begun but not finished, flagged truncated — the sender
+/// did not end it, Starling cut it.
+///
+/// At the sender's own close (EOF) the decoder's `decode_eof` decides instead: an octet-counted
+/// frame shorter than its count is truncated, but an unterminated last line is taken as a
+/// complete message, as rsyslog's imtcp does ("missing LF at the end of message may occur"),
+/// since senders of non-transparent framing may end the stream without a final LF.
+fn cut_frames(
+    reader: &mut FramedRead<TcpStream, FrameDecoder>,
+) -> Vec<Result<Frame, FramingError>> {
+    let mut decoder = reader.decoder().clone();
+    let buffer = reader.read_buffer_mut();
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = decoder.decode(buffer) {
+        frames.push(Ok(frame));
+    }
+    if let Ok(Some(mut frame)) = decoder.decode_eof(buffer) {
+        frame.truncated = true;
+        frames.push(Ok(frame));
+    }
+    frames
+}
+
 /// One accepted connection; holds its slot under the connection cap until dropped.
 struct Connection {
     ctx: Arc<ListenerContext>,
@@ -117,8 +142,10 @@ struct Connection {
 
 /// Why a connection's read loop ended.
 enum End {
-    /// EOF, idle timeout, framing or read error, or the pipeline is gone.
+    /// EOF, framing or read error, or the pipeline is gone.
     Done,
+    /// The sender was silent for the idle timeout; a message it had begun is cut.
+    IdleTimeout,
     /// The listener is shutting down.
     Cancelled,
 }
@@ -140,7 +167,7 @@ impl Connection {
                 Ok(None) => break End::Done,
                 Err(_elapsed) => {
                     self.ctx.metrics.idle_timeout(self.peer.addr);
-                    break End::Done;
+                    break End::IdleTimeout;
                 }
             };
             let (batch, failed) = self.records(chunk);
@@ -155,7 +182,8 @@ impl Connection {
         if matches!(end, End::Cancelled) {
             // The kernel already acknowledged what sits in the socket buffer, so the sender
             // will not send it again: keep reading while data is there (up to a deadline),
-            // then hand over what was read, a partial last message included (as at EOF).
+            // then hand over what was read, a partial last message included, flagged
+            // truncated (below).
             let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
             loop {
                 let idle = DRAIN_IDLE.min(deadline - tokio::time::Instant::now());
@@ -171,13 +199,9 @@ impl Connection {
                     break;
                 }
             }
-            let reader = chunks.get_mut();
-            let mut decoder = reader.decoder().clone();
-            let mut frames = Vec::new();
-            while let Ok(Some(frame)) = decoder.decode_eof(reader.read_buffer_mut()) {
-                frames.push(Ok(frame));
-            }
-            let (batch, _) = self.records(frames);
+        }
+        if matches!(end, End::Cancelled | End::IdleTimeout) {
+            let (batch, _) = self.records(cut_frames(chunks.get_mut()));
             num_messages += batch.len() as u64;
             if !batch.is_empty() {
                 self.send(batch).await;

@@ -4,7 +4,8 @@
 //! and every batch passes the same stages: the spool gate (`gate`: wait while the
 //! unforwarded backlog is over `spool-max-bytes`), the append (awaiting store queue room, so
 //! a slow disk slows the sender), durability tracking and the counters (records stored per
-//! transport once durable, records the store refused).
+//! transport once durable, records the store refused, records whose commit failed by
+//! reason — an unawaited ticket included).
 //!
 //! Listener batches are appended in order by one ingest task and their durability awaited in
 //! order by a durability task; an input that must answer only once its records are durable
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::progress::Progress;
 use crate::record::{Record, Transport};
 use crate::store::{AppendOutcome, AppendTicket, StoreError, StoreHandle};
-use crate::telemetry::PipelineMetrics;
+use crate::telemetry::{FailReason, PipelineMetrics};
 
 pub use gate::SpoolGate;
 
@@ -63,11 +64,16 @@ pub struct PipelineHandle {
     drain: CancellationToken,
 }
 
-/// A batch the store accepted; resolves once it is durable.
+/// A batch the store accepted; resolves once it is durable. Its outcome is counted either
+/// way: records stored, or records failed with the reason. Dropped without being awaited
+/// (an upload that gave up after an earlier batch failed), it is awaited in the background
+/// so that outcome is still counted.
 #[must_use = "a batch is counted as stored only once its durability is awaited"]
 pub struct Stored {
     transport: Transport,
-    ticket: AppendTicket,
+    num_records: u64,
+    /// `None` once awaited.
+    ticket: Option<AppendTicket>,
     metrics: PipelineMetrics,
 }
 
@@ -139,7 +145,8 @@ impl PipelineHandle {
         match self.store.append(batch).await {
             Ok(ticket) => Ok(Stored {
                 transport,
-                ticket,
+                num_records,
+                ticket: Some(ticket),
                 metrics: self.metrics.clone(),
             }),
             Err(error) => {
@@ -152,12 +159,54 @@ impl PipelineHandle {
 }
 
 impl Stored {
-    /// Waits until the batch is durable and counts its records as stored.
-    pub async fn durable(self) -> Result<AppendOutcome, StoreError> {
-        let outcome = self.ticket.durable().await?;
-        self.metrics
-            .records_stored(self.transport, outcome.num_stored as u64);
-        Ok(outcome)
+    /// Waits until the batch is durable and counts its records as stored, or as failed
+    /// (`starling_store_failed_records_total`) when its commit failed.
+    pub async fn durable(mut self) -> Result<AppendOutcome, StoreError> {
+        let ticket = self.ticket.take().expect("a ticket is awaited once");
+        let result = ticket.durable().await;
+        count_outcome(&self.metrics, self.transport, self.num_records, &result);
+        result
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (metrics, transport, num_records) =
+            (self.metrics.clone(), self.transport, self.num_records);
+        runtime.spawn(async move {
+            let result = ticket.durable().await;
+            count_outcome(&metrics, transport, num_records, &result);
+        });
+    }
+}
+
+fn count_outcome(
+    metrics: &PipelineMetrics,
+    transport: Transport,
+    num_records: u64,
+    result: &Result<AppendOutcome, StoreError>,
+) {
+    match result {
+        Ok(outcome) => metrics.records_stored(transport, outcome.num_stored as u64),
+        Err(error) => metrics.records_failed(transport, fail_reason(error), num_records),
+    }
+}
+
+/// The `reason` label of a failed ticket.
+fn fail_reason(error: &StoreError) -> FailReason {
+    match error {
+        StoreError::Io { .. } | StoreError::Locked { .. } => FailReason::Io,
+        StoreError::SyncFailed { .. } => FailReason::SyncFailed,
+        StoreError::Closed => FailReason::Closed,
+        StoreError::Gap { .. }
+        | StoreError::BadGapMarker { .. }
+        | StoreError::RecordTooLarge { .. } => FailReason::Rejected,
     }
 }
 
@@ -187,5 +236,101 @@ async fn durability_loop(mut stored_rx: mpsc::Receiver<Stored>) {
         if let Err(error) = stored.durable().await {
             tracing::error!(%error, "a commit failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::ParseStatus;
+    use crate::store::{Store, StoreConfig};
+
+    const ORIGIN: &str = "node-a";
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A record of this node; a peer string longer than a frame can name makes the store's
+    /// writer fail the batch's ticket (the store accepted it, the commit refuses it).
+    fn record(i: usize, peer_bytes: usize) -> Record {
+        Record {
+            received_at_micros: 1_700_000_000_000_000,
+            event_time: None,
+            origin: Arc::from(ORIGIN),
+            origin_seq: 0,
+            peer: Some(Arc::from("p".repeat(peer_bytes))),
+            transport: Transport::Journal,
+            parse: ParseStatus::Journal,
+            truncated: false,
+            source: Arc::from("host1"),
+            raw: bytes::Bytes::from(format!("MESSAGE=entry {i}\n")),
+            lost_from: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_tickets_are_counted_with_their_reason_awaited_or_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), ORIGIN, StoreConfig::default()).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let (_progress_tx, progress_rx) = watch::channel(Progress::default());
+        let (pipeline, _records_tx) = Pipeline::start(PipelineStart {
+            store: store.handle(),
+            origin: ORIGIN.to_string(),
+            gate: Arc::new(SpoolGate::new(u64::MAX)),
+            progress: progress_rx,
+            metrics: metrics.clone(),
+        });
+        let handle = pipeline.handle();
+        let too_long = 70_000;
+
+        let good = handle
+            .submit(Transport::Journal, (0..2).map(|i| record(i, 9)).collect())
+            .await
+            .unwrap();
+        assert_eq!(good.durable().await.unwrap().num_stored, 2);
+        let failed = handle
+            .submit(
+                Transport::Journal,
+                (0..3).map(|i| record(i, too_long)).collect(),
+            )
+            .await
+            .unwrap();
+        let error = failed.durable().await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::RecordTooLarge { .. }),
+            "{error}"
+        );
+        assert_eq!(
+            metrics.num_failed(Transport::Journal, FailReason::Rejected),
+            3
+        );
+        assert_eq!(metrics.num_stored(Transport::Journal), 2);
+
+        // A ticket dropped unawaited (an upload that gave up) is still counted.
+        let dropped = handle
+            .submit(
+                Transport::Journal,
+                (0..4).map(|i| record(i, too_long)).collect(),
+            )
+            .await
+            .unwrap();
+        drop(dropped);
+        assert!(
+            crate::testutil::wait_until(TIMEOUT, || {
+                metrics.num_failed(Transport::Journal, FailReason::Rejected) == 7
+            })
+            .await,
+            "the dropped ticket's failure was not counted"
+        );
+        let rendered = crate::telemetry::render(&registry, crate::telemetry::Format::Text);
+        crate::testutil::assert_has_lines(
+            &rendered,
+            &["starling_store_failed_records_total{transport=\"journal\",reason=\"rejected\"} 7"],
+        );
+        pipeline.drain();
+        drop(handle);
+        store.close().unwrap();
     }
 }

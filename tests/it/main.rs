@@ -3,6 +3,7 @@
 //! regression corpus, process-level tests of the store (kill -9 loop, full disk), and where
 //! the node's own logs go (files, JSON, journald).
 
+mod api_limits;
 mod cluster;
 mod collector;
 mod conformance_e2e;

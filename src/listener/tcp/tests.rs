@@ -238,6 +238,43 @@ async fn idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_message_cut_by_the_idle_timeout_is_stored_flagged() {
+    let options = TcpOptions {
+        idle_timeout: Duration::from_millis(200),
+        ..TcpOptions::default()
+    };
+    let mut running = start(options, 16).await;
+    let mut line = TcpStream::connect(running.addr).await.unwrap();
+    line.write_all(b"<13>whole\n<13>begun, never ended")
+        .await
+        .unwrap();
+    let mut counted = TcpStream::connect(running.addr).await.unwrap();
+    counted.write_all(b"40 <13>promised forty").await.unwrap();
+    expect_closed_by_server(&mut line).await;
+    expect_closed_by_server(&mut counted).await;
+    let mut records = receive(&mut running.records_rx, 3).await;
+    records.sort_by(|a, b| a.raw.cmp(&b.raw));
+    assert_eq!(
+        raws(&records),
+        ["<13>begun, never ended", "<13>promised forty", "<13>whole"]
+    );
+    let flags: Vec<bool> = records.iter().map(|record| record.truncated).collect();
+    assert_eq!(flags, [true, true, false]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_unterminated_last_line_at_the_senders_close_is_complete() {
+    // As rsyslog's imtcp: senders of non-transparent framing may omit the final LF.
+    let mut running = start(TcpOptions::default(), 16).await;
+    send(running.addr, b"<13>first\n<13>no final LF").await;
+    let records = receive(&mut running.records_rx, 2).await;
+    assert_eq!(raws(&records), ["<13>first", "<13>no final LF"]);
+    assert!(records.iter().all(|record| !record.truncated));
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn partial_octet_counted_frame_at_eof_is_stored_flagged() {
     let mut running = start(TcpOptions::default(), 16).await;
     send(running.addr, b"9 <13>first40 <13>cut short by eof").await;
@@ -315,9 +352,13 @@ async fn cancel_hands_over_what_was_read_and_returns() {
     } = running;
     cancel.cancel();
     tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
-    // The partial last message already read is handed over, as at EOF.
+    // The partial last message already read is handed over, flagged: Starling cut it.
     let records = receive(&mut records_rx, 1).await;
     assert_eq!(raws(&records), ["<13>partial"]);
+    assert!(
+        records[0].truncated,
+        "a line cut by shutdown is stored as complete"
+    );
     expect_closed_by_server(&mut open).await;
     assert!(records_rx.try_recv().is_err());
 }
