@@ -8,7 +8,6 @@
 //! (nothing is reported durable). Origin sequences are never reused afterwards.
 
 use std::collections::HashMap;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::active::{ActiveSegment, Appended, CreateError};
 use super::config::StoreConfig;
-use super::fileops::FileOps;
+use super::fileops::{is_no_space, FileOps};
 use super::queue::{AppendOutcome, Msg, Shared, TicketTx};
 use super::recover::recover_shard;
 use super::retention;
@@ -209,8 +208,9 @@ impl Writer {
         let _unused = self.shared.wake.wait_timeout(queue, timeout);
     }
 
-    /// Takes one batch from the queue: admits it, drops the records already stored, numbers
-    /// the local ones, then writes it. A batch refused by a step fails its ticket whole.
+    /// Takes one batch from the queue: admits it, drops the records already stored, then
+    /// writes it, numbering each local record as it is written. A batch refused by a step
+    /// fails its ticket whole.
     fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
         let trims = match admit(&records).and_then(|()| self.mark_duplicates(&records)) {
             Ok(trims) => trims,
@@ -220,11 +220,10 @@ impl Writer {
             }
         };
         let num_duplicates = self.drop_duplicates(&mut records, trims);
-        let assigned = self.number(&mut records);
         let outcome = AppendOutcome {
             num_stored: records.len(),
             num_duplicates,
-            assigned,
+            assigned: None,
         };
         self.current = Some(InFlight {
             records,
@@ -314,23 +313,35 @@ impl Writer {
         num_duplicates
     }
 
-    /// Step four: gives the records appended with `origin_seq == 0` the local origin and its
-    /// next sequences, in batch order. Returns the sequences given.
-    fn number(&mut self, records: &mut [Record]) -> Option<RangeInclusive<u64>> {
-        if !records.iter().any(|r| r.origin_seq == 0) {
+    /// Step four, record by record as the batch is written: gives a record appended with
+    /// `origin_seq == 0` the local origin and its next sequence, and moves the local mark.
+    /// Returns the sequence given, or `None` for a record that already has one. Called only
+    /// once the record's shard exists, and undone by `unnumber` if the record is then not
+    /// written, so a sequence is given only to a record that is written: a batch that fails
+    /// or stalls part-way leaves no hole in the local origin (recovery's `cut_holes` would
+    /// take a hole for an unsynced tail and cut what was written after it).
+    fn number(&mut self, record: &mut Record) -> Option<u64> {
+        if record.origin_seq != 0 {
             return None;
         }
-        let next = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
-        let mut seq = next - 1;
-        for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
-            seq += 1;
-            r.origin_seq = seq;
-            if *r.origin != *self.local_origin {
-                r.origin = self.local_origin_shared.clone();
-            }
+        let seq = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
+        record.origin_seq = seq;
+        if *record.origin != *self.local_origin {
+            record.origin = self.local_origin_shared.clone();
         }
         self.hwm.insert(self.local_origin.clone(), seq);
-        Some(next..=seq)
+        Some(seq)
+    }
+
+    /// Undoes `number` for a record that was not written: it gets a sequence again when it
+    /// is (a stalled batch), and none if it never is (a failed one).
+    fn unnumber(&mut self, record: &mut Record, seq: u64) {
+        record.origin_seq = 0;
+        if let Some(mark) = self.hwm.get_mut(&self.local_origin) {
+            if *mark == seq {
+                *mark = seq - 1;
+            }
+        }
     }
 
     /// Writes the rest of the in-flight batch; leaves it in place if the disk is full.
@@ -356,14 +367,31 @@ impl Writer {
                     last = Some((f.next, i));
                     i
                 }
+                Err(e) if is_no_space(&e) => {
+                    // Like ENOSPC from `fallocate`: the batch waits and is retried.
+                    let dir = self.dir.clone();
+                    self.disk_full(&dir, &e);
+                    stalled = true;
+                    break;
+                }
                 Err(e) => {
                     Counters::add(&self.shared.counters.write_errors, 1);
-                    f.failed = Some(e);
+                    let path = self.dir.join(&*record.source);
+                    f.failed = Some(StoreError::io("create shard directory for", path, e));
                     break;
                 }
             };
+            let record = &mut f.records[f.next];
+            let seq = self.number(record);
+            let record = &f.records[f.next];
             let enc = encoded_len(record).unwrap_or(0);
-            match self.append_to_shard(idx, record, enc) {
+            let appended = self.append_to_shard(idx, record, enc);
+            if !matches!(appended, Ok(true)) {
+                if let Some(seq) = seq {
+                    self.unnumber(&mut f.records[f.next], seq);
+                }
+            }
+            match appended {
                 Ok(true) => {}
                 Ok(false) => {
                     stalled = true;
@@ -373,6 +401,10 @@ impl Writer {
                     f.failed = Some(e);
                     break;
                 }
+            }
+            if let Some(seq) = seq {
+                let first = f.outcome.assigned.as_ref().map_or(seq, |r| *r.start());
+                f.outcome.assigned = Some(first..=seq);
             }
             if !f.shards.contains(&(idx as u32)) {
                 f.shards.push(idx as u32);
@@ -390,7 +422,8 @@ impl Writer {
         if f.failed.is_some() {
             // The rest of a failed batch was admitted but is never written.
             for record in &f.records[f.next..] {
-                if *record.origin != *self.local_origin {
+                // (Local records not written have no sequence: `unnumber`.)
+                if record.origin_seq != 0 && *record.origin != *self.local_origin {
                     lower_hwm(
                         &mut self.hwm,
                         &record.origin,
@@ -411,12 +444,11 @@ impl Writer {
         });
     }
 
-    fn shard_index(&mut self, source: &str) -> Result<usize, StoreError> {
+    fn shard_index(&mut self, source: &str) -> std::io::Result<usize> {
         if let Some(&i) = self.by_source.get(source) {
             return Ok(i);
         }
-        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())
-            .map_err(|e| StoreError::io("create shard directory for", self.dir.join(source), e))?;
+        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
         self.shards.push(Shard::new(source.to_string(), dir));
         self.by_source
             .insert(source.to_string(), self.shards.len() - 1);
