@@ -24,6 +24,7 @@ enum Step {
     Mkdir = 1,
     Meta = 2,
     SegmentCreate = 3,
+    Write = 4,
 }
 
 /// Real files; while `step` is set, that step fails with `errno`.
@@ -68,6 +69,10 @@ impl FileOps for FaultOps {
     fn create_file(&self, path: &Path) -> io::Result<File> {
         self.check(Step::SegmentCreate)?;
         RealFileOps.create_file(path)
+    }
+    fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check(Step::Write)?;
+        RealFileOps.write_at(file, buf, offset)
     }
     fn allocate(&self, file: &File, len: u64) -> io::Result<()> {
         RealFileOps.allocate(file, len)
@@ -234,4 +239,61 @@ fn enospc_while_creating_a_shard_stalls_then_resumes() {
         assert_eq!(texts, ["first", "before", "new shard"], "{name}");
         assert!(verify(dir.path()).unwrap().is_clean(), "{name}");
     }
+}
+
+/// A frame write that fails poisons its shard and loses the local records in the frame: the
+/// lost range is stored as a counted gap marker before any later local record, so after a
+/// crash the later, acknowledged record is not cut as lying above a hole.
+#[test]
+fn local_records_lost_with_a_failed_frame_write_become_a_gap_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = FaultOps::new();
+    let (store, _) = Store::open_with_ops(dir.path(), "me", small_config(), ops.clone()).unwrap();
+    let h = store.handle();
+    h.blocking_append(vec![local("h1", "first")])
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    ops.fail(Step::Write, libc::EIO);
+    let err = h
+        .blocking_append(vec![local("h1", "lost a"), local("h1", "lost b")])
+        .unwrap()
+        .wait_durable();
+    assert!(err.is_err(), "{err:?}");
+    ops.fail(Step::None, 0);
+    let o = h
+        .blocking_append(vec![local("h1", "third")])
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(o.assigned, Some(4..=4), "sequences are not given again");
+    assert_eq!((h.stats().gap_markers, h.stats().lost_seqs), (1, 2));
+    store.abandon();
+
+    let (store, report) = Store::open(dir.path(), "me", small_config()).unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut got: Vec<(u64, u64, String)> = got
+        .into_iter()
+        .map(|s| s.record)
+        .filter(|r| *r.origin == *"me")
+        .map(|r| {
+            let text = String::from_utf8_lossy(&r.raw).into_owned();
+            (r.first_seq(), r.origin_seq, text)
+        })
+        .collect();
+    got.sort();
+    let seqs: Vec<(u64, u64)> = got.iter().map(|(a, b, _)| (*a, *b)).collect();
+    assert_eq!(seqs, [(1, 1), (2, 3), (4, 4)], "{got:?}; {report:?}");
+    assert_eq!(got[2].2, "third");
+    assert!(got[1].2.contains("seqs 2..=3"), "{got:?}");
+    let o = store
+        .handle()
+        .blocking_append(vec![local("h1", "after reopen")])
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert_eq!(o.assigned, Some(5..=5));
+    store.close().unwrap();
+    assert!(verify(dir.path()).unwrap().is_clean());
 }

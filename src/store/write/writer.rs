@@ -73,6 +73,12 @@ pub(crate) struct Writer {
     /// Set by a sync failure: seal every active segment at the next loop turn, so that a
     /// hole the failure may have left lies below every shard's sealed high-water mark.
     seal_all: bool,
+    /// The local sequence given to the record being appended right now (not yet written).
+    numbering: Option<u64>,
+    /// Local sequences numbered and then lost with a frame whose write failed, waiting to be
+    /// stored as gap markers: written before anything else (`write_lost`), so no commit
+    /// acknowledges a later local record while the hole is not accounted for.
+    lost_local: Vec<(u64, u64)>,
 }
 
 fn now_micros() -> i64 {
@@ -123,6 +129,8 @@ impl Writer {
             keep: Vec::new(),
             open_frame: None,
             seal_all: false,
+            numbering: None,
+            lost_local: Vec::new(),
         }
     }
 
@@ -349,11 +357,20 @@ impl Writer {
         let Some(mut f) = self.current.take() else {
             return;
         };
+        match self.write_lost() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.current = Some(f);
+                return;
+            }
+            // No local record may be written above a hole that is not accounted for.
+            Err(e) => f.failed = Some(e),
+        }
         let mut bytes = 0u64;
         let mut stalled = false;
         // (record index, shard index) of the last lookup: runs of one source skip the hash.
         let mut last: Option<(usize, usize)> = None;
-        while f.next < f.records.len() {
+        while f.failed.is_none() && f.next < f.records.len() {
             let record = &f.records[f.next];
             let cached = last
                 .filter(|&(r, _)| f.records[r].source == record.source)
@@ -385,7 +402,9 @@ impl Writer {
             let seq = self.number(record);
             let record = &f.records[f.next];
             let enc = encoded_len(record).unwrap_or(0);
+            self.numbering = seq;
             let appended = self.append_to_shard(idx, record, enc);
+            self.numbering = None;
             if !matches!(appended, Ok(true)) {
                 if let Some(seq) = seq {
                     self.unnumber(&mut f.records[f.next], seq);
@@ -559,6 +578,47 @@ impl Writer {
         ))
     }
 
+    /// Stores a gap marker (in the local origin's own shard) for each range in `lost_local`.
+    /// `Ok(false)`: disk full, retry later; an error is logged and the range kept for the
+    /// next try.
+    fn write_lost(&mut self) -> Result<bool, StoreError> {
+        while let Some(&(from, to)) = self.lost_local.first() {
+            let marker = Record::gap_marker(&self.local_origin, from, to, now_micros());
+            let enc = encoded_len(&marker).unwrap_or(0);
+            let written = match self.shard_index(&self.local_origin.clone()) {
+                Ok(idx) => self.append_to_shard(idx, &marker, enc),
+                Err(e) if is_no_space(&e) => {
+                    let dir = self.dir.clone();
+                    self.disk_full(&dir, &e);
+                    Ok(false)
+                }
+                Err(e) => Err(StoreError::io(
+                    "create shard directory in",
+                    self.dir.clone(),
+                    e,
+                )),
+            };
+            match written {
+                Ok(true) => {
+                    self.lost_local.remove(0);
+                    let c = &self.shared.counters;
+                    Counters::add(&c.gap_markers, 1);
+                    Counters::add(&c.lost_seqs, to - from + 1);
+                    Counters::add(&c.appended_records, 1);
+                    Counters::add(&c.appended_bytes, enc as u64);
+                    self.unsynced_bytes += enc as u64;
+                    tracing::error!(origin = %self.local_origin, from, to, "local records lost with a failed frame write; stored a gap marker");
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    tracing::error!(error = %e, from, to, "cannot store the gap marker for local records lost with a failed write");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Allocation failed with ENOSPC: count it once per episode, run retention, retry later.
     fn disk_full(&mut self, dir: &std::path::Path, e: &std::io::Error) {
         if self.retry_at.is_none() {
@@ -616,10 +676,23 @@ impl Writer {
         // Records of a frame whose write failed never reached the file: an origin forwarded
         // to this store must not look stored past them, or its forwarder would skip them.
         // (Frames are closed in admission order, so everything before them is written.)
+        // The local origin's sequences are not given again; the ones lost (from its first in
+        // the frame up to the last numbered before the record being appended now, which
+        // `unnumber` takes back) become a gap marker.
         if let Some(active) = shard.active.as_ref() {
             for (origin, first) in active.frame_origins() {
                 if **origin != *self.local_origin {
                     lower_hwm(&mut self.hwm, origin, first.saturating_sub(1));
+                } else {
+                    let numbered = self.hwm.get(&self.local_origin).copied().unwrap_or(0);
+                    let last = self.numbering.map_or(numbered, |s| s - 1);
+                    let known = self
+                        .lost_local
+                        .iter()
+                        .any(|&(a, b)| a <= *first && last <= b);
+                    if last >= *first && !known {
+                        self.lost_local.push((*first, last));
+                    }
                 }
             }
         }
@@ -629,6 +702,14 @@ impl Writer {
         let mut report = RecoveryReport::default();
         match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
             Ok(state) => {
+                // What recovery found on disk of the local origin is not lost (a failed sync
+                // may have left it in the page cache, and recovery reseals it).
+                if let Some(&on_disk) = state.hwm.get(&self.local_origin) {
+                    self.lost_local.retain(|&(_, b)| b > on_disk);
+                    for r in &mut self.lost_local {
+                        r.0 = r.0.max(on_disk + 1);
+                    }
+                }
                 shard.next_seq = state.next_seq;
                 shard.set_hwm(state.hwm);
                 shard.set_segments(state.segments);
@@ -682,6 +763,7 @@ impl Writer {
     /// Group commit: make every dirty shard durable, then resolve tickets.
     pub fn commit(&mut self) {
         let started = Instant::now();
+        let _ = self.write_lost();
         self.sync_dirty(None);
         if self.current.is_none() {
             self.shared
