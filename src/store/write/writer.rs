@@ -5,7 +5,11 @@
 //!
 //! Policy on failure: a failed flush or seal poisons that shard's segment; the shard is
 //! recovered from disk and every ticket with records in that shard fails with `SyncFailed`
-//! (nothing is reported durable). Origin sequences are never reused afterwards.
+//! (nothing is reported durable). Origin sequences are never reused afterwards: the local
+//! ones lost with the frame are stored as a gap marker before any later local record.
+//! A local record is numbered only as it is written, so a batch that fails (or stalls) for
+//! any other reason leaves no hole in the local origin. ENOSPC while creating a shard
+//! directory, its `shard.meta` or a segment stalls the batch until space returns.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
