@@ -229,6 +229,8 @@ mod tests_damage;
 #[cfg(test)]
 mod tests_gap;
 #[cfg(test)]
+mod tests_holes;
+#[cfg(test)]
 mod tests_model;
 #[cfg(test)]
 mod tests_spool;

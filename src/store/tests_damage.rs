@@ -472,7 +472,7 @@ fn injected_write_failure_reports_nothing_durable_and_recovers() {
     assert!(err.to_string().contains("Input/output error"), "{err}");
     assert_eq!(h.stats().write_errors + h.stats().sync_errors, 1);
     // The failed frame never reached the file, but the local origin's sequences are not
-    // handed out again (the forwarder reports the hole).
+    // handed out again: they are stored as a gap marker (6..=10) before the next record.
     assert_eq!(h.high_water_marks().get("me"), Some(&10));
     ops.fail_writes.store(false, Ordering::SeqCst);
     let o = h.blocking_append(batch(3)).unwrap().wait_durable().unwrap();
@@ -480,8 +480,16 @@ fn injected_write_failure_reports_nothing_durable_and_recovers() {
     store.close().unwrap();
     let (got, errs) = read_all(dir.path());
     assert!(errs.is_empty(), "{errs:?}");
-    let seqs: Vec<u64> = records_of(&got).iter().map(|r| r.origin_seq).collect();
-    assert_eq!(seqs, (1..=5).chain(11..=15).collect::<Vec<_>>());
+    let seqs: Vec<(u64, u64)> = records_of(&got)
+        .iter()
+        .map(|r| (r.first_seq(), r.origin_seq))
+        .collect();
+    let expected: Vec<(u64, u64)> = (1..=5)
+        .map(|s| (s, s))
+        .chain([(6, 10)])
+        .chain((11..=15).map(|s| (s, s)))
+        .collect();
+    assert_eq!(seqs, expected);
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 

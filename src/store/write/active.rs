@@ -12,7 +12,7 @@
 //! must drop it and recover the shard from disk.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -103,12 +103,7 @@ impl ActiveSegment {
     ) -> Result<ActiveSegment, CreateError> {
         let path = dir.join(segment_file_name(base_seq));
         let io = CreateError::Io;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io)?;
+        let file = ops.create_file(&path).map_err(io)?;
         let allocated = FIRST_STEP.min(capacity);
         if let Err(e) = ops.allocate(&file, allocated as u64) {
             drop(file);

@@ -1,15 +1,32 @@
-//! The file-operations seam: the few calls whose failure the store must survive (allocate,
-//! write a frame, make a written range durable, sync a file, sync a directory). Production uses `RealFileOps`; tests
-//! inject failures through their own implementation.
+//! The file-operations seam: the few calls whose failure the store must survive (create a
+//! shard directory, write its `shard.meta`, create a segment file, allocate, write a frame,
+//! make a written range durable, sync a file, sync a directory). Production uses
+//! `RealFileOps`; tests inject failures through their own implementation.
 //!
 //! Nothing here decides policy: callers treat any error as poisoning the segment.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub trait FileOps: Send + Sync + std::fmt::Debug {
+    /// mkdir -p of a shard directory.
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    /// Writes a small whole file (the `shard.meta` before its rename).
+    fn write_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+    /// Creates a new segment file (fails if it exists), open for reading and writing.
+    fn create_file(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    }
     /// Reserves `len` bytes of real blocks (no sparse holes) for `file`, growing its size.
     fn allocate(&self, file: &File, len: u64) -> io::Result<()>;
     /// Makes `file[offset..offset + len]`, written with `pwrite`, durable (fdatasync; the range

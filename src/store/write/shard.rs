@@ -176,9 +176,9 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
             Ok(Ok(existing)) if existing == source.as_bytes() => return Ok(dir),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&dir)?;
+                ops.create_dir(&dir)?;
                 let tmp = dir.join("shard.meta.tmp");
-                std::fs::write(&tmp, encode_meta(source.as_bytes()))?;
+                ops.write_file(&tmp, &encode_meta(source.as_bytes()))?;
                 let f = std::fs::File::open(&tmp)?;
                 ops.sync_data(&f)?;
                 std::fs::rename(&tmp, dir.join(META_FILE))?;

@@ -5,10 +5,13 @@
 //!
 //! Policy on failure: a failed flush or seal poisons that shard's segment; the shard is
 //! recovered from disk and every ticket with records in that shard fails with `SyncFailed`
-//! (nothing is reported durable). Origin sequences are never reused afterwards.
+//! (nothing is reported durable). Origin sequences are never reused afterwards: the local
+//! ones lost with the frame are stored as a gap marker before any later local record.
+//! A local record is numbered only as it is written, so a batch that fails (or stalls) for
+//! any other reason leaves no hole in the local origin. ENOSPC while creating a shard
+//! directory, its `shard.meta` or a segment stalls the batch until space returns.
 
 use std::collections::HashMap;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::active::{ActiveSegment, Appended, CreateError};
 use super::config::StoreConfig;
-use super::fileops::FileOps;
+use super::fileops::{is_no_space, FileOps};
 use super::queue::{AppendOutcome, Msg, Shared, TicketTx};
 use super::recover::recover_shard;
 use super::retention;
@@ -74,6 +77,12 @@ pub(crate) struct Writer {
     /// Set by a sync failure: seal every active segment at the next loop turn, so that a
     /// hole the failure may have left lies below every shard's sealed high-water mark.
     seal_all: bool,
+    /// The local sequence given to the record being appended right now (not yet written).
+    numbering: Option<u64>,
+    /// Local sequences numbered and then lost with a frame whose write failed, waiting to be
+    /// stored as gap markers: written before anything else (`write_lost`), so no commit
+    /// acknowledges a later local record while the hole is not accounted for.
+    lost_local: Vec<(u64, u64)>,
 }
 
 fn now_micros() -> i64 {
@@ -124,6 +133,8 @@ impl Writer {
             keep: Vec::new(),
             open_frame: None,
             seal_all: false,
+            numbering: None,
+            lost_local: Vec::new(),
         }
     }
 
@@ -209,8 +220,9 @@ impl Writer {
         let _unused = self.shared.wake.wait_timeout(queue, timeout);
     }
 
-    /// Takes one batch from the queue: admits it, drops the records already stored, numbers
-    /// the local ones, then writes it. A batch refused by a step fails its ticket whole.
+    /// Takes one batch from the queue: admits it, drops the records already stored, then
+    /// writes it, numbering each local record as it is written. A batch refused by a step
+    /// fails its ticket whole.
     fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
         let trims = match admit(&records).and_then(|()| self.mark_duplicates(&records)) {
             Ok(trims) => trims,
@@ -220,11 +232,10 @@ impl Writer {
             }
         };
         let num_duplicates = self.drop_duplicates(&mut records, trims);
-        let assigned = self.number(&mut records);
         let outcome = AppendOutcome {
             num_stored: records.len(),
             num_duplicates,
-            assigned,
+            assigned: None,
         };
         self.current = Some(InFlight {
             records,
@@ -314,23 +325,35 @@ impl Writer {
         num_duplicates
     }
 
-    /// Step four: gives the records appended with `origin_seq == 0` the local origin and its
-    /// next sequences, in batch order. Returns the sequences given.
-    fn number(&mut self, records: &mut [Record]) -> Option<RangeInclusive<u64>> {
-        if !records.iter().any(|r| r.origin_seq == 0) {
+    /// Step four, record by record as the batch is written: gives a record appended with
+    /// `origin_seq == 0` the local origin and its next sequence, and moves the local mark.
+    /// Returns the sequence given, or `None` for a record that already has one. Called only
+    /// once the record's shard exists, and undone by `unnumber` if the record is then not
+    /// written, so a sequence is given only to a record that is written: a batch that fails
+    /// or stalls part-way leaves no hole in the local origin (recovery's `cut_holes` would
+    /// take a hole for an unsynced tail and cut what was written after it).
+    fn number(&mut self, record: &mut Record) -> Option<u64> {
+        if record.origin_seq != 0 {
             return None;
         }
-        let next = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
-        let mut seq = next - 1;
-        for r in records.iter_mut().filter(|r| r.origin_seq == 0) {
-            seq += 1;
-            r.origin_seq = seq;
-            if *r.origin != *self.local_origin {
-                r.origin = self.local_origin_shared.clone();
-            }
+        let seq = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
+        record.origin_seq = seq;
+        if *record.origin != *self.local_origin {
+            record.origin = self.local_origin_shared.clone();
         }
         self.hwm.insert(self.local_origin.clone(), seq);
-        Some(next..=seq)
+        Some(seq)
+    }
+
+    /// Undoes `number` for a record that was not written: it gets a sequence again when it
+    /// is (a stalled batch), and none if it never is (a failed one).
+    fn unnumber(&mut self, record: &mut Record, seq: u64) {
+        record.origin_seq = 0;
+        if let Some(mark) = self.hwm.get_mut(&self.local_origin) {
+            if *mark == seq {
+                *mark = seq - 1;
+            }
+        }
     }
 
     /// Writes the rest of the in-flight batch; leaves it in place if the disk is full.
@@ -338,11 +361,20 @@ impl Writer {
         let Some(mut f) = self.current.take() else {
             return;
         };
+        match self.write_lost() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.current = Some(f);
+                return;
+            }
+            // No local record may be written above a hole that is not accounted for.
+            Err(e) => f.failed = Some(e),
+        }
         let mut bytes = 0u64;
         let mut stalled = false;
         // (record index, shard index) of the last lookup: runs of one source skip the hash.
         let mut last: Option<(usize, usize)> = None;
-        while f.next < f.records.len() {
+        while f.failed.is_none() && f.next < f.records.len() {
             let record = &f.records[f.next];
             let cached = last
                 .filter(|&(r, _)| f.records[r].source == record.source)
@@ -356,14 +388,33 @@ impl Writer {
                     last = Some((f.next, i));
                     i
                 }
+                Err(e) if is_no_space(&e) => {
+                    // Like ENOSPC from `fallocate`: the batch waits and is retried.
+                    let dir = self.dir.clone();
+                    self.disk_full(&dir, &e);
+                    stalled = true;
+                    break;
+                }
                 Err(e) => {
                     Counters::add(&self.shared.counters.write_errors, 1);
-                    f.failed = Some(e);
+                    let path = self.dir.join(&*record.source);
+                    f.failed = Some(StoreError::io("create shard directory for", path, e));
                     break;
                 }
             };
+            let record = &mut f.records[f.next];
+            let seq = self.number(record);
+            let record = &f.records[f.next];
             let enc = encoded_len(record).unwrap_or(0);
-            match self.append_to_shard(idx, record, enc) {
+            self.numbering = seq;
+            let appended = self.append_to_shard(idx, record, enc);
+            self.numbering = None;
+            if !matches!(appended, Ok(true)) {
+                if let Some(seq) = seq {
+                    self.unnumber(&mut f.records[f.next], seq);
+                }
+            }
+            match appended {
                 Ok(true) => {}
                 Ok(false) => {
                     stalled = true;
@@ -373,6 +424,10 @@ impl Writer {
                     f.failed = Some(e);
                     break;
                 }
+            }
+            if let Some(seq) = seq {
+                let first = f.outcome.assigned.as_ref().map_or(seq, |r| *r.start());
+                f.outcome.assigned = Some(first..=seq);
             }
             if !f.shards.contains(&(idx as u32)) {
                 f.shards.push(idx as u32);
@@ -390,7 +445,8 @@ impl Writer {
         if f.failed.is_some() {
             // The rest of a failed batch was admitted but is never written.
             for record in &f.records[f.next..] {
-                if *record.origin != *self.local_origin {
+                // (Local records not written have no sequence: `unnumber`.)
+                if record.origin_seq != 0 && *record.origin != *self.local_origin {
                     lower_hwm(
                         &mut self.hwm,
                         &record.origin,
@@ -411,12 +467,11 @@ impl Writer {
         });
     }
 
-    fn shard_index(&mut self, source: &str) -> Result<usize, StoreError> {
+    fn shard_index(&mut self, source: &str) -> std::io::Result<usize> {
         if let Some(&i) = self.by_source.get(source) {
             return Ok(i);
         }
-        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())
-            .map_err(|e| StoreError::io("create shard directory for", self.dir.join(source), e))?;
+        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
         self.shards.push(Shard::new(source.to_string(), dir));
         self.by_source
             .insert(source.to_string(), self.shards.len() - 1);
@@ -527,6 +582,47 @@ impl Writer {
         ))
     }
 
+    /// Stores a gap marker (in the local origin's own shard) for each range in `lost_local`.
+    /// `Ok(false)`: disk full, retry later; an error is logged and the range kept for the
+    /// next try.
+    fn write_lost(&mut self) -> Result<bool, StoreError> {
+        while let Some(&(from, to)) = self.lost_local.first() {
+            let marker = Record::gap_marker(&self.local_origin, from, to, now_micros());
+            let enc = encoded_len(&marker).unwrap_or(0);
+            let written = match self.shard_index(&self.local_origin.clone()) {
+                Ok(idx) => self.append_to_shard(idx, &marker, enc),
+                Err(e) if is_no_space(&e) => {
+                    let dir = self.dir.clone();
+                    self.disk_full(&dir, &e);
+                    Ok(false)
+                }
+                Err(e) => Err(StoreError::io(
+                    "create shard directory in",
+                    self.dir.clone(),
+                    e,
+                )),
+            };
+            match written {
+                Ok(true) => {
+                    self.lost_local.remove(0);
+                    let c = &self.shared.counters;
+                    Counters::add(&c.gap_markers, 1);
+                    Counters::add(&c.lost_seqs, to - from + 1);
+                    Counters::add(&c.appended_records, 1);
+                    Counters::add(&c.appended_bytes, enc as u64);
+                    self.unsynced_bytes += enc as u64;
+                    tracing::error!(origin = %self.local_origin, from, to, "local records lost with a failed frame write; stored a gap marker");
+                }
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    tracing::error!(error = %e, from, to, "cannot store the gap marker for local records lost with a failed write");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Allocation failed with ENOSPC: count it once per episode, run retention, retry later.
     fn disk_full(&mut self, dir: &std::path::Path, e: &std::io::Error) {
         if self.retry_at.is_none() {
@@ -584,10 +680,23 @@ impl Writer {
         // Records of a frame whose write failed never reached the file: an origin forwarded
         // to this store must not look stored past them, or its forwarder would skip them.
         // (Frames are closed in admission order, so everything before them is written.)
+        // The local origin's sequences are not given again; the ones lost (from its first in
+        // the frame up to the last numbered before the record being appended now, which
+        // `unnumber` takes back) become a gap marker.
         if let Some(active) = shard.active.as_ref() {
             for (origin, first) in active.frame_origins() {
                 if **origin != *self.local_origin {
                     lower_hwm(&mut self.hwm, origin, first.saturating_sub(1));
+                } else {
+                    let numbered = self.hwm.get(&self.local_origin).copied().unwrap_or(0);
+                    let last = self.numbering.map_or(numbered, |s| s - 1);
+                    let known = self
+                        .lost_local
+                        .iter()
+                        .any(|&(a, b)| a <= *first && last <= b);
+                    if last >= *first && !known {
+                        self.lost_local.push((*first, last));
+                    }
                 }
             }
         }
@@ -597,6 +706,14 @@ impl Writer {
         let mut report = RecoveryReport::default();
         match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
             Ok(state) => {
+                // What recovery found on disk of the local origin is not lost (a failed sync
+                // may have left it in the page cache, and recovery reseals it).
+                if let Some(&on_disk) = state.hwm.get(&self.local_origin) {
+                    self.lost_local.retain(|&(_, b)| b > on_disk);
+                    for r in &mut self.lost_local {
+                        r.0 = r.0.max(on_disk + 1);
+                    }
+                }
                 shard.next_seq = state.next_seq;
                 shard.set_hwm(state.hwm);
                 shard.set_segments(state.segments);
@@ -650,6 +767,7 @@ impl Writer {
     /// Group commit: make every dirty shard durable, then resolve tickets.
     pub fn commit(&mut self) {
         let started = Instant::now();
+        let _ = self.write_lost();
         self.sync_dirty(None);
         if self.current.is_none() {
             self.shared
