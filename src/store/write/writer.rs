@@ -336,12 +336,21 @@ impl Writer {
         if record.origin_seq != 0 {
             return None;
         }
-        let seq = self.hwm.get(&self.local_origin).copied().unwrap_or(0) + 1;
+        // Once per record on the hot path: no key allocation once the origin has a mark.
+        let seq = match self.hwm.get_mut(&self.local_origin) {
+            Some(mark) => {
+                *mark += 1;
+                *mark
+            }
+            None => {
+                self.hwm.insert(self.local_origin.clone(), 1);
+                1
+            }
+        };
         record.origin_seq = seq;
         if *record.origin != *self.local_origin {
             record.origin = self.local_origin_shared.clone();
         }
-        self.hwm.insert(self.local_origin.clone(), seq);
         Some(seq)
     }
 
