@@ -8,8 +8,11 @@
 //! in `progress::ForwardProgress`, which pushes it to its readers. On a master change, a refused batch, a
 //! broken connection or a stalled one it reconnects, with a capped backoff. Sequences gone from the spool arrive as a gap marker from the source; the
 //! forwarder sends it like any record (the master then stores it and moves its high-water mark
-//! past the range), logs a warning and counts it. It never deletes from the spool (retention
-//! does) and does not choose the master.
+//! past the range), logs a warning and counts it. A record the protocol cannot carry
+//! (`protocol::unsendable`: a field over its cap, or larger than a frame) is sent as a gap
+//! marker for its sequence instead, with an error log and a count, so it never stalls the
+//! origin; the master stores that marker like any other. It never deletes from the spool
+//! (retention does) and does not choose the master.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,16 +26,18 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::progress::ForwardProgress;
 use super::protocol::{
-    ForwardCodec, Message, BATCH_OVERHEAD_BYTES, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    cut, unsendable, ForwardCodec, Message, BATCH_OVERHEAD_BYTES, DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use super::source::{
     spawn_reader, BatchLimits, ReaderCommand, ReaderEvents, ReaderHandle, SpoolBatch, SpoolSource,
 };
 use crate::cluster::ClusterView;
+use crate::record::Record;
 
 #[derive(Debug, Clone)]
 pub struct ForwarderConfig {
@@ -94,6 +99,9 @@ pub struct ForwarderStats {
     /// This node's records appended again under new sequences because the master already held
     /// their sequences from an earlier store with this node id (`SpoolSource::seek`).
     pub renumbered: AtomicU64,
+    /// Records the protocol cannot carry, sent as a gap marker for their sequence instead
+    /// (each counted once, however often it is sent again).
+    pub unsendable: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -207,7 +215,7 @@ async fn forward_loop(
     } = context;
     let mut session_id = 0u64;
     let mut backoff = config.retry_min;
-    let mut lost_counted_upto = 0u64;
+    let mut counted = Counted::default();
     loop {
         let target = loop {
             if let Some(target) = target_of(&view.borrow_and_update(), config) {
@@ -226,7 +234,7 @@ async fn forward_loop(
             reader,
             session_id,
             target: &target,
-            lost_counted_upto: &mut lost_counted_upto,
+            counted: &mut counted,
         };
         match session.run(view, cancel).await {
             SessionEnd::Cancelled => return,
@@ -276,6 +284,15 @@ async fn target_changed(
     }
 }
 
+/// What the forwarder has counted already, so a batch sent again is not counted twice.
+#[derive(Debug, Default)]
+struct Counted {
+    /// Highest lost sequence already counted in `ForwarderStats::lost_seqs`.
+    lost_upto: u64,
+    /// Highest unsendable record's sequence already counted in `ForwarderStats::unsendable`.
+    unsendable_upto: u64,
+}
+
 struct Session<'a> {
     config: &'a ForwarderConfig,
     stats: &'a ForwarderStats,
@@ -283,8 +300,7 @@ struct Session<'a> {
     reader: &'a mut ReaderHandle,
     session_id: u64,
     target: &'a (String, SocketAddr),
-    /// Highest lost sequence already counted in `ForwarderStats::lost_seqs`.
-    lost_counted_upto: &'a mut u64,
+    counted: &'a mut Counted,
 }
 
 impl Session<'_> {
@@ -306,6 +322,7 @@ impl Session<'_> {
                 }
             }
         };
+        framed.codec_mut().establish();
         bump(&self.stats.sessions, 1);
         self.progress.handshake(high_water_mark);
         info!(master = %self.target.0, high_water_mark, "forwarding to master");
@@ -372,6 +389,7 @@ impl Session<'_> {
                     for marker in records.iter().filter(|record| record.lost_from.is_some()) {
                         self.note_gap_marker(marker.first_seq(), marker.origin_seq);
                     }
+                    let records = self.replace_unsendable(records);
                     let last_seq = records[records.len() - 1].origin_seq;
                     let num_records = records.len();
                     if in_flight.is_empty() {
@@ -401,11 +419,62 @@ impl Session<'_> {
             master = %self.target.0,
             "seqs lost from the spool before they were forwarded; sending a gap marker"
         );
-        if to > *self.lost_counted_upto {
-            let first_new = from.max(*self.lost_counted_upto + 1);
+        if to > self.counted.lost_upto {
+            let first_new = from.max(self.counted.lost_upto + 1);
             bump(&self.stats.gap_markers, 1);
             bump(&self.stats.lost_seqs, to - first_new + 1);
-            *self.lost_counted_upto = to;
+            self.counted.lost_upto = to;
+        }
+    }
+
+    /// `records` with every record the protocol cannot carry replaced by a gap marker for its
+    /// sequences (logged, and counted once); the same batch when all can go.
+    fn replace_unsendable(&mut self, records: Arc<Vec<Record>>) -> Arc<Vec<Record>> {
+        let max_frame_bytes = self.config.max_frame_bytes;
+        if records
+            .iter()
+            .all(|record| unsendable(record, max_frame_bytes).is_none())
+        {
+            return records;
+        }
+        let replaced = records
+            .iter()
+            .map(|record| match unsendable(record, max_frame_bytes) {
+                None => record.clone(),
+                Some(reason) => self.unsendable_marker(record, &reason),
+            })
+            .collect();
+        Arc::new(replaced)
+    }
+
+    /// The gap marker sent in place of `record`, which cannot be sent because of `reason`.
+    fn unsendable_marker(&mut self, record: &Record, reason: &str) -> Record {
+        let (from, to) = (record.first_seq(), record.origin_seq);
+        let source = cut(&record.source, 200);
+        error!(
+            origin = %self.config.origin,
+            seq = to,
+            source_prefix = %source,
+            source_bytes = record.source.len(),
+            raw_bytes = record.raw.len(),
+            %reason,
+            master = %self.target.0,
+            "a record cannot be forwarded; sending a gap marker in its place"
+        );
+        if to > self.counted.unsendable_upto {
+            bump(&self.stats.unsendable, 1);
+            self.counted.unsendable_upto = to;
+        }
+        let text = format!(
+            "starling: seq {to} of origin {} could not be forwarded ({reason}; source {source:?}, \
+             {} bytes, {} raw bytes); it is kept only in the origin's own store",
+            self.config.origin,
+            record.source.len(),
+            record.raw.len()
+        );
+        Record {
+            raw: text.into(),
+            ..Record::gap_marker(&record.origin, from, to, record.received_at_micros)
         }
     }
 

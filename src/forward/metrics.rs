@@ -32,7 +32,7 @@ impl Collector for ForwardCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (forwarder, server) = (&*self.forwarder, &*self.server);
         // Names without `_total`: the encoder appends it to counters.
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "starling_forward_sessions",
                 "Forwarding sessions established with a master.",
@@ -89,6 +89,12 @@ impl Collector for ForwardCollector {
                 "Records of this node appended again under new sequences: the master held \
                  their sequences from an earlier data directory with this node id.",
                 &forwarder.renumbered,
+            ),
+            (
+                "starling_forward_unsendable_records",
+                "Records of this node the forward protocol cannot carry (a field over its cap, \
+                 or larger than a frame), sent to the master as a gap marker instead.",
+                &forwarder.unsendable,
             ),
             (
                 "starling_forward_in_connections",
@@ -171,6 +177,7 @@ mod tests {
         register(&mut registry, forwarder.clone(), server.clone());
         let gauges = SpoolGauges::register(&mut registry);
         forwarder.renumbered.fetch_add(4, Ordering::Relaxed);
+        forwarder.unsendable.fetch_add(2, Ordering::Relaxed);
         server.records_stored.fetch_add(9, Ordering::Relaxed);
         gauges.set(4096, 12);
         let text = render(&registry, Format::Text);
@@ -179,6 +186,7 @@ mod tests {
             &[
                 "# TYPE starling_forward_renumbered_records_total counter",
                 "starling_forward_renumbered_records_total 4",
+                "starling_forward_unsendable_records_total 2",
                 "starling_forward_in_records_stored_total 9",
                 "starling_forward_sessions_total 0",
                 "# TYPE starling_forward_lag_records gauge",

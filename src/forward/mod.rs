@@ -21,3 +21,5 @@ mod gap_tests;
 mod renumber_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unsendable_tests;

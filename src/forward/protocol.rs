@@ -2,15 +2,24 @@
 //! `tokio_util` codec. No I/O.
 //!
 //! Frame: `u32` big-endian payload length, then the payload: one message-type byte and the
-//! message's fields. Integers are big-endian; strings are a `u16` length plus UTF-8; raw bytes
-//! are a `u32` length plus the bytes. Every length is checked against what is left of the frame
-//! before it is used, and the frame length against `max_frame_bytes` before anything is
-//! buffered: a garbage length is an error, and the caller closes that connection.
+//! message's fields. Integers are big-endian; strings are a `u16` length plus UTF-8, except a
+//! record's source, a `u32` length (at most `MAX_SOURCE_BYTES`) plus UTF-8; raw bytes are a
+//! `u32` length plus the bytes. Every length is checked against its cap and against what is
+//! left of the frame before it is used, and the frame length against the codec's limit before
+//! anything is buffered: a garbage length is an error, and the caller closes that connection.
+//!
+//! The limit is `HELLO_MAX_FRAME_BYTES` until the handshake is done (`ForwardCodec::establish`),
+//! `max_frame_bytes` after it; either way the read buffer grows with the bytes that actually
+//! arrive, never by an announced length, so a stranger's length prefix costs nothing.
 //!
 //! A record travels as: receive time, event time (flag + fields), origin, origin sequence,
 //! first lost sequence (flag + `u64`, only on a gap marker), peer (flag + string), transport,
-//! parse status, truncated flag, source, raw bytes. Version 2 added the first lost sequence;
-//! a peer speaking another version is `Rejected` in the handshake.
+//! parse status, truncated flag, source, raw bytes. Every record the store accepts fits one
+//! default frame (`DEFAULT_MAX_FRAME_BYTES`); one that does not fit a sender's frame or caps
+//! (`unsendable`) is sent as a gap marker instead, so it never stalls its origin. Version 2
+//! added the first lost sequence, version 3 the `u32` source length; a peer speaking another
+//! version is `Rejected` in the handshake (`Hello` and its answers keep one layout in every
+//! version, so the refusal is understood), and nothing is forwarded between them.
 //!
 //! Conversation: the forwarder sends `Hello`; the master answers `HelloAck` with its high-water
 //! mark for that origin (or `NotMaster`, or `Rejected`). The forwarder then pipelines `Batch`es;
@@ -25,16 +34,31 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::record::{EventTime, ParseStatus, Record, SharedStr, Transport};
 
 /// Current protocol version, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Magic at the start of every `Hello`, so a stray client is recognised at once.
 pub const HELLO_MAGIC: [u8; 4] = *b"STRL";
-/// Default cap on one frame's payload: room for a batch of the largest record there can be
-/// (a message of the 16 MiB limit plus its fields), so no record is ever unsendable.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 17 * 1024 * 1024;
+/// Longest source name a record carries: a source is taken from a message (syslog HOSTNAME,
+/// journald `_HOSTNAME`), which is at most 16 MiB (`framing::MAX_MESSAGE_BYTES_LIMIT`).
+pub const MAX_SOURCE_BYTES: usize = 16 * 1024 * 1024;
+/// Default cap on one frame's payload: room for a batch of the largest record the store
+/// accepts (`store::MAX_STORED_RECORD_BYTES`, which does not count the source) with a source
+/// of `MAX_SOURCE_BYTES` and the protocol's own fields, so no record the store holds is
+/// unsendable between two nodes of one version.
+pub const DEFAULT_MAX_FRAME_BYTES: usize =
+    crate::store::MAX_STORED_RECORD_BYTES + MAX_SOURCE_BYTES + 64;
+/// Cap on a frame before the handshake is done: a `Hello` (cluster id and node id) or its
+/// answer. A connection announcing more is closed before anything is buffered.
+pub const HELLO_MAX_FRAME_BYTES: usize = 4096;
+/// Refusal and rejection reasons are cut to this many bytes when encoded (they are text for
+/// a log; cutting one never fails a reply, and keeps every answer to a `Hello` small).
+pub const MAX_REASON_BYTES: usize = 1024;
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
+/// At most this much room is reserved ahead of the bytes received (plus what was received):
+/// the buffer of a large frame grows as its bytes arrive.
+const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// Smallest possible encoded record (every field empty or absent), used to bound allocations.
-const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 1 + 2 + 4;
+const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 1 + 4 + 4;
 
 const TYPE_HELLO: u8 = 1;
 const TYPE_HELLO_ACK: u8 = 2;
@@ -77,6 +101,8 @@ pub enum Message {
 pub enum ProtocolError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge { len: usize, max: usize },
+    #[error("frame of {len} bytes before the handshake exceeds the limit of {max} bytes")]
+    HelloTooLarge { len: usize, max: usize },
     #[error("empty frame")]
     EmptyFrame,
     #[error("unknown message type {kind}")]
@@ -97,15 +123,44 @@ pub enum ProtocolError {
 #[derive(Debug, Clone)]
 pub struct ForwardCodec {
     max_frame_bytes: usize,
+    /// The handshake is done: frames up to `max_frame_bytes` are read, not only hello-sized.
+    established: bool,
 }
 
 impl ForwardCodec {
+    /// A codec for a new connection: it reads frames of at most `HELLO_MAX_FRAME_BYTES` (and
+    /// `max_frame_bytes`) until `establish`.
     pub fn new(max_frame_bytes: usize) -> ForwardCodec {
-        ForwardCodec { max_frame_bytes }
+        ForwardCodec {
+            max_frame_bytes,
+            established: false,
+        }
+    }
+
+    /// A codec past the handshake already (tests, tools reading a recorded conversation).
+    pub fn established(max_frame_bytes: usize) -> ForwardCodec {
+        ForwardCodec {
+            max_frame_bytes,
+            established: true,
+        }
+    }
+
+    /// The handshake succeeded: from now on frames up to `max_frame_bytes` are read.
+    pub fn establish(&mut self) {
+        self.established = true;
     }
 
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+
+    /// Longest frame payload `decode` accepts now.
+    pub fn read_limit(&self) -> usize {
+        if self.established {
+            self.max_frame_bytes
+        } else {
+            self.max_frame_bytes.min(HELLO_MAX_FRAME_BYTES)
+        }
     }
 }
 
@@ -124,17 +179,22 @@ impl Decoder for ForwardCodec {
             return Ok(None);
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_frame_bytes {
-            return Err(ProtocolError::FrameTooLarge {
-                len,
-                max: self.max_frame_bytes,
+        let max = self.read_limit();
+        if len > max {
+            return Err(if self.established {
+                ProtocolError::FrameTooLarge { len, max }
+            } else {
+                ProtocolError::HelloTooLarge { len, max }
             });
         }
         if len == 0 {
             return Err(ProtocolError::EmptyFrame);
         }
         if src.len() < LENGTH_PREFIX_BYTES + len {
-            src.reserve(LENGTH_PREFIX_BYTES + len - src.len());
+            // Room for what is missing, but never more ahead than was received (or the
+            // read-ahead): the announced length is not trusted with memory.
+            let missing = LENGTH_PREFIX_BYTES + len - src.len();
+            src.reserve(missing.min(src.len().max(READ_AHEAD_BYTES)));
             return Ok(None);
         }
         src.advance(LENGTH_PREFIX_BYTES);
@@ -154,11 +214,17 @@ impl Encoder<Message> for ForwardCodec {
             return Err(error);
         }
         let len = dst.len() - start - LENGTH_PREFIX_BYTES;
-        if len > self.max_frame_bytes {
+        // A hello must pass the receiver's pre-handshake limit.
+        let (max, hello) = match message {
+            Message::Hello { .. } => (self.max_frame_bytes.min(HELLO_MAX_FRAME_BYTES), true),
+            _ => (self.max_frame_bytes, false),
+        };
+        if len > max {
             dst.truncate(start);
-            return Err(ProtocolError::FrameTooLarge {
-                len,
-                max: self.max_frame_bytes,
+            return Err(if hello {
+                ProtocolError::HelloTooLarge { len, max }
+            } else {
+                ProtocolError::FrameTooLarge { len, max }
             });
         }
         dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
@@ -179,6 +245,39 @@ pub fn encoded_record_len(record: &Record) -> usize {
 
 /// Bytes of a `Batch` frame's header (length prefix, type, batch id, record count).
 pub const BATCH_OVERHEAD_BYTES: usize = LENGTH_PREFIX_BYTES + 1 + 8 + 4;
+
+/// Why `record` cannot travel in a `Batch` of at most `max_frame_bytes` (a field over its cap,
+/// or the record alone over the frame), or `None` when it can. The forwarder sends a gap
+/// marker in place of such a record rather than fail on it forever.
+pub fn unsendable(record: &Record, max_frame_bytes: usize) -> Option<String> {
+    let names = [
+        ("origin", Some(&record.origin)),
+        ("peer", record.peer.as_ref()),
+    ];
+    for (field, value) in names {
+        if let Some(value) = value.filter(|value| value.len() > u16::MAX as usize) {
+            return Some(format!(
+                "{field} of {} bytes exceeds the protocol's cap of {} bytes",
+                value.len(),
+                u16::MAX
+            ));
+        }
+    }
+    if record.source.len() > MAX_SOURCE_BYTES {
+        return Some(format!(
+            "source name of {} bytes exceeds the protocol's cap of {MAX_SOURCE_BYTES} bytes",
+            record.source.len()
+        ));
+    }
+    let frame_len = BATCH_OVERHEAD_BYTES - LENGTH_PREFIX_BYTES + encoded_record_len(record);
+    if frame_len > max_frame_bytes {
+        return Some(format!(
+            "a batch of this record alone takes {frame_len} bytes, over the frame limit of \
+             {max_frame_bytes} bytes"
+        ));
+    }
+    None
+}
 
 fn encode_payload(message: &Message, dst: &mut BytesMut) -> Result<(), ProtocolError> {
     match message {
@@ -210,7 +309,7 @@ fn encode_payload(message: &Message, dst: &mut BytesMut) -> Result<(), ProtocolE
         }
         Message::Rejected { reason } => {
             dst.put_u8(TYPE_REJECTED);
-            put_str(dst, "reason", reason)?;
+            put_str(dst, "reason", cut(reason, MAX_REASON_BYTES))?;
         }
         Message::Batch { batch_id, records } => {
             dst.put_u8(TYPE_BATCH);
@@ -235,7 +334,7 @@ fn encode_payload(message: &Message, dst: &mut BytesMut) -> Result<(), ProtocolE
         Message::Refused { batch_id, reason } => {
             dst.put_u8(TYPE_REFUSED);
             dst.put_u64(*batch_id);
-            put_str(dst, "reason", reason)?;
+            put_str(dst, "reason", cut(reason, MAX_REASON_BYTES))?;
         }
     }
     Ok(())
@@ -249,6 +348,18 @@ fn put_str(dst: &mut BytesMut, field: &'static str, value: &str) -> Result<(), P
     dst.put_u16(len);
     dst.put_slice(value.as_bytes());
     Ok(())
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn put_record(dst: &mut BytesMut, record: &Record) -> Result<(), ProtocolError> {
@@ -280,7 +391,14 @@ fn put_record(dst: &mut BytesMut, record: &Record) -> Result<(), ProtocolError> 
     dst.put_u8(record.transport as u8);
     dst.put_u8(record.parse as u8);
     dst.put_u8(u8::from(record.truncated));
-    put_str(dst, "source", &record.source)?;
+    if record.source.len() > MAX_SOURCE_BYTES {
+        return Err(ProtocolError::FieldTooLong {
+            field: "source",
+            len: record.source.len(),
+        });
+    }
+    dst.put_u32(record.source.len() as u32);
+    dst.put_slice(record.source.as_bytes());
     let raw_len = u32::try_from(record.raw.len()).map_err(|_| ProtocolError::FieldTooLong {
         field: "raw",
         len: record.raw.len(),
@@ -363,13 +481,24 @@ impl Reader {
         })
     }
 
-    /// A string field, shared with the previous record's when it is the same.
+    /// A string field with a `u16` length, shared with the previous record's when it is the
+    /// same.
     fn shared_string(
         &mut self,
         field: &'static str,
         pick: fn(&mut Reader) -> &mut SharedStr,
     ) -> Result<Arc<str>, ProtocolError> {
         let len = self.u16(field)? as usize;
+        self.shared_bytes_as_str(len, field, pick)
+    }
+
+    /// `len` bytes of UTF-8, shared with the previous record's when the text is the same.
+    fn shared_bytes_as_str(
+        &mut self,
+        len: usize,
+        field: &'static str,
+        pick: fn(&mut Reader) -> &mut SharedStr,
+    ) -> Result<Arc<str>, ProtocolError> {
         let bytes = self.bytes(len, field)?;
         pick(self)
             .get_utf8(&bytes)
@@ -419,7 +548,15 @@ impl Reader {
             value: parse_code.to_string(),
         })?;
         let truncated = self.flag("truncated")?;
-        let source = self.shared_string("source", |reader| &mut reader.sources)?;
+        let source_len = self.u32("source length")? as usize;
+        if source_len > MAX_SOURCE_BYTES {
+            return Err(ProtocolError::InvalidValue {
+                field: "source length",
+                value: format!("{source_len} bytes, over the cap of {MAX_SOURCE_BYTES}"),
+            });
+        }
+        let source =
+            self.shared_bytes_as_str(source_len, "source", |reader| &mut reader.sources)?;
         let raw_len = self.u32("raw length")? as usize;
         let raw = self.bytes(raw_len, "raw")?;
         Ok(Record {

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::protocol::{ForwardCodec, Message, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use super::protocol::{
+    ForwardCodec, Message, DEFAULT_MAX_FRAME_BYTES, MAX_REASON_BYTES, PROTOCOL_VERSION,
+};
 use crate::cluster::ClusterView;
 use crate::record::Record;
 use crate::store::{AppendTicket, StoreHandle};
@@ -146,6 +148,7 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
         Some(origin) => origin,
         None => return,
     };
+    framed.codec_mut().establish();
     let high_water_mark = ctx.store.high_water_mark(&origin);
     if framed
         .send(Message::HelloAck { high_water_mark })
@@ -201,11 +204,14 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
             }
         };
         for marker in records.iter().filter(|record| record.lost_from.is_some()) {
+            let text =
+                String::from_utf8_lossy(&marker.raw[..marker.raw.len().min(MAX_REASON_BYTES)]);
             warn!(
                 %origin,
                 from = marker.first_seq(),
                 to = marker.origin_seq,
-                "forwarder reports seqs lost before they were forwarded; storing its gap marker"
+                %text,
+                "forwarder reports seqs it could not forward; storing its gap marker"
             );
         }
         let Some(last_seq) = last_seq else {
@@ -270,7 +276,9 @@ async fn handshake(
     };
     let rejection = if version != PROTOCOL_VERSION {
         Some(format!(
-            "unsupported protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+            "unsupported forward protocol version {version}, this node speaks \
+             {PROTOCOL_VERSION}: nothing is forwarded between them until both run releases \
+             of one protocol version"
         ))
     } else if cluster_id != ctx.config.cluster_id {
         Some(format!(

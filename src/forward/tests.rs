@@ -114,7 +114,7 @@ pub(super) use crate::testutil::wait_until;
 pub(super) struct Master {
     pub(super) store: Store,
     pub(super) addr: SocketAddr,
-    stats: Arc<ServerStats>,
+    pub(super) stats: Arc<ServerStats>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _view_tx: watch::Sender<ClusterView>,
@@ -195,6 +195,14 @@ fn assert_exactly_once(
     }
 }
 
+/// The forwarder the tests run: small batches and window.
+pub(super) fn test_forwarder_config() -> ForwarderConfig {
+    let mut config = ForwarderConfig::new(CLUSTER, ORIGIN);
+    config.max_batch_records = 64;
+    config.max_batches_in_flight = 4;
+    config
+}
+
 pub(super) fn start_forwarder(
     spool_dir: &Path,
     spool: &Store,
@@ -205,10 +213,22 @@ pub(super) fn start_forwarder(
     CancellationToken,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
+    start_forwarder_with(spool_dir, spool, view_rx, test_forwarder_config())
+}
+
+/// `start_forwarder` with its own configuration.
+pub(super) fn start_forwarder_with(
+    spool_dir: &Path,
+    spool: &Store,
+    view_rx: watch::Receiver<ClusterView>,
+    config: ForwarderConfig,
+) -> (
+    Arc<ForwarderStats>,
+    Arc<ForwardProgress>,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let source = StoreSpool::new(spool_dir, ORIGIN, spool.handle()).unwrap();
-    let mut config = ForwarderConfig::new(CLUSTER, ORIGIN);
-    config.max_batch_records = 64;
-    config.max_batches_in_flight = 4;
     let stats = Arc::new(ForwarderStats::default());
     let progress = Arc::new(ForwardProgress::default());
     let cancel = CancellationToken::new();
@@ -395,8 +415,9 @@ async fn server_handshakes_refusals_and_bad_peers() {
         matches!(&answer, Message::Rejected { reason } if reason.contains("\"other\"")),
         "{answer:?}"
     );
-    // Version 1 (records without the gap-marker field) is refused with a clear reason.
-    for version in [1, 99] {
+    // Version 1 (records without the gap-marker field) and 2 (a u16 source length) are
+    // refused with a clear reason.
+    for version in [1, 2, 99] {
         let mut conn = connect(master.addr).await;
         conn.send(Message::Hello {
             version,
@@ -406,9 +427,9 @@ async fn server_handshakes_refusals_and_bad_peers() {
         .await
         .unwrap();
         let answer = conn.next().await.unwrap().unwrap();
-        let want = format!("unsupported protocol version {version}, this node speaks 2");
+        let want = format!("unsupported forward protocol version {version}, this node speaks 3");
         assert!(
-            matches!(&answer, Message::Rejected { reason } if *reason == want),
+            matches!(&answer, Message::Rejected { reason } if reason.starts_with(&want)),
             "{answer:?}"
         );
     }
@@ -656,4 +677,73 @@ async fn resuming_near_the_end_reads_only_a_recent_window() {
     assert_eq!(got, (1501..=3000).collect::<Vec<_>>());
     assert_eq!(source.num_scans(), 3, "5 min, 1 h, then 6 h");
     spool.close().unwrap();
+}
+
+/// Log lines written through `tracing` while it is the default subscriber of this thread.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Case 5 of issue #12: a stranger announcing a 16 MiB frame and sending nothing else is
+/// dropped at once with a clear log, instead of holding a connection (and, before, a 16 MiB
+/// reservation) until the handshake timeout. (Current-thread runtime: the server's tasks log
+/// on this thread, into the captured log.)
+#[tokio::test]
+async fn a_large_length_prefix_before_the_handshake_is_dropped_at_once() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let temp = tempfile::tempdir().unwrap();
+    let master = Master::start(temp.path(), "master").await;
+    let mut raw = TcpStream::connect(master.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &(16u32 * 1024 * 1024).to_be_bytes())
+        .await
+        .unwrap();
+    // Well under the 10 s handshake timeout.
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut raw, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "connection closed at once: {read:?}"
+    );
+    assert_eq!(
+        master
+            .stats
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let text = log.text();
+    assert!(
+        text.contains("bad hello frame, closing")
+            && text.contains(
+                "frame of 16777216 bytes before the handshake exceeds the limit of 4096 bytes"
+            ),
+        "log: {text}"
+    );
+    master.stop(temp.path()).await;
 }

@@ -32,6 +32,9 @@ use std::thread::JoinHandle;
 
 pub use error::{ReadError, StoreError, TryAppendError};
 pub use format::shardname;
+/// Largest encoded record (origin, peer, fields and raw bytes; the source is the shard's name)
+/// the store accepts: its frame payload cap. The forward protocol's frame is sized from it.
+pub const MAX_STORED_RECORD_BYTES: usize = format::frame::MAX_PAYLOAD_BYTES as usize;
 pub use handle::{AppendTicket, StoreHandle};
 pub use problem::{Problem, RecoveryReport, Truncation};
 pub use read::follower::Follower;

@@ -86,6 +86,16 @@ fn encode(message: Message) -> BytesMut {
     buf
 }
 
+/// Decodes one whole frame with a codec past the handshake.
+fn decode_established(mut bytes: BytesMut) -> Message {
+    let message = ForwardCodec::established(DEFAULT_MAX_FRAME_BYTES)
+        .decode(&mut bytes)
+        .unwrap()
+        .expect("a whole frame");
+    assert!(bytes.is_empty());
+    message
+}
+
 fn frame(payload: &[u8]) -> BytesMut {
     let mut buf = BytesMut::new();
     buf.put_u32(payload.len() as u32);
@@ -95,7 +105,7 @@ fn frame(payload: &[u8]) -> BytesMut {
 
 /// Decodes `input` in one go; `expected`: `Ok(messages)` or `Err(substring of the error)`.
 fn check(input: &[u8], expected: Result<Vec<Message>, &str>) {
-    let mut codec = ForwardCodec::new(1024);
+    let mut codec = ForwardCodec::established(1024);
     let mut buf = BytesMut::from(input);
     let mut decoded = Vec::new();
     let result = loop {
@@ -245,15 +255,238 @@ fn encoder_refuses_oversize_frames_and_fields_and_leaves_the_buffer_clean() {
         error.to_string().contains("exceeds the limit of 100"),
         "{error}"
     );
-    let long = Message::Rejected {
-        reason: "x".repeat(70_000),
+    let long_origin = Message::Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: "c".into(),
+        origin: "o".repeat(70_000),
     };
-    let error = ForwardCodec::default().encode(long, &mut buf).unwrap_err();
+    let error = ForwardCodec::default()
+        .encode(long_origin, &mut buf)
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "reason of 70000 bytes is too long to encode"
+        "origin of 70000 bytes is too long to encode"
+    );
+    // A hello must fit the receiver's pre-handshake limit.
+    let long_hello = Message::Hello {
+        version: PROTOCOL_VERSION,
+        cluster_id: "c".repeat(5000),
+        origin: "node-a".into(),
+    };
+    let error = ForwardCodec::default()
+        .encode(long_hello, &mut buf)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "frame of 5017 bytes before the handshake exceeds the limit of 4096 bytes"
     );
     assert_eq!(&buf[..], b"keep");
+}
+
+/// A refusal or rejection reason (error text, which may quote a long source name) is cut at
+/// a character boundary instead of failing the reply.
+#[test]
+fn long_reasons_are_cut_not_refused() {
+    let reason = format!(
+        "{}é{}",
+        "x".repeat(MAX_REASON_BYTES - 1),
+        "y".repeat(70_000)
+    );
+    let cut_reason = "x".repeat(MAX_REASON_BYTES - 1);
+    for (long, short) in [
+        (
+            Message::Rejected {
+                reason: reason.clone(),
+            },
+            Message::Rejected {
+                reason: cut_reason.clone(),
+            },
+        ),
+        (
+            Message::Refused {
+                batch_id: 3,
+                reason: reason.clone(),
+            },
+            Message::Refused {
+                batch_id: 3,
+                reason: cut_reason.clone(),
+            },
+        ),
+    ] {
+        // Read by a codec still in its handshake: an answer to a hello fits.
+        let mut bytes = encode(long);
+        assert!(bytes.len() < HELLO_MAX_FRAME_BYTES);
+        assert_eq!(
+            ForwardCodec::default().decode(&mut bytes).unwrap(),
+            Some(short)
+        );
+    }
+}
+
+/// Case 3 of issue #12: a source name longer than 65,535 bytes travels whole (version 3
+/// carries it with a `u32` length).
+#[test]
+fn a_source_name_over_64_kib_round_trips() {
+    let mut long = record(5);
+    long.source = "h".repeat(70_000).into();
+    let message = Message::Batch {
+        batch_id: 1,
+        records: Arc::new(vec![record(4), long, record(6)]),
+    };
+    let mut bytes = BytesMut::new();
+    ForwardCodec::default()
+        .encode(message.clone(), &mut bytes)
+        .unwrap();
+    assert_eq!(decode_established(bytes), message);
+}
+
+/// A source length over `MAX_SOURCE_BYTES` is refused before it is used.
+#[test]
+fn a_source_length_over_the_cap_is_refused() {
+    let good = encode(Message::Batch {
+        batch_id: 1,
+        records: Arc::new(vec![bare_record()]),
+    });
+    let mut payload = good[4..].to_vec();
+    // The bare record ends with the source length (u32, 0) and the raw length (u32, 0).
+    let source_len_at = payload.len() - 8;
+    payload[source_len_at..source_len_at + 4]
+        .copy_from_slice(&(MAX_SOURCE_BYTES as u32 + 1).to_be_bytes());
+    check(
+        &frame(&payload),
+        Err("invalid source length: 16777217 bytes, over the cap of 16777216"),
+    );
+}
+
+/// `unsendable` names each field over its cap and a record over the frame, and passes the
+/// rest; the encoder agrees with it.
+#[test]
+fn unsendable_names_what_does_not_fit() {
+    assert_eq!(unsendable(&record(1), 1024), None);
+    let mut big_source = bare_record();
+    big_source.source = "s".repeat(MAX_SOURCE_BYTES + 1).into();
+    let reason = unsendable(&big_source, DEFAULT_MAX_FRAME_BYTES).unwrap();
+    assert!(
+        reason.contains("source name of 16777217 bytes exceeds the protocol's cap"),
+        "{reason}"
+    );
+    let message = Message::Batch {
+        batch_id: 1,
+        records: Arc::new(vec![big_source]),
+    };
+    let mut buf = BytesMut::new();
+    let error = ForwardCodec::default()
+        .encode(message, &mut buf)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "source of 16777217 bytes is too long to encode"
+    );
+    let mut big_peer = record(1);
+    big_peer.peer = Some("p".repeat(70_000).into());
+    assert!(unsendable(&big_peer, DEFAULT_MAX_FRAME_BYTES)
+        .unwrap()
+        .contains("peer of 70000 bytes"));
+    let mut big_raw = record(1);
+    big_raw.raw = Bytes::from(vec![b'x'; 2000]);
+    let reason = unsendable(&big_raw, 1024).unwrap();
+    assert!(
+        reason.contains("over the frame limit of 1024 bytes"),
+        "{reason}"
+    );
+    // Exactly at the limit is sendable, one byte over is not.
+    let alone = BATCH_OVERHEAD_BYTES - 4 + encoded_record_len(&big_raw);
+    assert_eq!(unsendable(&big_raw, alone), None);
+    assert!(unsendable(&big_raw, alone - 1).is_some());
+    let mut codec = ForwardCodec::new(alone);
+    let batch = Message::Batch {
+        batch_id: 1,
+        records: Arc::new(vec![big_raw]),
+    };
+    codec.encode(batch, &mut buf).unwrap();
+    assert_eq!(buf.len(), 4 + alone);
+}
+
+/// Case 5 of issue #12: before the handshake a length prefix over the hello limit is refused
+/// at once, and nothing is reserved for it.
+#[test]
+fn a_large_length_prefix_before_the_handshake_is_refused_without_reserving() {
+    let mut codec = ForwardCodec::new(DEFAULT_MAX_FRAME_BYTES);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(16 * 1024 * 1024);
+    let error = codec.decode(&mut buf).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "frame of 16777216 bytes before the handshake exceeds the limit of 4096 bytes"
+    );
+    assert!(buf.capacity() <= 64, "capacity {}", buf.capacity());
+    // A hello-sized announcement waits for its bytes.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(HELLO_MAX_FRAME_BYTES as u32);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert!(
+        buf.capacity() <= 2 * READ_AHEAD_BYTES,
+        "capacity {}",
+        buf.capacity()
+    );
+}
+
+/// After the handshake a large frame is read, but the buffer grows with the bytes that
+/// arrive, not with the announced length.
+#[test]
+fn a_large_frame_after_the_handshake_reserves_only_what_arrived() {
+    let mut codec = ForwardCodec::new(DEFAULT_MAX_FRAME_BYTES);
+    codec.establish();
+    let announced = 16 * 1024 * 1024;
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(announced as u32);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert!(
+        buf.capacity() <= 2 * READ_AHEAD_BYTES,
+        "capacity {} for 4 bytes received",
+        buf.capacity()
+    );
+    // As bytes arrive (as a socket read fills the spare room), the room stays within a small
+    // multiple of what was received.
+    let mut received = buf.len();
+    while received < 4 * 1024 * 1024 {
+        let room = (buf.capacity() - buf.len()).max(1);
+        buf.put_bytes(0, room);
+        received += room;
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(
+            buf.capacity() <= 4 * received + 2 * READ_AHEAD_BYTES,
+            "capacity {} for {received} bytes received",
+            buf.capacity()
+        );
+    }
+}
+
+/// Every record the store accepts travels in one default frame: the largest stored record
+/// (`store::MAX_STORED_RECORD_BYTES` of origin, peer, fields and raw bytes) with a source name
+/// at the protocol's cap.
+#[test]
+fn the_largest_record_the_store_accepts_fits_a_default_frame() {
+    let mut record = record(7);
+    record.origin = "o".repeat(u16::MAX as usize).into();
+    record.peer = Some("p".repeat(u16::MAX as usize).into());
+    record.lost_from = Some(3);
+    record.source = "s".repeat(MAX_SOURCE_BYTES).into();
+    // The store's record: 24 fixed bytes, event time 12, first lost seq 8, origin and peer
+    // with u16 lengths, then the raw bytes (`store::format::codec::encoded_len`).
+    let stored_without_raw = 24 + 12 + 8 + 2 + record.origin.len() + 2 + u16::MAX as usize;
+    let raw_len = crate::store::MAX_STORED_RECORD_BYTES - stored_without_raw;
+    record.raw = Bytes::from(vec![b'x'; raw_len]);
+    assert_eq!(unsendable(&record, DEFAULT_MAX_FRAME_BYTES), None);
+    let message = Message::Batch {
+        batch_id: 1,
+        records: Arc::new(vec![record]),
+    };
+    let mut bytes = BytesMut::new();
+    ForwardCodec::default()
+        .encode(message.clone(), &mut bytes)
+        .unwrap();
+    assert_eq!(decode_established(bytes), message);
 }
 
 #[test]
@@ -317,8 +550,9 @@ fn a_largest_record_fits_a_default_frame() {
         batch_id: 1,
         records: Arc::new(vec![record]),
     };
-    let mut codec = ForwardCodec::default();
     let mut bytes = BytesMut::new();
-    codec.encode(message.clone(), &mut bytes).unwrap();
-    assert_eq!(codec.decode(&mut bytes).unwrap(), Some(message));
+    ForwardCodec::default()
+        .encode(message.clone(), &mut bytes)
+        .unwrap();
+    assert_eq!(decode_established(bytes), message);
 }
