@@ -441,6 +441,10 @@ fn a_large_frame_after_the_handshake_reserves_only_what_arrived() {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u32(announced as u32);
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    eprintln!(
+        "announced {announced} bytes, received 4: buffer capacity {}",
+        buf.capacity()
+    );
     assert!(
         buf.capacity() <= 2 * READ_AHEAD_BYTES,
         "capacity {} for 4 bytes received",
@@ -460,6 +464,10 @@ fn a_large_frame_after_the_handshake_reserves_only_what_arrived() {
             buf.capacity()
         );
     }
+    eprintln!(
+        "announced {announced} bytes, received {received}: buffer capacity {}",
+        buf.capacity()
+    );
 }
 
 /// Every record the store accepts travels in one default frame: the largest stored record
