@@ -156,7 +156,7 @@ fn malformed_journal_upload_gets_400_and_the_node_stays_up() {
     for (body, reason) in [
         (b"lower=case\n\n".to_vec(), "invalid field name"),
         (
-            [b"MESSAGE\n".as_slice(), &u64::MAX.to_le_bytes(), b"short"].concat(),
+            [b"MESSAGE\n".as_slice(), &100u64.to_le_bytes(), b"short"].concat(),
             "ends inside",
         ),
     ] {
@@ -253,7 +253,8 @@ fn an_uploader_retry_after_a_restart_or_kill_is_stored_once() {
     let messages = journal_messages(&node);
     assert_eq!(messages.len(), 7, "{messages:?}");
     assert!(messages.contains(&"journal-a entry 5".to_string()));
-    assert!(node.metric("starling_journal_duplicates_total") >= 12.0);
+    // Since the last start: the 5 of the first request and journal-a 2 and 3.
+    assert_eq!(node.metric("starling_journal_duplicates_total"), 7.0);
 
     // The real uploader: its entries, uploaded, then uploaded again from scratch after a
     // kill -9 (what a lost answer plus a lost state file look like to Starling).
