@@ -13,7 +13,7 @@
 //! Memory of one request, whatever the client sends: hyper's read buffer (256 KiB, which
 //! bounds a body chunk however long the chunk says it is), one entry of at most
 //! `max-message-bytes` in the decoder, one batch of [`BATCH_ENTRIES`] entries, at most
-//! [`MAX_PENDING_BATCHES`] tickets (older batches are awaited before more is read) and a
+//! [`MAX_PENDING_BATCHES`] small tickets (older batches are awaited before more is read) and a
 //! cursor memory of at most `api.upload-max-journals` journals.
 //!
 //! Retries: the uploader resends from its last saved cursor after a failure, so entries it
@@ -56,8 +56,11 @@ use crate::record::{ParseStatus, Record, Transport};
 const BATCH_ENTRIES: usize = 256;
 
 /// Batches of one request submitted and not yet awaited; past it the oldest is awaited
-/// before more of the body is read.
-const MAX_PENDING_BATCHES: usize = 8;
+/// before more of the body is read. The records themselves wait in the store's queue, which
+/// has its own bound; this bounds the tickets an endless body would pile up (a ticket is a
+/// few dozen bytes). As many as the pipeline's queue holds, so a long upload keeps the
+/// store's group commits as full as before.
+const MAX_PENDING_BATCHES: usize = 1024;
 
 pub const CONTENT_TYPE: &str = "application/vnd.fdo.journal";
 
@@ -261,16 +264,26 @@ impl UploadState {
 
     /// Rebuilds the cursor memory from this node's journal records in the store at
     /// `data_dir`, on a blocking thread; uploads wait until it is done. Call once, before
-    /// serving, from inside the runtime.
+    /// serving, from inside the runtime. The scan stops early once every clone of this
+    /// state is dropped (the API stopped), so it never holds up a shutdown.
     pub fn remember_stored(&mut self, data_dir: PathBuf) -> tokio::task::JoinHandle<()> {
         let (ready_tx, ready_rx) = watch::channel(false);
-        self.ready = ready_rx;
+        // The task's clone keeps the old receiver: `ready_tx` is closed once the API's
+        // clones are gone.
         let state = self.clone();
+        self.ready = ready_rx;
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let mut rebuilt = CursorMemory::new(state.limits.max_journals);
             let mut evicted = |journal: &str| state.upload_metrics.evicted(journal);
-            let scan = scan_store(&data_dir, &state.origin, &mut rebuilt, &mut evicted);
+            let mut wanted = || !ready_tx.is_closed();
+            let scan = scan_store(
+                &data_dir,
+                &state.origin,
+                &mut rebuilt,
+                &mut evicted,
+                &mut wanted,
+            );
             let num_journals = {
                 let mut memory = state.stored_cursors.lock().expect("cursor map poisoned");
                 memory.merge(rebuilt, &mut evicted);
@@ -283,6 +296,7 @@ impl UploadState {
                     num_records = scan.num_records,
                     num_journal_records = scan.num_journal_records,
                     num_unreadable = scan.num_unreadable,
+                    stopped = scan.stopped,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "journal upload cursors rebuilt from the store"
                 ),
@@ -312,22 +326,30 @@ pub struct StoreScan {
     pub num_records: u64,
     pub num_journal_records: u64,
     pub num_unreadable: u64,
+    /// Stopped before the end (the node is stopping).
+    pub stopped: bool,
 }
 
 /// Remembers the cursor of every journal record of `origin` in the store at `dir`, each as
 /// used when it was received (so the memory keeps the journals uploaded most recently).
-/// Reads one shard at a time; damaged frames are counted and skipped.
+/// Reads one shard at a time; damaged frames are counted and skipped. Stops early (with
+/// what it read) once `wanted` says false; it is asked every 4,096 records.
 pub fn scan_store(
     dir: &Path,
     origin: &str,
     memory: &mut CursorMemory,
     evicted: &mut dyn FnMut(&str),
+    wanted: &mut dyn FnMut() -> bool,
 ) -> Result<StoreScan, crate::store::StoreError> {
     let reader = crate::store::StoreReader::open(dir)?;
     let mut scan = StoreScan::default();
     let options = crate::store::ReadOptions::default();
     for shard in reader.shards() {
         for item in reader.read_shard(&shard, &options) {
+            if scan.num_records % 4096 == 0 && !wanted() {
+                scan.stopped = true;
+                return Ok(scan);
+            }
             let Ok(stored) = item else {
                 scan.num_unreadable += 1;
                 continue;
