@@ -8,7 +8,11 @@
 //! The decoder never allocates by a length it read: an entry keeps at most
 //! `max_entry_bytes` of its bytes (the rest is skipped while the structure is still followed,
 //! and the entry is flagged truncated), so a bogus binary length costs nothing but the wait
-//! for bytes that never come. No I/O here.
+//! for bytes that never come. Its memory is that, a field name and a few counters, whatever
+//! the input. An entry longer on the wire than `max_entry_wire_bytes` (if set) is an error
+//! ([`JournalError::EntryTooLarge`]) as soon as it passes the limit, or at once when a binary
+//! field announces a length past it, so an entry that never ends cannot hold a request open
+//! forever. No I/O here.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -30,6 +34,11 @@ pub enum JournalError {
     BinaryTerminator { name: String, offset: u64 },
     #[error("the upload ends inside an entry ({num_bytes} bytes of it)")]
     UnterminatedEntry { num_bytes: usize },
+    #[error(
+        "an entry at byte {offset} of the upload is larger than {limit} bytes \
+         (api.upload-max-entry-bytes)"
+    )]
+    EntryTooLarge { limit: u64, offset: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +61,8 @@ enum State {
 #[derive(Debug)]
 pub struct ExportDecoder {
     max_entry_bytes: usize,
+    /// The longest entry accepted on the wire (kept or skipped bytes alike).
+    max_entry_wire_bytes: u64,
     state: State,
     /// Bytes of the current entry kept so far (at most `max_entry_bytes`).
     entry: Vec<u8>,
@@ -61,12 +72,17 @@ pub struct ExportDecoder {
     length_bytes: [u8; 8],
     /// Bytes consumed from the whole body, for error offsets.
     offset: u64,
+    /// Where the current entry starts in the body, for error offsets.
+    entry_offset: u64,
 }
 
 impl ExportDecoder {
+    /// A decoder keeping at most `max_entry_bytes` of each entry, with no limit on an
+    /// entry's length on the wire.
     pub fn new(max_entry_bytes: usize) -> Self {
         ExportDecoder {
             max_entry_bytes,
+            max_entry_wire_bytes: u64::MAX,
             state: State::FieldStart,
             entry: Vec::new(),
             entry_len: 0,
@@ -74,6 +90,20 @@ impl ExportDecoder {
             name: Vec::new(),
             length_bytes: [0; 8],
             offset: 0,
+            entry_offset: 0,
+        }
+    }
+
+    /// Refuses (`EntryTooLarge`) an entry longer than `limit` bytes on the wire.
+    pub fn with_max_entry_wire_bytes(mut self, limit: u64) -> Self {
+        self.max_entry_wire_bytes = limit;
+        self
+    }
+
+    fn too_large(&self) -> JournalError {
+        JournalError::EntryTooLarge {
+            limit: self.max_entry_wire_bytes,
+            offset: self.entry_offset,
         }
     }
 
@@ -89,12 +119,16 @@ impl ExportDecoder {
         let raw = Bytes::from(std::mem::take(&mut self.entry));
         self.entry_len = 0;
         self.num_fields = 0;
+        self.entry_offset = self.offset;
         JournalEntry { raw, truncated }
     }
 
     /// Consumes bytes from `buffer` and returns the next complete entry, if any.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<JournalEntry>, JournalError> {
         while !buffer.is_empty() {
+            if self.entry_len > self.max_entry_wire_bytes {
+                return Err(self.too_large());
+            }
             match self.state {
                 State::FieldStart => {
                     if buffer[0] == b'\n' {
@@ -104,6 +138,7 @@ impl ExportDecoder {
                             return Ok(Some(self.finish_entry()));
                         }
                         // Extra blank lines between entries carry nothing.
+                        self.entry_offset = self.offset;
                         continue;
                     }
                     self.name.clear();
@@ -163,6 +198,13 @@ impl ExportDecoder {
                     self.state = if have == 8 {
                         match u64::from_le_bytes(self.length_bytes) {
                             0 => State::BinaryEnd,
+                            // Refused before waiting for data that would pass the limit.
+                            remaining
+                                if self.entry_len.saturating_add(remaining)
+                                    > self.max_entry_wire_bytes =>
+                            {
+                                return Err(self.too_large())
+                            }
                             remaining => State::BinaryData { remaining },
                         }
                     } else {
@@ -196,6 +238,9 @@ impl ExportDecoder {
                     self.state = State::FieldStart;
                 }
             }
+        }
+        if self.entry_len > self.max_entry_wire_bytes {
+            return Err(self.too_large());
         }
         Ok(None)
     }
@@ -412,6 +457,66 @@ mod tests {
         assert_eq!(
             fields(&entries[1].raw),
             vec![("NEXT".to_string(), b"ok".to_vec())]
+        );
+    }
+
+    #[test]
+    fn an_entry_longer_than_the_wire_limit_is_refused_as_soon_as_it_passes_it() {
+        let decode = |body: &[u8], chunk: usize| {
+            let mut decoder = ExportDecoder::new(100).with_max_entry_wire_bytes(1000);
+            let mut buffer = BytesMut::new();
+            let mut entries = Vec::new();
+            for piece in body.chunks(chunk) {
+                buffer.extend_from_slice(piece);
+                while let Some(entry) = decoder.decode(&mut buffer)? {
+                    entries.push(entry);
+                }
+            }
+            entries.extend(decoder.finish()?);
+            Ok::<_, JournalError>(entries)
+        };
+        // Within the limit: cut at 100 bytes and flagged, as without one.
+        let mut fits = b"A=1\n\n".to_vec();
+        fits.extend(binary_field("MESSAGE", &[b'x'; 900]));
+        fits.push(b'\n');
+        for chunk in [1, 7, fits.len()] {
+            let entries = decode(&fits, chunk).unwrap();
+            assert_eq!(entries.len(), 2);
+            assert!(entries[1].truncated && entries[1].raw.len() == 100);
+        }
+        // A text field that never ends: refused once past the limit, not at the body's end.
+        let mut endless = b"A=1\n\nMESSAGE=".to_vec();
+        endless.extend_from_slice(&[b'x'; 1200]);
+        for chunk in [1, 10, 300] {
+            let mut decoder = ExportDecoder::new(100).with_max_entry_wire_bytes(1000);
+            let mut buffer = BytesMut::new();
+            let mut fed = 0;
+            let error = loop {
+                let piece = &endless[fed..(fed + chunk).min(endless.len())];
+                fed += piece.len();
+                buffer.extend_from_slice(piece);
+                match decoder.decode(&mut buffer) {
+                    Ok(_) => assert!(fed < endless.len(), "never refused"),
+                    Err(error) => break error,
+                }
+            };
+            assert_eq!(
+                error,
+                JournalError::EntryTooLarge {
+                    limit: 1000,
+                    offset: 5
+                }
+            );
+            assert!(fed <= 5 + 1001 + chunk, "refused late: {fed} bytes fed");
+        }
+        // A binary length past the limit: refused at the length, before its data.
+        let announced = [b"MESSAGE\n".as_slice(), &1001u64.to_le_bytes()].concat();
+        assert_eq!(
+            decode(&announced, 3),
+            Err(JournalError::EntryTooLarge {
+                limit: 1000,
+                offset: 0
+            })
         );
     }
 

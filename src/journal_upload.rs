@@ -7,17 +7,34 @@
 //! closed spool gate holds the upload back, and the pipeline counts what it stored). The
 //! answer is sent only after every entry of the body is durable, so the uploader's saved
 //! cursor never moves past what Starling stored; 503 if the store refused or failed it. A
-//! malformed body gets a 400 with the reason and the connection is closed. This file does
-//! not touch the store.
+//! malformed body gets a 400 with the reason, an entry longer than
+//! `api.upload-max-entry-bytes` a 413, and the connection is closed.
+//!
+//! Memory of one request, whatever the client sends: hyper's read buffer (256 KiB, which
+//! bounds a body chunk however long the chunk says it is), one entry of at most
+//! `max-message-bytes` in the decoder, one batch of [`BATCH_ENTRIES`] entries, at most
+//! [`MAX_PENDING_BATCHES`] small tickets (older batches are awaited before more is read) and a
+//! cursor memory of at most `api.upload-max-journals` journals.
 //!
 //! Retries: the uploader resends from its last saved cursor after a failure, so entries it
-//! sent in a failed request may come again. Each entry's `__CURSOR` names its journal
-//! (`s=`) and its sequence number in it (`i=`); an entry at or below the highest sequence
-//! already stored for its journal is acknowledged without being stored again. That memory
-//! lives as long as the process.
+//! sent in a failed request may come again — also after Starling restarted or was killed
+//! between storing them and answering. Each entry's `__CURSOR` names its journal (`s=`, the
+//! journal's sequence-number id) and its sequence number in it (`i=`); an entry at or below
+//! the highest sequence already stored for its journal is acknowledged without being stored
+//! again. That memory ([`CursorMemory`]) keeps the newest sequence per journal for at most
+//! `api.upload-max-journals` journals (the least recently used is forgotten first, counted
+//! in `starling_journal_cursor_evictions_total` and logged), so network input cannot grow
+//! it. It is persisted by the records themselves: a stored entry's raw export bytes keep its
+//! `__CURSOR`, and at start-up [`UploadState::remember_stored`] rebuilds the memory from the
+//! node's own journal records in the store (the store's reader, `StoreReader::read_shard`)
+//! before any upload is served. No side file, so there is no window between storing
+//! entries and remembering their cursors: whatever is durable is remembered after a restart.
+//! A journal forgotten by eviction (or whose records retention deleted) is stored again if
+//! its uploader resends it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -26,25 +43,200 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures::StreamExt as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
-use crate::journal::{ExportDecoder, JournalEntry};
+use crate::journal::{ExportDecoder, JournalEntry, JournalError};
 use crate::pipeline::PipelineHandle;
 use crate::record::{ParseStatus, Record, Transport};
 
 /// Entries handed to the pipeline per batch.
 const BATCH_ENTRIES: usize = 256;
 
+/// Batches of one request submitted and not yet awaited; past it the oldest is awaited
+/// before more of the body is read. The records themselves wait in the store's queue, which
+/// has its own bound; this bounds the tickets an endless body would pile up (a ticket is a
+/// few dozen bytes). As many as the pipeline's queue holds, so a long upload keeps the
+/// store's group commits as full as before.
+const MAX_PENDING_BATCHES: usize = 1024;
+
 pub const CONTENT_TYPE: &str = "application/vnd.fdo.journal";
+
+/// What one upload may cost (from `[api]` and `[syslog]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Bytes of one entry kept; the rest is cut and the record flagged truncated.
+    pub max_entry_bytes: usize,
+    /// The longest entry accepted on the wire; longer ones get a 413.
+    pub max_entry_wire_bytes: u64,
+    /// Journals whose newest cursor is remembered (least recently used forgotten first).
+    pub max_journals: usize,
+}
+
+/// The upload's own metrics (registered next to its code).
+#[derive(Clone)]
+pub struct UploadMetrics {
+    cursor_evictions: Counter,
+    cursors: Gauge,
+}
+
+impl UploadMetrics {
+    pub fn register(registry: &mut Registry) -> UploadMetrics {
+        let metrics = UploadMetrics {
+            cursor_evictions: Counter::default(),
+            cursors: Gauge::default(),
+        };
+        registry.register(
+            "starling_journal_cursor_evictions",
+            "Journals whose newest upload cursor was forgotten to keep the cursor memory \
+             within api.upload-max-journals (a retry of theirs would be stored again)",
+            metrics.cursor_evictions.clone(),
+        );
+        registry.register(
+            "starling_journal_cursors",
+            "Journals whose newest upload cursor is remembered",
+            metrics.cursors.clone(),
+        );
+        metrics
+    }
+
+    fn evicted(&self, journal: &str) {
+        let total = self.cursor_evictions.inc() + 1;
+        // Logged at 1, 2, 4, 8, …: a flood of journal ids cannot flood the log.
+        if total.is_power_of_two() {
+            tracing::warn!(
+                journal,
+                total,
+                "forgot the upload cursor of the least recently used journal \
+                 (api.upload-max-journals reached)"
+            );
+        }
+    }
+}
+
+/// The newest cursor sequence per journal, for at most `capacity` journals; the least
+/// recently used (looked up or stored) is forgotten first.
+#[derive(Debug)]
+pub struct CursorMemory {
+    capacity: usize,
+    /// Journal → (highest sequence, last use).
+    journals: HashMap<String, (u64, u64)>,
+    /// (last use, journal), oldest first.
+    by_use: BTreeSet<(u64, String)>,
+    clock: u64,
+}
+
+impl CursorMemory {
+    pub fn new(capacity: usize) -> CursorMemory {
+        CursorMemory {
+            capacity: capacity.max(1),
+            journals: HashMap::new(),
+            by_use: BTreeSet::new(),
+            clock: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.journals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.journals.is_empty()
+    }
+
+    /// A use stamp later than every one so far (microseconds of the clock when it runs).
+    fn now(&mut self) -> u64 {
+        let wall = u64::try_from(chrono::Utc::now().timestamp_micros()).unwrap_or(0);
+        self.clock = (self.clock + 1).max(wall);
+        self.clock
+    }
+
+    fn touch(&mut self, journal: &str, used: u64) {
+        if let Some((_, last)) = self.journals.get_mut(journal) {
+            if used > *last {
+                self.by_use.remove(&(*last, journal.to_string()));
+                *last = used;
+                self.by_use.insert((used, journal.to_string()));
+            }
+        }
+    }
+
+    /// True when `sequence` of `journal` is at or below the newest remembered (a retry);
+    /// a remembered journal counts as used now.
+    pub fn seen(&mut self, journal: &str, sequence: u64) -> bool {
+        let Some(&(highest, _)) = self.journals.get(journal) else {
+            return false;
+        };
+        let now = self.now();
+        self.touch(journal, now);
+        sequence <= highest
+    }
+
+    /// The highest sequence remembered for `journal`.
+    pub fn highest(&self, journal: &str) -> Option<u64> {
+        self.journals.get(journal).map(|(highest, _)| *highest)
+    }
+
+    /// Remembers `sequence` of `journal` (if above what is remembered), used now.
+    pub fn remember(&mut self, journal: &str, sequence: u64, evicted: &mut dyn FnMut(&str)) {
+        let now = self.now();
+        self.remember_at(journal, sequence, now, evicted);
+    }
+
+    /// Remembers `sequence` of `journal` as used at `used` (a stamp in microseconds).
+    fn remember_at(
+        &mut self,
+        journal: &str,
+        sequence: u64,
+        used: u64,
+        evicted: &mut dyn FnMut(&str),
+    ) {
+        self.clock = self.clock.max(used);
+        if let Some((highest, _)) = self.journals.get_mut(journal) {
+            *highest = (*highest).max(sequence);
+            self.touch(journal, used);
+            return;
+        }
+        self.journals.insert(journal.to_string(), (sequence, used));
+        self.by_use.insert((used, journal.to_string()));
+        while self.journals.len() > self.capacity {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.journals.remove(&oldest);
+            evicted(&oldest);
+        }
+    }
+
+    /// Takes in every journal of `other`, in its order of use.
+    fn merge(&mut self, other: CursorMemory, evicted: &mut dyn FnMut(&str)) {
+        let CursorMemory {
+            mut journals,
+            by_use,
+            ..
+        } = other;
+        for (_, journal) in by_use {
+            if let Some((sequence, _)) = journals.remove(&journal) {
+                self.remember(&journal, sequence, evicted);
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct UploadState {
     pub pipeline: PipelineHandle,
     pub origin: Arc<str>,
-    pub max_entry_bytes: usize,
+    limits: UploadLimits,
     /// Per journal (`s=` of `__CURSOR`): the highest sequence number stored.
-    stored_cursors: Arc<Mutex<HashMap<String, u64>>>,
+    stored_cursors: Arc<Mutex<CursorMemory>>,
+    /// False while the cursor memory is being rebuilt from the store: uploads wait.
+    ready: watch::Receiver<bool>,
     /// Counts entries recognised as already stored (uploader retries).
     metrics: crate::telemetry::PipelineMetrics,
+    upload_metrics: UploadMetrics,
     listener_metrics: Arc<crate::listener::metrics::ListenerMetrics>,
 }
 
@@ -52,20 +244,129 @@ impl UploadState {
     pub fn new(
         pipeline: PipelineHandle,
         origin: String,
-        max_entry_bytes: usize,
+        limits: UploadLimits,
         listeners: &crate::listener::metrics::ListenerFamilies,
         metrics: crate::telemetry::PipelineMetrics,
+        upload_metrics: UploadMetrics,
     ) -> Self {
         let listener_metrics = listeners.listener("journal:/upload", Transport::Journal);
         UploadState {
             pipeline,
             origin: Arc::from(origin),
-            max_entry_bytes,
-            stored_cursors: Arc::default(),
+            limits,
+            stored_cursors: Arc::new(Mutex::new(CursorMemory::new(limits.max_journals))),
+            ready: watch::channel(true).1,
             metrics,
+            upload_metrics,
             listener_metrics,
         }
     }
+
+    /// Rebuilds the cursor memory from this node's journal records in the store at
+    /// `data_dir`, on a blocking thread; uploads wait until it is done. Call once, before
+    /// serving, from inside the runtime. The scan stops early once every clone of this
+    /// state is dropped (the API stopped), so it never holds up a shutdown.
+    pub fn remember_stored(&mut self, data_dir: PathBuf) -> tokio::task::JoinHandle<()> {
+        let (ready_tx, ready_rx) = watch::channel(false);
+        // The task's clone keeps the old receiver: `ready_tx` is closed once the API's
+        // clones are gone.
+        let state = self.clone();
+        self.ready = ready_rx;
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut rebuilt = CursorMemory::new(state.limits.max_journals);
+            let mut evicted = |journal: &str| state.upload_metrics.evicted(journal);
+            let mut wanted = || !ready_tx.is_closed();
+            let scan = scan_store(
+                &data_dir,
+                &state.origin,
+                &mut rebuilt,
+                &mut evicted,
+                &mut wanted,
+            );
+            let num_journals = {
+                let mut memory = state.stored_cursors.lock().expect("cursor map poisoned");
+                memory.merge(rebuilt, &mut evicted);
+                state.upload_metrics.cursors.set(memory.len() as i64);
+                memory.len()
+            };
+            match scan {
+                Ok(scan) => tracing::info!(
+                    num_journals,
+                    num_records = scan.num_records,
+                    num_journal_records = scan.num_journal_records,
+                    num_unreadable = scan.num_unreadable,
+                    stopped = scan.stopped,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "journal upload cursors rebuilt from the store"
+                ),
+                Err(error) => tracing::error!(
+                    %error,
+                    num_journals,
+                    "cannot read the store to rebuild the journal upload cursors: an \
+                     uploader's retry of entries stored before this start may be stored twice"
+                ),
+            }
+            ready_tx.send_replace(true);
+        })
+    }
+
+    /// The number of journals whose cursor is remembered.
+    pub fn num_remembered(&self) -> usize {
+        self.stored_cursors
+            .lock()
+            .expect("cursor map poisoned")
+            .len()
+    }
+}
+
+/// What a start-up scan of the store read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreScan {
+    pub num_records: u64,
+    pub num_journal_records: u64,
+    pub num_unreadable: u64,
+    /// Stopped before the end (the node is stopping).
+    pub stopped: bool,
+}
+
+/// Remembers the cursor of every journal record of `origin` in the store at `dir`, each as
+/// used when it was received (so the memory keeps the journals uploaded most recently).
+/// Reads one shard at a time; damaged frames are counted and skipped. Stops early (with
+/// what it read) once `wanted` says false; it is asked every 4,096 records.
+pub fn scan_store(
+    dir: &Path,
+    origin: &str,
+    memory: &mut CursorMemory,
+    evicted: &mut dyn FnMut(&str),
+    wanted: &mut dyn FnMut() -> bool,
+) -> Result<StoreScan, crate::store::StoreError> {
+    let reader = crate::store::StoreReader::open(dir)?;
+    let mut scan = StoreScan::default();
+    let options = crate::store::ReadOptions::default();
+    for shard in reader.shards() {
+        for item in reader.read_shard(&shard, &options) {
+            if scan.num_records % 4096 == 0 && !wanted() {
+                scan.stopped = true;
+                return Ok(scan);
+            }
+            let Ok(stored) = item else {
+                scan.num_unreadable += 1;
+                continue;
+            };
+            scan.num_records += 1;
+            let record = stored.record;
+            if record.transport != Transport::Journal || &*record.origin != origin {
+                continue;
+            }
+            scan.num_journal_records += 1;
+            if let Some((journal, sequence)) = cursor_position(&record.raw) {
+                let used = u64::try_from(record.received_at_micros).unwrap_or(0);
+                memory.remember_at(&journal, sequence, used, evicted);
+            }
+        }
+    }
+    Ok(scan)
 }
 
 /// The `/upload` route, to merge into the API's router. The server must provide
@@ -87,11 +388,33 @@ fn bad_request(reason: String) -> Response {
         .into_response()
 }
 
+fn refused(error: JournalError) -> Response {
+    match error {
+        JournalError::EntryTooLarge { .. } => {
+            tracing::warn!(%error, "journal upload refused");
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                format!("{error}\n"),
+            )
+                .into_response()
+        }
+        error => bad_request(error.to_string()),
+    }
+}
+
 /// `(journal id, sequence number)` from an entry's `__CURSOR`, if it has one.
 fn cursor_position(raw: &[u8]) -> Option<(String, u64)> {
-    let (_, cursor) = crate::journal::fields(raw)
-        .into_iter()
-        .find(|(name, _)| name == "__CURSOR")?;
+    // `systemd-journal-upload` sends `__CURSOR` first: read it without listing every field.
+    let cursor = match raw.strip_prefix(b"__CURSOR=") {
+        Some(rest) => rest[..rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len())].to_vec(),
+        None => {
+            crate::journal::fields(raw)
+                .into_iter()
+                .find(|(name, _)| name == "__CURSOR")?
+                .1
+        }
+    };
     let cursor = String::from_utf8(cursor).ok()?;
     let mut journal = None;
     let mut sequence = None;
@@ -123,13 +446,18 @@ pub async fn upload(
         )
             .into_response();
     }
-    let mut decoder = ExportDecoder::new(state.max_entry_bytes);
+    // Until the cursors stored before this start are known, a retry cannot be recognised.
+    // An error means the rebuild task is gone; it set nothing then, go on without it.
+    let _ = state.ready.clone().wait_for(|ready| *ready).await;
+    let mut decoder = ExportDecoder::new(state.limits.max_entry_bytes)
+        .with_max_entry_wire_bytes(state.limits.max_entry_wire_bytes);
     let mut buffer = BytesMut::new();
     let mut batch = Vec::new();
-    let mut stored = Vec::new();
+    let mut pending = VecDeque::new();
+    let mut num_stored = 0;
     let mut num_entries = 0u64;
     // Highest cursor sequence per journal in this body; remembered once durable.
-    let mut positions: HashMap<String, u64> = HashMap::new();
+    let mut positions = CursorMemory::new(state.limits.max_journals);
     let mut stream = body.into_data_stream();
     loop {
         let chunk = match stream.next().await {
@@ -146,13 +474,20 @@ pub async fn upload(
                     if batch.len() >= BATCH_ENTRIES {
                         let full = std::mem::take(&mut batch);
                         match state.pipeline.submit(Transport::Journal, full).await {
-                            Ok(batch_stored) => stored.push(batch_stored),
+                            Ok(batch_stored) => pending.push_back(batch_stored),
                             Err(error) => return unavailable(error),
+                        }
+                        while pending.len() > MAX_PENDING_BATCHES {
+                            let oldest = pending.pop_front().expect("more than zero");
+                            match oldest.durable().await {
+                                Ok(outcome) => num_stored += outcome.num_stored,
+                                Err(error) => return unavailable(error),
+                            }
                         }
                     }
                 }
                 Ok(None) => break,
-                Err(error) => return bad_request(error.to_string()),
+                Err(error) => return refused(error),
             }
         }
     }
@@ -163,16 +498,15 @@ pub async fn upload(
                 batch.extend(state.record(entry, peer, &mut positions));
             }
         }
-        Err(error) => return bad_request(error.to_string()),
+        Err(error) => return refused(error),
     }
     if !batch.is_empty() {
         match state.pipeline.submit(Transport::Journal, batch).await {
-            Ok(batch_stored) => stored.push(batch_stored),
+            Ok(batch_stored) => pending.push_back(batch_stored),
             Err(error) => return unavailable(error),
         }
     }
-    let mut num_stored = 0;
-    for batch_stored in stored {
+    for batch_stored in pending {
         match batch_stored.durable().await {
             Ok(outcome) => num_stored += outcome.num_stored,
             Err(error) => return unavailable(error),
@@ -180,10 +514,10 @@ pub async fn upload(
     }
     {
         let mut stored = state.stored_cursors.lock().expect("cursor map poisoned");
-        for (journal, sequence) in positions {
-            let highest = stored.entry(journal).or_insert(0);
-            *highest = (*highest).max(sequence);
-        }
+        stored.merge(positions, &mut |journal| {
+            state.upload_metrics.evicted(journal)
+        });
+        state.upload_metrics.cursors.set(stored.len() as i64);
     }
     tracing::debug!(%peer, num_entries, num_stored, "journal upload stored");
     (StatusCode::ACCEPTED, "OK.\n").into_response()
@@ -205,26 +539,24 @@ impl UploadState {
         &self,
         entry: JournalEntry,
         peer: SocketAddr,
-        positions: &mut HashMap<String, u64>,
+        positions: &mut CursorMemory,
     ) -> Option<Record> {
         if let Some((journal, sequence)) = cursor_position(&entry.raw) {
-            let stored = self.stored_cursors.lock().expect("cursor map poisoned");
-            if stored
-                .get(&journal)
-                .is_some_and(|highest| sequence <= *highest)
-            {
+            let mut stored = self.stored_cursors.lock().expect("cursor map poisoned");
+            if stored.seen(&journal, sequence) {
                 self.metrics.journal_duplicates(1);
                 return None;
             }
             drop(stored);
-            let highest = positions.entry(journal).or_insert(0);
-            *highest = (*highest).max(sequence);
+            positions.remember(&journal, sequence, &mut |journal| {
+                self.upload_metrics.evicted(journal)
+            });
         }
         self.listener_metrics
             .messages_received(1, entry.raw.len() as u64);
         if entry.truncated {
             self.listener_metrics
-                .message_truncated(Some(peer), self.max_entry_bytes);
+                .message_truncated(Some(peer), self.limits.max_entry_bytes);
         }
         Some(Record {
             received_at_micros: chrono::Utc::now().timestamp_micros(),
@@ -259,6 +591,188 @@ mod tests {
 
     const ORIGIN: &str = "node-a";
     const TIMEOUT: Duration = Duration::from_secs(10);
+    const LIMITS: UploadLimits = UploadLimits {
+        max_entry_bytes: 65536,
+        max_entry_wire_bytes: 1 << 30,
+        max_journals: 16,
+    };
+
+    fn body_of(journal: &str, sequences: std::ops::RangeInclusive<u64>) -> String {
+        sequences
+            .map(|i| {
+                format!("__CURSOR=s={journal};i={i:x}\nMESSAGE={journal} {i}\n_HOSTNAME=h\n\n")
+            })
+            .collect()
+    }
+
+    /// A store, a pipeline and an upload state on `dir`, with the cursor memory rebuilt from
+    /// the store; the test closes them with `close`.
+    struct Harness {
+        store: Store,
+        pipeline: Pipeline,
+        records_tx: Option<tokio::sync::mpsc::Sender<Vec<Record>>>,
+        state: UploadState,
+        metrics: PipelineMetrics,
+        registry: prometheus_client::registry::Registry,
+    }
+
+    impl Harness {
+        async fn open(dir: &std::path::Path) -> Harness {
+            let (store, _) = Store::open(dir, ORIGIN, StoreConfig::default()).unwrap();
+            let (_progress_tx, progress_rx) = watch::channel(Progress::default());
+            let mut registry = prometheus_client::registry::Registry::default();
+            let metrics = PipelineMetrics::register(&mut registry);
+            let listeners = ListenerFamilies::register(&mut registry, &metrics);
+            let (pipeline, records_tx) = Pipeline::start(PipelineStart {
+                store: store.handle(),
+                origin: ORIGIN.to_string(),
+                gate: Arc::new(SpoolGate::new(u64::MAX)),
+                progress: progress_rx,
+                metrics: metrics.clone(),
+            });
+            let upload_metrics = UploadMetrics::register(&mut registry);
+            let mut state = UploadState::new(
+                pipeline.handle(),
+                ORIGIN.into(),
+                LIMITS,
+                &listeners,
+                metrics.clone(),
+                upload_metrics,
+            );
+            state.remember_stored(dir.to_path_buf());
+            Harness {
+                store,
+                pipeline,
+                records_tx: Some(records_tx),
+                state,
+                metrics,
+                registry,
+            }
+        }
+
+        async fn post(&self, body: String) -> StatusCode {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, CONTENT_TYPE.parse().unwrap());
+            let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+            upload(
+                State(self.state.clone()),
+                ConnectInfo(peer),
+                headers,
+                Body::from(body),
+            )
+            .await
+            .status()
+        }
+
+        fn rendered(&self) -> String {
+            crate::telemetry::render(&self.registry, crate::telemetry::Format::Text)
+        }
+
+        async fn close(mut self) {
+            drop(self.records_tx.take());
+            self.pipeline.drain();
+            self.pipeline
+                .stop(tokio::time::Instant::now() + TIMEOUT)
+                .await;
+            self.store.close().unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_journal_ids_do_not_grow_the_cursor_memory_past_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let harness = Harness::open(dir.path()).await;
+        // 1,000 distinct journal ids, 50 per request (more than the cap in one body too).
+        for request in 0..20 {
+            let body: String = (0..50)
+                .map(|j| body_of(&format!("spoofed-{request}-{j}"), 1..=1))
+                .collect();
+            assert_eq!(harness.post(body).await, StatusCode::ACCEPTED);
+            assert!(harness.state.num_remembered() <= LIMITS.max_journals);
+        }
+        assert_eq!(harness.state.num_remembered(), LIMITS.max_journals);
+        let rendered = harness.rendered();
+        assert!(
+            rendered.contains("starling_journal_cursor_evictions_total 984"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("starling_journal_cursors 16"),
+            "{rendered}"
+        );
+        // The most recently used journals are the ones remembered.
+        assert_eq!(
+            harness.post(body_of("spoofed-19-49", 1..=1)).await,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(harness.metrics.num_stored(Transport::Journal), 1000);
+        harness.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_after_reopening_the_store_is_recognised_from_the_stored_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let harness = Harness::open(dir.path()).await;
+        assert_eq!(
+            harness.post(body_of("j1", 1..=5)).await,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            harness.post(body_of("j2", 1..=2)).await,
+            StatusCode::ACCEPTED
+        );
+        harness.close().await;
+
+        // A new process: nothing but the store.
+        let harness = Harness::open(dir.path()).await;
+        assert_eq!(
+            harness.post(body_of("j1", 3..=7)).await,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            harness.post(body_of("j2", 1..=2)).await,
+            StatusCode::ACCEPTED
+        );
+        assert_eq!(
+            harness.metrics.num_stored(Transport::Journal),
+            2,
+            "only j1 6 and 7"
+        );
+        let highest = {
+            let memory = harness.state.stored_cursors.lock().unwrap();
+            (memory.highest("j1"), memory.highest("j2"))
+        };
+        assert_eq!(highest, (Some(7), Some(2)));
+        harness.close().await;
+        assert_eq!(
+            crate::store::StoreReader::open(dir.path())
+                .unwrap()
+                .read(&Default::default())
+                .count(),
+            9
+        );
+    }
+
+    #[test]
+    fn the_cursor_memory_forgets_the_least_recently_used_journal() {
+        let mut memory = CursorMemory::new(2);
+        let mut evicted = Vec::new();
+        let mut note = |journal: &str| evicted.push(journal.to_string());
+        memory.remember("a", 5, &mut note);
+        memory.remember("b", 1, &mut note);
+        assert!(memory.seen("a", 5), "a is used now, b is the oldest");
+        memory.remember("c", 1, &mut note);
+        memory.remember("a", 3, &mut note);
+        assert_eq!(evicted, ["b"]);
+        assert_eq!(memory.len(), 2);
+        assert_eq!(
+            memory.highest("a"),
+            Some(5),
+            "only the newest cursor is kept"
+        );
+        assert!(!memory.seen("b", 1));
+        assert!(!memory.seen("a", 6));
+    }
 
     async fn wait_until(what: &str, condition: impl FnMut() -> bool) {
         assert!(
@@ -309,9 +823,10 @@ mod tests {
         let state = UploadState::new(
             pipeline.handle(),
             ORIGIN.into(),
-            65536,
+            LIMITS,
             &listeners,
             metrics.clone(),
+            UploadMetrics::register(&mut registry),
         );
         let body: String = (1..=3)
             .map(|i| format!("__CURSOR=s=journal1;i={i:x}\nMESSAGE=entry {i}\n_HOSTNAME=h\n\n"))

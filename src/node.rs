@@ -151,13 +151,21 @@ impl Node {
         let api_cancel = CancellationToken::new();
         let mut api_task = None;
         if let Some(listener) = api_listener {
-            let upload = crate::journal_upload::UploadState::new(
+            let upload_metrics = crate::journal_upload::UploadMetrics::register(&mut registry);
+            let mut upload = crate::journal_upload::UploadState::new(
                 pipeline.handle(),
                 node_id.clone(),
-                config.syslog.max_message_bytes,
+                crate::journal_upload::UploadLimits {
+                    max_entry_bytes: config.syslog.max_message_bytes,
+                    max_entry_wire_bytes: config.api.upload_max_entry_bytes,
+                    max_journals: config.api.upload_max_journals,
+                },
                 &listener_metrics,
                 pipeline_metrics.clone(),
+                upload_metrics,
             );
+            // Uploads wait until the cursors of the journal records already stored are known.
+            upload.remember_stored(data_dir.clone());
             let state =
                 crate::api::ApiState::new(Arc::new(registry)).with_status(cluster.status_fn());
             let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));

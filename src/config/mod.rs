@@ -242,6 +242,12 @@ pub struct ApiSection {
     /// timeout: a long upload that keeps sending is never cut).
     #[serde(deserialize_with = "crate::timespec::duration")]
     pub body_timeout: Duration,
+    /// The longest journal entry `POST /upload` accepts on the wire (413 past it); entries
+    /// are kept up to `syslog.max-message-bytes` and cut beyond it either way.
+    pub upload_max_entry_bytes: u64,
+    /// Journals whose newest upload cursor is remembered (to recognise retries); the least
+    /// recently used is forgotten first.
+    pub upload_max_journals: usize,
 }
 
 impl Default for ApiSection {
@@ -251,6 +257,10 @@ impl Default for ApiSection {
             max_connections: 256,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            // Above systemd's own limit on a journal entry (768 MiB of data), so no entry
+            // journald wrote is refused by default.
+            upload_max_entry_bytes: 1 << 30,
+            upload_max_journals: 4096,
         }
     }
 }
@@ -448,6 +458,18 @@ impl Config {
             return Err(invalid(
                 "api.body-timeout",
                 "must be greater than zero".into(),
+            ));
+        }
+        if self.api.upload_max_entry_bytes == 0 {
+            return Err(invalid(
+                "api.upload-max-entry-bytes",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.api.upload_max_journals == 0 {
+            return Err(invalid(
+                "api.upload-max-journals",
+                "must be at least 1".into(),
             ));
         }
         Ok(())

@@ -68,6 +68,37 @@ fn full_file_parses() {
 }
 
 #[test]
+fn upload_limits_parse_and_name_their_key_when_wrong() {
+    let config =
+        Config::parse_toml("[api]\nupload-max-entry-bytes = 1048576\nupload-max-journals = 10\n")
+            .unwrap();
+    config.validate().unwrap();
+    assert_eq!(
+        (
+            config.api.upload_max_entry_bytes,
+            config.api.upload_max_journals
+        ),
+        (1 << 20, 10)
+    );
+    let defaults = ApiSection::default();
+    assert_eq!(
+        (
+            defaults.upload_max_entry_bytes,
+            defaults.upload_max_journals
+        ),
+        (1 << 30, 4096)
+    );
+    check_error(
+        "[api]\nupload-max-entry-bytes = 0\n",
+        "`api.upload-max-entry-bytes`: must be at least 1",
+    );
+    check_error(
+        "[api]\nupload-max-journals = 0\n",
+        "`api.upload-max-journals`: must be at least 1",
+    );
+}
+
+#[test]
 fn api_limits_parse_and_name_their_key_when_wrong() {
     let config = Config::parse_toml(
         "[api]\nmax-connections = 8\nheader-timeout = \"2s\"\nbody-timeout = \"5m\"\n",
