@@ -1,7 +1,8 @@
 //! The ingest pipeline: the one way records of this node's inputs reach the store. Every
 //! input hands its batches here — the syslog listeners through a bounded channel (they only
-//! see an `mpsc::Sender<Vec<Record>>`), the journald upload through a [`PipelineHandle`] —
-//! and every batch passes the same stages: the spool gate (`gate`: wait while the
+//! see an [`Intake`]), the journald upload through a [`PipelineHandle`] — and every batch
+//! passes the same stages: the byte budget (`budget`: at most `pipeline-max-bytes` of records
+//! between the inputs and the store's commit), the spool gate (`gate`: wait while the
 //! unforwarded backlog is over `spool-max-bytes`), the append (awaiting store queue room, so
 //! a slow disk slows the sender), durability tracking and the counters (records stored per
 //! transport once durable, records the store refused, records whose commit failed by
@@ -13,6 +14,7 @@
 //! no socket and no protocol, and does not move the forwarder's acknowledged mark (it reads
 //! it, pushed by `forward::progress`).
 
+pub mod budget;
 pub mod gate;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::record::{Record, Transport};
 use crate::store::{AppendOutcome, AppendTicket, StoreError, StoreHandle};
 use crate::telemetry::{FailReason, PipelineMetrics};
 
+pub use budget::{Batch, ByteBudget, Intake};
 pub use gate::SpoolGate;
 
 /// Batches in flight between the listeners and the store.
@@ -58,6 +61,7 @@ pub struct Pipeline {
 pub struct PipelineHandle {
     store: StoreHandle,
     gate: Arc<SpoolGate>,
+    budget: Arc<ByteBudget>,
     metrics: PipelineMetrics,
     /// Fired at shutdown: the gate no longer holds anything back, so all that was read is
     /// stored.
@@ -78,16 +82,23 @@ pub struct Stored {
 }
 
 impl Pipeline {
-    /// Starts the ingest, durability and gate tasks; returns the pipeline and the sender the
-    /// listeners get. The ingest task ends once every clone of the sender is dropped.
-    pub fn start(start: PipelineStart) -> (Pipeline, mpsc::Sender<Vec<Record>>) {
+    /// [`Pipeline::start_budgeted`] with the default budget (`budget::DEFAULT_MAX_BYTES`).
+    pub fn start(start: PipelineStart) -> (Pipeline, Intake) {
+        let budget = Arc::new(ByteBudget::new(budget::DEFAULT_MAX_BYTES));
+        Pipeline::start_budgeted(start, budget)
+    }
+
+    /// Starts the ingest, durability and gate tasks; returns the pipeline and the intake the
+    /// listeners get. The ingest task ends once every clone of the intake is dropped.
+    pub fn start_budgeted(start: PipelineStart, budget: Arc<ByteBudget>) -> (Pipeline, Intake) {
         let handle = PipelineHandle {
             store: start.store.clone(),
             gate: start.gate.clone(),
+            budget: Arc::clone(&budget),
             metrics: start.metrics,
             drain: CancellationToken::new(),
         };
-        let (records_tx, records_rx) = mpsc::channel(CAPACITY_BATCHES);
+        let (records_tx, records_rx) = Intake::channel(CAPACITY_BATCHES, budget);
         let (stored_tx, stored_rx) = mpsc::channel(DURABILITY_QUEUE_BATCHES);
         let ingest_task = tokio::spawn(ingest_loop(records_rx, handle.clone(), stored_tx));
         let durability_task = tokio::spawn(durability_loop(stored_rx));
@@ -130,19 +141,44 @@ impl Pipeline {
 }
 
 impl PipelineHandle {
-    /// Passes the spool gate, then appends `batch` (records of `transport`, stamped with this
-    /// node's origin and no sequence), awaiting room in the store's queue. A refusal is
-    /// counted and logged.
+    /// Passes the spool gate, waits for `batch`'s bytes of the budget, then appends it
+    /// (records of `transport`, stamped with this node's origin and no sequence), awaiting
+    /// room in the store's queue. A refusal is counted and logged.
     pub async fn submit(
         &self,
         transport: Transport,
         batch: Vec<Record>,
     ) -> Result<Stored, StoreError> {
         self.gate.wait_for_room(&self.drain).await;
+        let permit = self
+            .budget
+            .acquire(budget::batch_bytes(&batch))
+            .await
+            .map_err(|budget::Closed| StoreError::Closed)?;
+        self.append(transport, batch, permit).await
+    }
+
+    /// `submit` of a listener batch, which holds its budget already.
+    async fn submit_batch(&self, transport: Transport, batch: Batch) -> Result<Stored, StoreError> {
+        self.gate.wait_for_room(&self.drain).await;
+        self.append(transport, batch.records, batch.permit).await
+    }
+
+    /// Appends `batch`; the store releases `permit` once its writer is done with the batch.
+    async fn append(
+        &self,
+        transport: Transport,
+        batch: Vec<Record>,
+        permit: budget::BudgetPermit,
+    ) -> Result<Stored, StoreError> {
         let num_records = batch.len() as u64;
         self.gate
             .appended(batch.iter().map(gate::estimated_bytes).sum());
-        match self.store.append(batch).await {
+        match self
+            .store
+            .append_holding(batch, Some(Box::new(permit)))
+            .await
+        {
             Ok(ticket) => Ok(Stored {
                 transport,
                 num_records,
@@ -211,18 +247,18 @@ fn fail_reason(error: &StoreError) -> FailReason {
 }
 
 /// Submits every batch the listeners produce, in order; a full store queue or a closed spool
-/// gate makes this wait, which fills the channel, which slows TCP readers and makes UDP
-/// listeners drop and count.
+/// gate makes this wait, which fills the channel and the budget, which slows TCP readers and
+/// makes UDP listeners drop and count.
 async fn ingest_loop(
-    mut records_rx: mpsc::Receiver<Vec<Record>>,
+    mut records_rx: mpsc::Receiver<Batch>,
     pipeline: PipelineHandle,
     stored_tx: mpsc::Sender<Stored>,
 ) {
     while let Some(batch) = records_rx.recv().await {
-        let Some(transport) = batch.first().map(|record| record.transport) else {
+        let Some(transport) = batch.records.first().map(|record| record.transport) else {
             continue;
         };
-        if let Ok(stored) = pipeline.submit(transport, batch).await {
+        if let Ok(stored) = pipeline.submit_batch(transport, batch).await {
             if stored_tx.send(stored).await.is_err() {
                 tracing::error!("durability tracking stopped; records are still stored");
             }

@@ -14,7 +14,7 @@ use crate::testutil::wait_until;
 struct Running {
     addr: SocketAddr,
     ctx: Arc<ListenerContext>,
-    records_rx: mpsc::Receiver<Vec<Record>>,
+    records_rx: mpsc::Receiver<crate::pipeline::Batch>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
