@@ -32,6 +32,10 @@ use metrics::ListenerMetrics;
 
 /// Default number of records a listener hands over at once (at most).
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1024;
+/// On shutdown a listener keeps reading what the kernel already holds (TCP: what the sender
+/// sent before; UDP: the sockets' receive buffers) for at most this long (within the node's
+/// shutdown deadline).
+pub(crate) const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a running listener needs from the node.
 pub struct ListenerContext {
@@ -101,12 +105,12 @@ impl ListenerContext {
         let num_records = batch.len() as u64;
         match self.records_tx.try_send(batch) {
             Ok(()) => true,
-            Err(NotSent::Full) => {
+            Err((NotSent::Full, _)) => {
                 self.metrics
                     .pipeline_dropped(DropReason::QueueFull, num_records);
                 true
             }
-            Err(NotSent::Closed) => {
+            Err((NotSent::Closed, _)) => {
                 self.metrics
                     .pipeline_dropped(DropReason::PipelineClosed, num_records);
                 false

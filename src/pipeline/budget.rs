@@ -184,19 +184,19 @@ impl Intake {
     }
 
     /// Hands `records` over if budget and channel have room now; never waits. A batch that
-    /// is not sent is dropped (its budget with it).
-    pub fn try_send(&self, records: Vec<Record>) -> Result<(), NotSent> {
+    /// is not sent is given back (its budget released).
+    pub fn try_send(&self, records: Vec<Record>) -> Result<(), (NotSent, Vec<Record>)> {
         if self.tx.is_closed() {
-            return Err(NotSent::Closed);
+            return Err((NotSent::Closed, records));
         }
         let Some(permit) = self.budget.try_acquire(batch_bytes(&records)) else {
-            return Err(NotSent::Full);
+            return Err((NotSent::Full, records));
         };
         self.tx
             .try_send(Batch { records, permit })
             .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => NotSent::Full,
-                mpsc::error::TrySendError::Closed(_) => NotSent::Closed,
+                mpsc::error::TrySendError::Full(batch) => (NotSent::Full, batch.records),
+                mpsc::error::TrySendError::Closed(batch) => (NotSent::Closed, batch.records),
             })
     }
 }
