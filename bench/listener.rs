@@ -56,7 +56,8 @@ fn context(
     Arc<AtomicU64>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (records_tx, mut records_rx) = tokio::sync::mpsc::channel(64);
+    let budget = Arc::new(starling::pipeline::ByteBudget::new(u64::MAX));
+    let (records_tx, mut records_rx) = starling::pipeline::Intake::channel(64, budget);
     let ctx = Arc::new(ListenerContext {
         name: "bench".to_owned(),
         ingest: IngestConfig {
@@ -71,7 +72,7 @@ fn context(
     let counter = Arc::clone(&num_records);
     let drain = tokio::spawn(async move {
         while let Some(batch) = records_rx.recv().await {
-            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            counter.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
             NUM_BATCHES.fetch_add(1, Ordering::Relaxed);
         }
     });

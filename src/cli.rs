@@ -96,6 +96,9 @@ pub struct RunArgs {
     /// `syslog.max-message-bytes`.
     #[arg(long, value_name = "BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// `syslog.pipeline-max-bytes`.
+    #[arg(long, value_name = "BYTES")]
+    pub pipeline_max_bytes: Option<u64>,
     /// `syslog.max-connections`.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -356,6 +359,7 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     )?;
     let syslog = &mut config.syslog;
     set(&mut syslog.max_message_bytes, &args.max_message_bytes);
+    set(&mut syslog.pipeline_max_bytes, &args.pipeline_max_bytes);
     set(&mut syslog.max_connections, &args.max_connections);
     duration(&mut syslog.idle_timeout, &args.idle_timeout)?;
     set(&mut syslog.udp_sockets, &args.udp_sockets);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::listener::syslog::{SyslogListeners, SyslogStart};
-use crate::pipeline::{Pipeline, PipelineStart, SpoolGate};
+use crate::pipeline::{ByteBudget, Pipeline, PipelineStart, SpoolGate};
 use crate::store::Store;
 use crate::telemetry::PipelineMetrics;
 
@@ -129,13 +129,18 @@ impl Node {
         addresses.gossip = Some(cluster.gossip_addr);
         addresses.forward = Some(cluster.forward_addr);
 
-        let (pipeline, records_tx) = Pipeline::start(PipelineStart {
-            store: store.handle(),
-            origin: node_id.clone(),
-            gate: spool_gate,
-            progress: cluster.progress(),
-            metrics: pipeline_metrics.clone(),
-        });
+        let budget = Arc::new(ByteBudget::new(config.syslog.pipeline_max_bytes));
+        budget.register_metrics(&mut registry);
+        let (pipeline, records_tx) = Pipeline::start_budgeted(
+            PipelineStart {
+                store: store.handle(),
+                origin: node_id.clone(),
+                gate: spool_gate,
+                progress: cluster.progress(),
+                metrics: pipeline_metrics.clone(),
+            },
+            budget,
+        );
         let listeners = SyslogListeners::start(SyslogStart {
             syslog: &config.syslog,
             udp: config.udp_listeners(),

@@ -72,10 +72,13 @@ pub fn render(registry: &Registry, format: Format) -> String {
 /// Why records did not reach the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The bounded pipeline channel was full (UDP cannot wait).
+    /// The pipeline had no room, in its bounded channel or its byte budget (UDP cannot wait).
     QueueFull,
     /// The pipeline was gone (shutting down).
     PipelineClosed,
+    /// Datagrams still in a UDP socket's buffer when the shutdown drain's deadline passed,
+    /// counted without being read.
+    ShutdownUnread,
     /// The store refused the batch (logged with the reason).
     StoreError,
 }
@@ -85,6 +88,7 @@ impl DropReason {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::PipelineClosed => "pipeline_closed",
+            DropReason::ShutdownUnread => "shutdown_unread",
             DropReason::StoreError => "store_error",
         }
     }

@@ -121,6 +121,9 @@ pub struct SyslogConfig {
     pub tcp: Vec<Listener>,
     /// Longer messages are truncated to this many bytes and flagged.
     pub max_message_bytes: usize,
+    /// Bytes of records in flight between the inputs (syslog listeners, journald uploads)
+    /// and the store's commit; past it TCP is pushed back and UDP drops and counts.
+    pub pipeline_max_bytes: u64,
     /// Concurrent TCP connections per listener.
     pub max_connections: usize,
     #[serde(deserialize_with = "crate::timespec::duration")]
@@ -145,6 +148,7 @@ impl Default for SyslogConfig {
             udp: vec![any.clone()],
             tcp: vec![any],
             max_message_bytes: 64 * 1024,
+            pipeline_max_bytes: crate::pipeline::budget::DEFAULT_MAX_BYTES,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(600),
             udp_sockets: 0,
@@ -408,6 +412,15 @@ impl Config {
                 format!(
                     "{} is outside 480..={MAX_MESSAGE_BYTES_LIMIT}",
                     syslog.max_message_bytes
+                ),
+            ));
+        }
+        if syslog.pipeline_max_bytes < syslog.max_message_bytes as u64 {
+            return Err(invalid(
+                "syslog.pipeline-max-bytes",
+                format!(
+                    "{} is less than syslog.max-message-bytes ({})",
+                    syslog.pipeline_max_bytes, syslog.max_message_bytes
                 ),
             ));
         }

@@ -166,6 +166,12 @@ impl ListenerFamilies {
                 transport,
                 DropReason::PipelineClosed,
             ),
+            dropped_shutdown_unread: if transport == Transport::Udp {
+                self.pipeline
+                    .dropped(name, transport, DropReason::ShutdownUnread)
+            } else {
+                Counter::default()
+            },
         })
     }
 }
@@ -188,6 +194,7 @@ pub struct ListenerMetrics {
     idle_timeouts: Counter,
     dropped_queue_full: Counter,
     dropped_pipeline_closed: Counter,
+    dropped_shutdown_unread: Counter,
 }
 
 impl ListenerMetrics {
@@ -228,6 +235,7 @@ impl ListenerMetrics {
         let counter = match reason {
             DropReason::QueueFull => &self.dropped_queue_full,
             DropReason::PipelineClosed => &self.dropped_pipeline_closed,
+            DropReason::ShutdownUnread => &self.dropped_shutdown_unread,
             // A listener hands batches to the pipeline; it never talks to the store.
             DropReason::StoreError => return,
         };
@@ -280,6 +288,7 @@ impl ListenerMetrics {
         match reason {
             DropReason::QueueFull => self.dropped_queue_full.get(),
             DropReason::PipelineClosed => self.dropped_pipeline_closed.get(),
+            DropReason::ShutdownUnread => self.dropped_shutdown_unread.get(),
             DropReason::StoreError => 0,
         }
     }

@@ -3,8 +3,8 @@
 //! Owns the sockets' read loops: framing, turning messages into records (`ingest`), counting,
 //! and handing batches of records to a bounded channel. The caller binds the sockets and
 //! passes them in, and owns the channel's other end; listeners know nothing of the store.
-//! TCP awaits room in the channel (a slow pipeline slows the sender), UDP cannot wait and
-//! drops and counts. On cancellation a listener stops reading, hands over what it has read
+//! TCP awaits room in the channel and the pipeline's byte budget (a slow pipeline slows the
+//! sender), UDP cannot wait and drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
 //!
 //! Wiring: the node registers one [`metrics::ListenerFamilies`] in its registry and starts
@@ -21,25 +21,30 @@ pub mod udp;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
-
 use crate::ingest::{build_record_from, IngestConfig, Peer};
+use crate::pipeline::budget::NotSent;
+use crate::pipeline::Intake;
 use crate::record::{ParseStatus, Record, Transport};
 use crate::telemetry::DropReason;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use metrics::ListenerMetrics;
 
 /// Default number of records a listener hands over at once (at most).
 pub const DEFAULT_MAX_BATCH_RECORDS: usize = 1024;
+/// On shutdown a listener keeps reading what the kernel already holds (TCP: what the sender
+/// sent before; UDP: the sockets' receive buffers) for at most this long (within the node's
+/// shutdown deadline).
+pub(crate) const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a running listener needs from the node.
 pub struct ListenerContext {
     /// Name used in logs and metrics, e.g. `tcp:0.0.0.0:5514`.
     pub name: String,
     pub ingest: IngestConfig,
-    /// Where batches of records go (bounded; the other end is the node's `pipeline`).
-    pub records_tx: mpsc::Sender<Vec<Record>>,
+    /// Where batches of records go (bounded in batches and in bytes; the other end is the
+    /// node's `pipeline`).
+    pub records_tx: Intake,
     pub metrics: Arc<ListenerMetrics>,
 }
 
@@ -80,7 +85,8 @@ impl ListenerContext {
             .messages_received(batch.len() as u64, num_bytes as u64);
     }
 
-    /// Hands a batch over, waiting for room. `false` when the pipeline is gone.
+    /// Hands a batch over, waiting for room (budget and channel). `false` when the pipeline
+    /// is gone.
     async fn send(&self, batch: Vec<Record>) -> bool {
         let num_records = batch.len() as u64;
         match self.records_tx.send(batch).await {
@@ -93,18 +99,18 @@ impl ListenerContext {
         }
     }
 
-    /// Hands a batch over if there is room, else drops and counts it. `false` when the
-    /// pipeline is gone.
+    /// Hands a batch over if there is room (budget and channel), else drops and counts it.
+    /// `false` when the pipeline is gone.
     fn try_send(&self, batch: Vec<Record>) -> bool {
         let num_records = batch.len() as u64;
         match self.records_tx.try_send(batch) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err((NotSent::Full, _)) => {
                 self.metrics
                     .pipeline_dropped(DropReason::QueueFull, num_records);
                 true
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err((NotSent::Closed, _)) => {
                 self.metrics
                     .pipeline_dropped(DropReason::PipelineClosed, num_records);
                 false

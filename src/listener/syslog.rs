@@ -9,14 +9,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::metrics::ListenerFamilies;
 use super::{tcp, udp, ListenerContext};
 use crate::config::{ListenerSpec, SyslogConfig};
-use crate::record::{Record, Transport};
+use crate::pipeline::Intake;
+use crate::record::Transport;
 
 /// A listener address that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub struct SyslogStart<'a> {
     pub origin: &'a str,
     pub families: &'a ListenerFamilies,
     /// Where every listener hands its batches (bounded).
-    pub records_tx: mpsc::Sender<Vec<Record>>,
+    pub records_tx: Intake,
 }
 
 /// The running syslog listeners.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
+use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS, DRAIN_DEADLINE};
 use crate::framing::{Frame, FrameDecoder, FramingError, FramingMode, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::ingest::Peer;
 use crate::record::{Record, Transport};
@@ -27,8 +27,7 @@ use crate::record::{Record, Transport};
 /// On shutdown, a connection keeps reading what is already buffered until it has been idle
 /// this long ...
 const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
-/// ... or for at most this long in all.
-const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// ... or for at most `DRAIN_DEADLINE` in all (the same bound as UDP's drain).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);

@@ -12,6 +12,11 @@
 //! from a tokio task woken by readiness; profiled under one sender, a third of its CPU went to
 //! runtime worker threads parking in `epoll_wait` and being woken again for every burst. The
 //! socket's receive timeout bounds how long a thread takes to notice cancellation.
+//!
+//! Shutdown: what the kernel already holds in the sockets' buffers is read and stored, like
+//! TCP's (see `receive_loop`); datagrams arriving meanwhile are dropped by a socket filter
+//! and counted by the kernel, what cannot be read by the deadline is counted as
+//! `shutdown_unread`, and the listener's totals are logged as it stops.
 
 mod kernel_drops;
 mod sys;
@@ -20,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
@@ -28,10 +33,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS};
+use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS, DRAIN_DEADLINE};
 use crate::framing::{trim_datagram_trailer, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::ingest::Peer;
+use crate::pipeline::budget::NotSent;
 use crate::record::{Record, Transport};
+use crate::telemetry::DropReason;
 
 /// The largest UDP payload there is.
 const MAX_DATAGRAM_BYTES: usize = 65_536;
@@ -39,6 +46,10 @@ const MAX_DATAGRAM_BYTES: usize = 65_536;
 pub const DEFAULT_RECV_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 /// How often a receive thread checks for cancellation while its socket is quiet.
 const CANCEL_CHECK: Duration = Duration::from_millis(100);
+/// Pause between attempts to hand a batch over during the shutdown drain.
+const DRAIN_RETRY: Duration = Duration::from_millis(1);
+/// Longest the count of unread datagrams at shutdown may take.
+const UNREAD_LIMIT: Duration = Duration::from_secs(1);
 /// Pause after a receive error other than a timeout.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Coalescing is used only on sockets with at least this much receive buffer (as the
@@ -128,7 +139,10 @@ fn set_recv_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
     Ok(socket.recv_buffer_size()? / 2)
 }
 
-/// Receives on every socket until `cancel` fires; keeps the kernel drop counter current.
+/// Receives on every socket until `cancel` fires, then drains them (below); keeps the kernel
+/// drop counter current. The sockets stay open until the final read of that counter, so it
+/// includes what arrived during the drain; a last log line gives the listener's totals, which
+/// outlive the process.
 pub async fn run(
     sockets: Vec<std::net::UdpSocket>,
     ctx: Arc<ListenerContext>,
@@ -139,14 +153,16 @@ pub async fn run(
         .iter()
         .filter_map(|s| kernel_drops::socket_inode(s).ok())
         .collect();
+    let sockets: Vec<Arc<std::net::UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
     let receivers = TaskTracker::new();
-    for socket in sockets {
+    for socket in &sockets {
         let blocking = socket
             .set_nonblocking(false)
             .and_then(|()| socket.set_read_timeout(Some(CANCEL_CHECK)));
         match blocking {
             Ok(()) => {
                 let (ctx, options, cancel) = (Arc::clone(&ctx), options.clone(), cancel.clone());
+                let socket = Arc::clone(socket);
                 receivers.spawn_blocking(move || receive_loop(&socket, &ctx, &options, &cancel));
             }
             Err(error) => ctx.metrics.receive_error(None, &error),
@@ -162,9 +178,27 @@ pub async fn run(
     }
     ctx.metrics
         .set_kernel_drops(kernel_drops::read_drops(&inodes));
+    drop(sockets);
+    let metrics = &ctx.metrics;
+    tracing::info!(
+        listener = %ctx.name,
+        received = metrics.num_received(),
+        dropped_queue_full = metrics.num_dropped(DropReason::QueueFull),
+        dropped_pipeline_closed = metrics.num_dropped(DropReason::PipelineClosed),
+        dropped_shutdown_unread = metrics.num_dropped(DropReason::ShutdownUnread),
+        kernel_drops = metrics.num_kernel_drops(),
+        "udp listener stopped"
+    );
 }
 
-/// One socket's receive loop, on its own thread, until `cancel` fires or the pipeline is gone.
+/// One socket's receive loop, on its own thread, until the pipeline is gone or `cancel`
+/// fired and the socket is drained.
+///
+/// The drain: once cancelled, a filter makes the kernel drop (and count in the socket's drop
+/// counter) every datagram arriving from then on, and the loop reads what the buffer holds
+/// until it is empty, handing batches over as usual but waiting for room (until the drain's
+/// deadline) rather than dropping. Past `DRAIN_DEADLINE` what is left is read without being
+/// kept and counted as `shutdown_unread`.
 fn receive_loop(
     socket: &std::net::UdpSocket,
     ctx: &ListenerContext,
@@ -188,15 +222,30 @@ fn receive_loop(
     // Senders usually send many datagrams: keep the last one's text forms.
     let mut last_peer: Option<Peer> = None;
     let mut last_batch_len = 0;
-    while !cancel.is_cancelled() {
+    // Set once cancelled: the drain's deadline.
+    let mut draining: Option<Instant> = None;
+    loop {
+        if draining.is_none() && cancel.is_cancelled() {
+            if let Err(error) = sys::drop_new_arrivals(fd) {
+                ctx.metrics.receive_error(None, &error);
+            }
+            draining = Some(Instant::now() + DRAIN_DEADLINE);
+        }
+        if let Some(deadline) = draining {
+            if Instant::now() >= deadline {
+                count_unread(&mut receiver, fd, ctx);
+                return;
+            }
+        }
         // Sized like the last batch, so a busy socket does not grow its batch step by step.
         let mut batch: Vec<Record> =
             Vec::with_capacity(last_batch_len.max(16).min(max_batch_records));
         let mut received_at = None;
+        let mut empty = false;
         while batch.len() < max_batch_records {
-            // The first receive of a batch waits (up to `CANCEL_CHECK`); the rest only take
-            // what is queued.
-            let received = if received_at.is_none() {
+            // The first receive of a batch waits (up to `CANCEL_CHECK`) unless draining; the
+            // rest only take what is queued.
+            let received = if received_at.is_none() && draining.is_none() {
                 receiver.recv_wait(fd)
             } else {
                 receiver.recv(fd)
@@ -211,7 +260,8 @@ fn receive_loop(
                             | io::ErrorKind::Interrupted
                     ) =>
                 {
-                    break
+                    empty = error.kind() != io::ErrorKind::Interrupted;
+                    break;
                 }
                 Err(error) => {
                     ctx.metrics.receive_error(None, &error);
@@ -246,17 +296,71 @@ fn receive_loop(
             }
         }
         if batch.is_empty() {
+            if draining.is_some() && empty {
+                // Drained: nothing arrives any more (the filter drops it).
+                return;
+            }
             continue;
         }
         ctx.count_received(&batch);
         last_batch_len = batch.len();
         let was_small = batch.len() < max_batch_records;
-        if !ctx.try_send(batch) {
-            break;
+        let sent = match draining {
+            None => ctx.try_send(batch),
+            Some(deadline) => send_until(ctx, batch, deadline),
+        };
+        if !sent {
+            if draining.is_some() {
+                count_unread(&mut receiver, fd, ctx);
+            }
+            return;
         }
-        if was_small && !coalesce.is_zero() {
+        if was_small && !coalesce.is_zero() && draining.is_none() {
             std::thread::sleep(coalesce);
         }
+    }
+}
+
+/// Hands a batch over during the drain: waits for room (budget and channel) until
+/// `deadline`, then drops and counts it. `false` when the pipeline is gone.
+fn send_until(ctx: &ListenerContext, mut batch: Vec<Record>, deadline: Instant) -> bool {
+    loop {
+        match ctx.records_tx.try_send(batch) {
+            Ok(()) => return true,
+            Err((NotSent::Full, returned)) if Instant::now() < deadline => {
+                batch = returned;
+                std::thread::sleep(DRAIN_RETRY);
+            }
+            Err((reason, returned)) => {
+                let dropped = match reason {
+                    NotSent::Full => DropReason::QueueFull,
+                    NotSent::Closed => DropReason::PipelineClosed,
+                };
+                ctx.metrics.pipeline_dropped(dropped, returned.len() as u64);
+                return reason == NotSent::Full;
+            }
+        }
+    }
+}
+
+/// Reads what is left in the socket's buffer without keeping it and counts it as
+/// `shutdown_unread` (the filter stops new arrivals, so this ends; `UNREAD_LIMIT` bounds it
+/// should the filter be missing).
+fn count_unread(receiver: &mut sys::MmsgReceiver, fd: std::os::fd::RawFd, ctx: &ListenerContext) {
+    let limit = Instant::now() + UNREAD_LIMIT;
+    let mut unread = 0u64;
+    while Instant::now() < limit {
+        match receiver.recv(fd) {
+            Ok(0) => break,
+            Ok(num_received) => unread += num_received as u64,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if unread > 0 {
+        ctx.metrics
+            .pipeline_dropped(DropReason::ShutdownUnread, unread);
+        tracing::warn!(listener = %ctx.name, unread, "udp datagrams left unread at shutdown");
     }
 }
 

@@ -1,7 +1,8 @@
 //! The ingest pipeline: the one way records of this node's inputs reach the store. Every
 //! input hands its batches here — the syslog listeners through a bounded channel (they only
-//! see an `mpsc::Sender<Vec<Record>>`), the journald upload through a [`PipelineHandle`] —
-//! and every batch passes the same stages: the spool gate (`gate`: wait while the
+//! see an [`Intake`]), the journald upload through a [`PipelineHandle`] — and every batch
+//! passes the same stages: the byte budget (`budget`: at most `pipeline-max-bytes` of records
+//! between the inputs and the store's commit), the spool gate (`gate`: wait while the
 //! unforwarded backlog is over `spool-max-bytes`), the append (awaiting store queue room, so
 //! a slow disk slows the sender), durability tracking and the counters (records stored per
 //! transport once durable, records the store refused, records whose commit failed by
@@ -13,6 +14,7 @@
 //! no socket and no protocol, and does not move the forwarder's acknowledged mark (it reads
 //! it, pushed by `forward::progress`).
 
+pub mod budget;
 pub mod gate;
 
 use std::sync::Arc;
@@ -24,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 use crate::forward::progress::Progress;
 use crate::record::{Record, Transport};
 use crate::store::{AppendOutcome, AppendTicket, StoreError, StoreHandle};
-use crate::telemetry::{FailReason, PipelineMetrics};
+use crate::telemetry::{DropReason, FailReason, PipelineMetrics};
 
+pub use budget::{Batch, ByteBudget, Intake};
 pub use gate::SpoolGate;
 
 /// Batches in flight between the listeners and the store.
 const CAPACITY_BATCHES: usize = 1024;
+/// How long `stop` waits for the ingest task to count what it gave up.
+const GIVE_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Appended batches whose durability is awaited in order.
 const DURABILITY_QUEUE_BATCHES: usize = 4096;
 
@@ -48,7 +53,10 @@ pub struct PipelineStart {
 /// The running pipeline.
 pub struct Pipeline {
     handle: PipelineHandle,
-    ingest_task: JoinHandle<()>,
+    /// Fired by `stop`: the ingest task stops submitting and counts what is left.
+    give_up: CancellationToken,
+    /// `None` once it ended (a finished `JoinHandle` must not be polled again).
+    ingest_task: Option<JoinHandle<()>>,
     durability_task: JoinHandle<()>,
     gate_task: JoinHandle<()>,
 }
@@ -58,6 +66,7 @@ pub struct Pipeline {
 pub struct PipelineHandle {
     store: StoreHandle,
     gate: Arc<SpoolGate>,
+    budget: Arc<ByteBudget>,
     metrics: PipelineMetrics,
     /// Fired at shutdown: the gate no longer holds anything back, so all that was read is
     /// stored.
@@ -78,18 +87,31 @@ pub struct Stored {
 }
 
 impl Pipeline {
-    /// Starts the ingest, durability and gate tasks; returns the pipeline and the sender the
-    /// listeners get. The ingest task ends once every clone of the sender is dropped.
-    pub fn start(start: PipelineStart) -> (Pipeline, mpsc::Sender<Vec<Record>>) {
+    /// [`Pipeline::start_budgeted`] with the default budget (`budget::DEFAULT_MAX_BYTES`).
+    pub fn start(start: PipelineStart) -> (Pipeline, Intake) {
+        let budget = Arc::new(ByteBudget::new(budget::DEFAULT_MAX_BYTES));
+        Pipeline::start_budgeted(start, budget)
+    }
+
+    /// Starts the ingest, durability and gate tasks; returns the pipeline and the intake the
+    /// listeners get. The ingest task ends once every clone of the intake is dropped.
+    pub fn start_budgeted(start: PipelineStart, budget: Arc<ByteBudget>) -> (Pipeline, Intake) {
         let handle = PipelineHandle {
             store: start.store.clone(),
             gate: start.gate.clone(),
+            budget: Arc::clone(&budget),
             metrics: start.metrics,
             drain: CancellationToken::new(),
         };
-        let (records_tx, records_rx) = mpsc::channel(CAPACITY_BATCHES);
+        let (records_tx, records_rx) = Intake::channel(CAPACITY_BATCHES, budget);
         let (stored_tx, stored_rx) = mpsc::channel(DURABILITY_QUEUE_BATCHES);
-        let ingest_task = tokio::spawn(ingest_loop(records_rx, handle.clone(), stored_tx));
+        let give_up = CancellationToken::new();
+        let ingest_task = tokio::spawn(ingest_loop(
+            records_rx,
+            handle.clone(),
+            stored_tx,
+            give_up.clone(),
+        ));
         let durability_task = tokio::spawn(durability_loop(stored_rx));
         let gate_task = tokio::spawn(async move {
             let gate = start.gate;
@@ -97,7 +119,8 @@ impl Pipeline {
         });
         let pipeline = Pipeline {
             handle,
-            ingest_task,
+            give_up,
+            ingest_task: Some(ingest_task),
             durability_task,
             gate_task,
         };
@@ -116,33 +139,73 @@ impl Pipeline {
     /// Waits until every listener batch was handed to the store (the listeners have ended),
     /// or `deadline`; `false` if the deadline came first.
     pub async fn wait_appended(&mut self, deadline: tokio::time::Instant) -> bool {
-        tokio::time::timeout_at(deadline, &mut self.ingest_task)
-            .await
-            .is_ok()
+        let Some(ingest_task) = self.ingest_task.as_mut() else {
+            return true;
+        };
+        let ended = tokio::time::timeout_at(deadline, ingest_task).await.is_ok();
+        if ended {
+            self.ingest_task = None;
+        }
+        ended
     }
 
-    /// Waits (until `deadline`) for the durability of what was appended, then stops.
+    /// Waits (until `deadline`) for the durability of what was appended, then stops. Listener
+    /// batches not appended by then (the shutdown deadline passed) are counted as dropped
+    /// (`listener="pipeline"`, `reason="pipeline_closed"`) and logged, not lost silently.
     pub async fn stop(self, deadline: tokio::time::Instant) {
+        self.give_up.cancel();
+        if let Some(mut ingest_task) = self.ingest_task {
+            if tokio::time::timeout(GIVE_UP_TIMEOUT, &mut ingest_task)
+                .await
+                .is_err()
+            {
+                ingest_task.abort();
+            }
+        }
         let _ = tokio::time::timeout_at(deadline, self.durability_task).await;
         self.gate_task.abort();
-        self.ingest_task.abort();
     }
 }
 
 impl PipelineHandle {
-    /// Passes the spool gate, then appends `batch` (records of `transport`, stamped with this
-    /// node's origin and no sequence), awaiting room in the store's queue. A refusal is
-    /// counted and logged.
+    /// Passes the spool gate, waits for `batch`'s bytes of the budget, then appends it
+    /// (records of `transport`, stamped with this node's origin and no sequence), awaiting
+    /// room in the store's queue. A refusal is counted and logged.
     pub async fn submit(
         &self,
         transport: Transport,
         batch: Vec<Record>,
     ) -> Result<Stored, StoreError> {
         self.gate.wait_for_room(&self.drain).await;
+        let permit = self
+            .budget
+            .acquire(budget::batch_bytes(&batch))
+            .await
+            .map_err(|budget::Closed| StoreError::Closed)?;
+        self.append(transport, batch, permit).await
+    }
+
+    /// `submit` of a listener batch, which holds its budget already.
+    async fn submit_batch(&self, transport: Transport, batch: Batch) -> Result<Stored, StoreError> {
+        self.gate.wait_for_room(&self.drain).await;
+        self.append(transport, batch.records, batch.permit).await
+    }
+
+    /// Appends `batch`; the store releases `permit` once its writer is done with the batch.
+    async fn append(
+        &self,
+        transport: Transport,
+        batch: Vec<Record>,
+        permit: budget::BudgetPermit,
+    ) -> Result<Stored, StoreError> {
         let num_records = batch.len() as u64;
         self.gate
             .appended(batch.iter().map(gate::estimated_bytes).sum());
-        match self.store.append(batch).await {
+        match self
+            .store
+            .append_holding(batch, Some(Box::new(permit)))
+            .await
+        {
             Ok(ticket) => Ok(Stored {
                 transport,
                 num_records,
@@ -211,24 +274,74 @@ fn fail_reason(error: &StoreError) -> FailReason {
 }
 
 /// Submits every batch the listeners produce, in order; a full store queue or a closed spool
-/// gate makes this wait, which fills the channel, which slows TCP readers and makes UDP
-/// listeners drop and count.
+/// gate makes this wait, which fills the channel and the budget, which slows TCP readers and
+/// makes UDP listeners drop and count.
 async fn ingest_loop(
-    mut records_rx: mpsc::Receiver<Vec<Record>>,
+    mut records_rx: mpsc::Receiver<Batch>,
     pipeline: PipelineHandle,
     stored_tx: mpsc::Sender<Stored>,
+    give_up: CancellationToken,
 ) {
-    while let Some(batch) = records_rx.recv().await {
-        let Some(transport) = batch.first().map(|record| record.transport) else {
+    let mut abandoned = Abandoned::default();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            () = give_up.cancelled() => break,
+            batch = records_rx.recv() => batch,
+        };
+        let Some(batch) = batch else {
+            return;
+        };
+        let Some(transport) = batch.records.first().map(|record| record.transport) else {
             continue;
         };
-        if let Ok(stored) = pipeline.submit(transport, batch).await {
+        let num_records = batch.records.len() as u64;
+        let submitted = tokio::select! {
+            biased;
+            () = give_up.cancelled() => {
+                abandoned.add(&pipeline.metrics, transport, num_records);
+                break;
+            }
+            submitted = pipeline.submit_batch(transport, batch) => submitted,
+        };
+        if let Ok(stored) = submitted {
             if stored_tx.send(stored).await.is_err() {
                 tracing::error!("durability tracking stopped; records are still stored");
             }
         }
     }
+    records_rx.close();
+    while let Ok(batch) = records_rx.try_recv() {
+        if let Some(transport) = batch.records.first().map(|record| record.transport) {
+            abandoned.add(&pipeline.metrics, transport, batch.records.len() as u64);
+        }
+    }
+    if abandoned.num_records > 0 {
+        tracing::warn!(
+            num_records = abandoned.num_records,
+            "records read by the listeners but not handed to the store by the shutdown \
+             deadline; counted as dropped (pipeline_closed)"
+        );
+    }
 }
+
+/// Listener records given up at the shutdown deadline.
+#[derive(Default)]
+struct Abandoned {
+    num_records: u64,
+}
+
+impl Abandoned {
+    fn add(&mut self, metrics: &PipelineMetrics, transport: Transport, num_records: u64) {
+        self.num_records += num_records;
+        metrics
+            .dropped(ABANDONED_LISTENER, transport, DropReason::PipelineClosed)
+            .inc_by(num_records);
+    }
+}
+
+/// The `listener` label of listener records the pipeline gave up at shutdown.
+const ABANDONED_LISTENER: &str = "pipeline";
 
 /// Counts listener records as stored once their commit is durable.
 async fn durability_loop(mut stored_rx: mpsc::Receiver<Stored>) {
@@ -331,6 +444,68 @@ mod tests {
         );
         pipeline.drain();
         drop(handle);
+        store.close().unwrap();
+    }
+
+    /// Listener batches still in the pipeline when `stop` comes (the shutdown deadline
+    /// passed: here a closed spool gate holds them) are counted as dropped, not lost
+    /// silently, and their budget is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_given_up_at_stop_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), ORIGIN, StoreConfig::default()).unwrap();
+        // Unacknowledged records of this node over a one-byte spool bound: the gate closes.
+        let backlog = (0..10).map(|i| record(i, 1)).collect();
+        store
+            .handle()
+            .append(backlog)
+            .await
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        let gate = Arc::new(SpoolGate::new(1));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let (_progress_tx, progress_rx) = watch::channel(Progress::default());
+        let budget = Arc::new(ByteBudget::new(u64::MAX));
+        let (pipeline, intake) = Pipeline::start_budgeted(
+            PipelineStart {
+                store: store.handle(),
+                origin: ORIGIN.to_string(),
+                gate: gate.clone(),
+                progress: progress_rx,
+                metrics: metrics.clone(),
+            },
+            Arc::clone(&budget),
+        );
+        crate::testutil::wait_until(TIMEOUT, || gate.is_closed()).await;
+        for batch in 0..3 {
+            let records = (0..4)
+                .map(|i| Record {
+                    transport: Transport::Udp,
+                    ..record(batch * 4 + i, 1)
+                })
+                .collect();
+            intake.send(records).await.unwrap();
+        }
+        assert!(
+            crate::testutil::wait_until(TIMEOUT, || gate.num_waiting() == 1).await,
+            "the ingest task waits at the gate"
+        );
+        assert!(budget.in_flight() > 0);
+        pipeline.stop(tokio::time::Instant::now() + TIMEOUT).await;
+        let dropped = metrics
+            .dropped("pipeline", Transport::Udp, DropReason::PipelineClosed)
+            .get();
+        assert_eq!(dropped, 12, "every record given up is counted");
+        assert_eq!(budget.in_flight(), 0, "their budget is released");
+        assert_eq!(
+            store.handle().high_water_mark(ORIGIN),
+            10,
+            "nothing appended"
+        );
+        drop(intake);
         store.close().unwrap();
     }
 }

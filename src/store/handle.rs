@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::error::{StoreError, TryAppendError};
 use super::stats::StoreStats;
-use super::write::queue::{AppendOutcome, Msg, Shared};
+use super::write::queue::{AppendOutcome, Hold, Msg, Shared, TicketTx};
 use crate::record::Record;
 
 #[derive(Clone)]
@@ -30,6 +30,16 @@ impl std::fmt::Debug for StoreHandle {
 impl StoreHandle {
     /// Queues a batch, waiting for queue room (backpressure).
     pub async fn append(&self, records: Vec<Record>) -> Result<AppendTicket, StoreError> {
+        self.append_holding(records, None).await
+    }
+
+    /// Like `append`; `hold` is dropped once the writer is done with the batch (its ticket
+    /// answered, durable or failed), or with the batch if it is never queued.
+    pub async fn append_holding(
+        &self,
+        records: Vec<Record>,
+        hold: Option<Hold>,
+    ) -> Result<AppendTicket, StoreError> {
         let permit = self
             .shared
             .permits
@@ -37,13 +47,13 @@ impl StoreHandle {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Closed)?;
-        Ok(self.enqueue(records, permit))
+        Ok(self.enqueue(records, permit, hold))
     }
 
     /// Queues a batch if there is room right now; never waits.
     pub fn try_append(&self, records: Vec<Record>) -> Result<AppendTicket, TryAppendError> {
         match self.shared.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(self.enqueue(records, permit)),
+            Ok(permit) => Ok(self.enqueue(records, permit, None)),
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(TryAppendError::Full(records)),
             Err(tokio::sync::TryAcquireError::Closed) => Err(TryAppendError::Closed(records)),
         }
@@ -54,8 +64,14 @@ impl StoreHandle {
         futures::executor::block_on(self.append(records))
     }
 
-    fn enqueue(&self, records: Vec<Record>, permit: OwnedSemaphorePermit) -> AppendTicket {
-        let (ticket, rx) = oneshot::channel();
+    fn enqueue(
+        &self,
+        records: Vec<Record>,
+        permit: OwnedSemaphorePermit,
+        hold: Option<Hold>,
+    ) -> AppendTicket {
+        let (tx, rx) = oneshot::channel();
+        let ticket = TicketTx::new(tx, hold);
         self.shared.push(Msg::Append {
             records,
             ticket,

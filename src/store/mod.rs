@@ -45,7 +45,7 @@ pub use read::verify::{verify, ShardVerify, VerifyReport};
 pub use stats::StoreStats;
 pub use write::config::StoreConfig;
 pub use write::fileops;
-pub use write::queue::AppendOutcome;
+pub use write::queue::{AppendOutcome, Hold};
 pub use write::retention::RetentionConfig;
 
 use fileops::{FileOps, RealFileOps};

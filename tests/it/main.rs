@@ -14,6 +14,7 @@ mod hostile;
 mod journald;
 mod layering;
 mod logging;
+mod pipeline_bounds;
 mod prometheus;
 mod rsyslog;
 mod sandbox;

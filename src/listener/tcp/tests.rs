@@ -16,7 +16,7 @@ use crate::testutil::wait_until;
 struct Running {
     addr: SocketAddr,
     ctx: Arc<ListenerContext>,
-    records_rx: tokio::sync::mpsc::Receiver<Vec<Record>>,
+    records_rx: tokio::sync::mpsc::Receiver<crate::pipeline::Batch>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }

@@ -1,5 +1,6 @@
 //! The raw `libc` calls of the UDP listener (the only `unsafe` of the listeners): batched
-//! receive with `recvmmsg(2)`, up to `batch` datagrams per system call, and `SO_RCVBUFFORCE`.
+//! receive with `recvmmsg(2)`, up to `batch` datagrams per system call, `SO_RCVBUFFORCE`, and
+//! the drop-everything socket filter of the shutdown drain.
 //!
 //! Owns the receive buffers and turns what the kernel filled in into safe slices and
 //! addresses. It knows nothing of syslog.
@@ -124,6 +125,40 @@ pub fn set_recv_buffer_force(fd: RawFd, bytes: usize) -> io::Result<()> {
             libc::SO_RCVBUFFORCE,
             ptr::from_ref(&value).cast(),
             mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches a socket filter that drops every datagram arriving from now on (classic BPF, one
+/// instruction: `ret #0`). The kernel counts each such datagram in the socket's drop counter
+/// (the `drops` column of `/proc/net/udp`), so the shutdown drain reads a queue that no
+/// longer grows, and what arrives meanwhile is counted, not silently lost at close.
+pub fn drop_new_arrivals(fd: RawFd) -> io::Result<()> {
+    /// `BPF_RET | BPF_K`: return the constant `k` (0: keep no byte, drop).
+    const BPF_RET_K: u16 = 0x06;
+    let mut program = [libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, one valid instruction, both alive for the call;
+    // the kernel copies the program.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            ptr::from_ref(&fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
     if result < 0 {

@@ -14,7 +14,7 @@ use crate::testutil::wait_until;
 struct Running {
     addr: SocketAddr,
     ctx: Arc<ListenerContext>,
-    records_rx: mpsc::Receiver<Vec<Record>>,
+    records_rx: mpsc::Receiver<crate::pipeline::Batch>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -215,4 +215,29 @@ async fn coalescing_sockets_deliver_every_datagram() {
     }
     assert_eq!(running.ctx.metrics.num_received(), 2000);
     running.stop().await;
+}
+
+/// The shutdown drain's filter: datagrams arriving after it are not queued but dropped and
+/// counted in the socket's own drop counter (what `starling_udp_kernel_drops_total` reads),
+/// while what was queued before stays readable.
+#[test]
+fn after_the_drain_filter_new_datagrams_are_kernel_drops_and_queued_ones_stay() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let inode = super::kernel_drops::socket_inode(&socket).unwrap();
+    let target = socket.local_addr().unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"queued before", target).unwrap();
+    super::sys::drop_new_arrivals(std::os::fd::AsRawFd::as_raw_fd(&socket)).unwrap();
+    for _ in 0..5 {
+        sender.send_to(b"after", target).unwrap();
+    }
+    let mut buffer = [0u8; 64];
+    let (len, _) = socket.recv_from(&mut buffer).unwrap();
+    assert_eq!(&buffer[..len], b"queued before");
+    assert_eq!(
+        socket.recv_from(&mut buffer).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    assert_eq!(super::kernel_drops::read_drops(&[inode]), 5);
 }

@@ -2,6 +2,9 @@
 //! both sides share (`Shared`: the queue, its wake-up, the permits that bound it, counters,
 //! durable marks, retention's unforwarded mark) and what a batch became (`AppendOutcome`).
 //!
+//! A batch may also hold something of its caller's (`Hold`, e.g. the pipeline's byte budget)
+//! until its ticket is answered.
+//!
 //! Only data and the push; the writer decides what a message does. No I/O here.
 
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +27,34 @@ pub struct AppendOutcome {
     pub assigned: Option<RangeInclusive<u64>>,
 }
 
-pub(crate) type TicketTx = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+/// Something a caller's batch holds until the store is done with it (e.g. the pipeline's
+/// byte budget); dropped with the ticket's sender.
+pub type Hold = Box<dyn Send + Sync>;
+
+/// The writer's end of a batch's ticket. It carries what the batch holds (`Hold`), so that is
+/// released exactly when the writer is done with the batch: when the ticket is answered
+/// (durable or failed), or when the sender is dropped unanswered (writer gone, queue dropped).
+pub(crate) struct TicketTx {
+    tx: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    _hold: Option<Hold>,
+}
+
+impl TicketTx {
+    pub fn new(
+        tx: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+        hold: Option<Hold>,
+    ) -> TicketTx {
+        TicketTx { tx, _hold: hold }
+    }
+
+    /// Answers the ticket (and releases what the batch held).
+    pub fn send(
+        self,
+        result: Result<AppendOutcome, StoreError>,
+    ) -> Result<(), Result<AppendOutcome, StoreError>> {
+        self.tx.send(result)
+    }
+}
 
 pub(crate) enum Msg {
     Append {
