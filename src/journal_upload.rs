@@ -610,7 +610,7 @@ mod tests {
     struct Harness {
         store: Store,
         pipeline: Pipeline,
-        records_tx: Option<tokio::sync::mpsc::Sender<Vec<Record>>>,
+        records_tx: Option<crate::pipeline::Intake>,
         state: UploadState,
         metrics: PipelineMetrics,
         registry: prometheus_client::registry::Registry,
