@@ -234,3 +234,5 @@ mod tests_holes;
 mod tests_model;
 #[cfg(test)]
 mod tests_spool;
+#[cfg(test)]
+mod tests_sync;
