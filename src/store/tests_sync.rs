@@ -98,8 +98,7 @@ fn singles(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, u64)> {
 fn a_failed_sync_cuts_every_shard_back_and_lowers_forwarded_marks() {
     let dir = tempfile::tempdir().unwrap();
     let ops = Arc::new(SyncFaults::default());
-    let (store, _) =
-        Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
+    let (store, _) = Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
     let h = store.handle();
     let t = h.blocking_append(peer(1..=4)).unwrap();
     h.commit_now().unwrap();
@@ -147,8 +146,7 @@ fn a_failed_sync_cuts_every_shard_back_and_lowers_forwarded_marks() {
 fn a_batch_of_only_duplicates_fails_with_the_commit_whose_sync_failed() {
     let dir = tempfile::tempdir().unwrap();
     let ops = Arc::new(SyncFaults::default());
-    let (store, _) =
-        Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
+    let (store, _) = Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
     let h = store.handle();
     let t = h.blocking_append(peer(1..=4)).unwrap();
     h.commit_now().unwrap();
@@ -219,8 +217,7 @@ fn a_failed_seal_cuts_back_to_the_sync_before_it() {
 fn a_failed_shard_meta_rename_fails_the_batch_and_leaves_no_hole() {
     let dir = tempfile::tempdir().unwrap();
     let ops = Arc::new(SyncFaults::default());
-    let (store, _) =
-        Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
+    let (store, _) = Store::open_with_ops(dir.path(), "me", manual_config(), ops.clone()).unwrap();
     let h = store.handle();
     let t = h.blocking_append(local(2)).unwrap();
     h.commit_now().unwrap();

@@ -140,7 +140,11 @@ impl FaultPlan {
         }
         let n = self.calls[i].fetch_add(1, Ordering::SeqCst);
         if n >= skip && n - skip < count {
-            tracing::warn!(kind, call = n + 1, "injected store fault (STARLING_STORE_FAULTS)");
+            tracing::warn!(
+                kind,
+                call = n + 1,
+                "injected store fault (STARLING_STORE_FAULTS)"
+            );
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         Ok(())

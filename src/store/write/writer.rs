@@ -140,6 +140,21 @@ impl Writer {
         }
     }
 
+    /// Raises `origin`'s mark to at least `seq` (its sequences found in a fenced shard at
+    /// open), so the local origin's numbering never goes back.
+    pub fn raise_mark(&mut self, origin: &str, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        let mark = self.hwm.entry(origin.to_string()).or_insert(0);
+        *mark = (*mark).max(seq);
+        *self
+            .shared
+            .durable_hwm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = self.hwm.clone();
+    }
+
     /// The thread body: runs until a `Close` message is processed.
     pub fn run(mut self) -> Result<(), StoreError> {
         loop {
