@@ -3,11 +3,13 @@
 //! goes back to what the shards hold, every unacknowledged ticket fails (a batch of only
 //! duplicates too), and what the forwarder then resends is stored exactly once.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::tests::{read_all, rec};
@@ -15,12 +17,28 @@ use super::write::fileops::{FileOps, RealFileOps};
 use super::*;
 use crate::record::Record;
 
-/// Real files; the next `n` calls of a kind fail with EIO once armed.
+/// Real files; the next `n` calls of a kind fail with EIO once armed. Remembers, per file,
+/// whether its last `fdatasync` succeeded.
 #[derive(Debug, Default)]
 struct SyncFaults {
     sync_written: AtomicU64,
     sync_data: AtomicU64,
     rename: AtomicU64,
+    last_sync_ok: Mutex<HashMap<PathBuf, bool>>,
+}
+
+fn path_of(file: &File) -> PathBuf {
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap_or_default()
+}
+
+impl SyncFaults {
+    fn note(&self, file: &File, result: io::Result<()>) -> io::Result<()> {
+        self.last_sync_ok
+            .lock()
+            .unwrap()
+            .insert(path_of(file), result.is_ok());
+        result
+    }
 }
 
 fn take(counter: &AtomicU64) -> io::Result<()> {
@@ -38,12 +56,13 @@ impl FileOps for SyncFaults {
         RealFileOps.allocate(file, len)
     }
     fn sync_written(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        take(&self.sync_written)?;
-        RealFileOps.sync_written(file, offset, len)
+        let result =
+            take(&self.sync_written).and_then(|()| RealFileOps.sync_written(file, offset, len));
+        self.note(file, result)
     }
     fn sync_data(&self, file: &File) -> io::Result<()> {
-        take(&self.sync_data)?;
-        RealFileOps.sync_data(file)
+        let result = take(&self.sync_data).and_then(|()| RealFileOps.sync_data(file));
+        self.note(file, result)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         RealFileOps.sync_dir(dir)
@@ -198,6 +217,14 @@ fn a_failed_seal_cuts_back_to_the_sync_before_it() {
     ));
     let mark = h.high_water_mark("peer");
     assert!((2..200).contains(&mark), "{mark}");
+    // The footer whose fdatasync failed is not trusted from the page cache: the segment was
+    // cut back and sealed again, and that seal's fdatasync succeeded.
+    let shard = dir.path().join("s-a");
+    for base in super::format::segment::list_segments(&shard).unwrap() {
+        let path = shard.join(super::format::segment::segment_file_name(base));
+        let ok = ops.last_sync_ok.lock().unwrap().get(&path).copied();
+        assert_eq!(ok, Some(true), "{}: last fdatasync", path.display());
+    }
     // On disk: exactly the records up to the mark (the seal's footer was cut off and the
     // segment sealed again by recovery).
     assert_eq!(stored(dir.path(), "peer"), singles(1..=mark));
