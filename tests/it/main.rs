@@ -19,3 +19,4 @@ mod rsyslog;
 mod sandbox;
 mod store_crash;
 mod store_disk;
+mod store_faults;

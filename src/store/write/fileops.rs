@@ -88,7 +88,8 @@ const FAULT_KINDS: [&str; 9] = [
 ];
 
 /// Real file operations, except that for each kind named in the plan, after `skip`
-/// successful calls of that kind the next `count` calls fail with EIO.
+/// successful calls of that kind the next `count` calls fail with EIO (a failed range sync
+/// also loses the range: see `sync_written`).
 #[derive(Debug)]
 pub struct FaultPlan {
     /// Per kind (index in `FAULT_KINDS`): (skip, count); count 0 fails nothing.
@@ -168,8 +169,14 @@ impl FileOps for FaultPlan {
         self.check("allocate")?;
         RealFileOps.allocate(file, len)
     }
+    /// An injected failure also zeroes the range: after a failed `fdatasync` those pages may
+    /// never reach the disk (the kernel marks them clean), which a store that re-reads the
+    /// page cache as truth would not notice with real files alone.
     fn sync_written(&self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        self.check("sync")?;
+        if let Err(e) = self.check("sync") {
+            file.write_all_at(&vec![0; len as usize], offset)?;
+            return Err(e);
+        }
         RealFileOps.sync_written(file, offset, len)
     }
     fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
