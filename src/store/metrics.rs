@@ -35,7 +35,7 @@ impl Collector for StoreCollector {
 }
 
 /// Counter families: name without `_total` (the encoder appends it), help, value.
-fn counters(stats: &StoreStats) -> [(&'static str, &'static str, u64); 11] {
+fn counters(stats: &StoreStats) -> [(&'static str, &'static str, u64); 12] {
     [
         (
             "starling_store_appended_records",
@@ -86,6 +86,12 @@ fn counters(stats: &StoreStats) -> [(&'static str, &'static str, u64); 11] {
             "starling_store_segments_deleted",
             "Segments deleted by retention.",
             stats.segments_deleted,
+        ),
+        (
+            "starling_store_damaged_shard_metas",
+            "Shard directories whose shard.meta was missing or did not verify at open \
+             (rebuilt from the directory name, or fenced); see `starling verify`.",
+            stats.damaged_shard_metas,
         ),
         (
             "starling_store_errors",

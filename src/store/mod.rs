@@ -48,7 +48,8 @@ pub use write::fileops;
 pub use write::queue::{AppendOutcome, Hold};
 pub use write::retention::RetentionConfig;
 
-use fileops::{FileOps, RealFileOps};
+use fileops::{FaultPlan, FileOps, RealFileOps};
+use stats::Counters;
 use write::queue::{Msg, Shared};
 use write::recover;
 use write::shard::Shard;
@@ -77,7 +78,22 @@ impl Store {
         local_origin: &str,
         config: StoreConfig,
     ) -> Result<(Store, RecoveryReport), StoreError> {
-        Store::open_with_ops(dir, local_origin, config, Arc::new(RealFileOps))
+        // End-to-end failure tests only: a fault plan in STARLING_STORE_FAULTS.
+        let ops: Arc<dyn FileOps> = match FaultPlan::from_env() {
+            Ok(None) => Arc::new(RealFileOps),
+            Ok(Some(plan)) => {
+                tracing::warn!(plan = ?plan, "store file operations fail on purpose ({})", fileops::STORE_FAULTS_ENV);
+                Arc::new(plan)
+            }
+            Err(e) => {
+                return Err(StoreError::io(
+                    fileops::STORE_FAULTS_ENV,
+                    dir,
+                    std::io::Error::other(e),
+                ))
+            }
+        };
+        Store::open_with_ops(dir, local_origin, config, ops)
     }
 
     /// `open` with an injected file-operations seam (tests inject failures through it).
@@ -92,6 +108,10 @@ impl Store {
             .map_err(|e| StoreError::io("create data directory", dir, e))?;
         let lock = lock_dir(dir)?;
         let mut report = RecoveryReport::default();
+        // Shard directories whose shard.meta does not verify: rebuilt, or fenced with the
+        // local origin's highest sequence in them kept, so numbering never goes back.
+        let (damaged_metas, fenced_local) =
+            repair_shard_metas(dir, local_origin, ops.as_ref(), &mut report)?;
         let mut shards = Vec::new();
         // Scan every shard's tail first, so holes across shards can be cut, then seal.
         let mut scanned = Vec::new();
@@ -150,7 +170,8 @@ impl Store {
             config.queue_capacity,
             config.retention.spool_retention.is_some(),
         ));
-        let writer = Writer::new(
+        Counters::add(&shared.counters.damaged_shard_metas, damaged_metas);
+        let mut writer = Writer::new(
             dir.to_path_buf(),
             config,
             ops,
@@ -158,6 +179,7 @@ impl Store {
             shards,
             shared.clone(),
         );
+        writer.raise_mark(local_origin, fenced_local);
         let thread = std::thread::Builder::new()
             .name("store-writer".to_string())
             .spawn(move || writer.run())
@@ -209,6 +231,49 @@ impl Drop for Store {
     }
 }
 
+/// Finds every shard directory whose `shard.meta` is missing (while segments are there) or
+/// does not verify, logs it and rebuilds or fences it (`recover::repair_meta`). Returns how
+/// many there were and the local origin's highest sequence in the fenced ones.
+fn repair_shard_metas(
+    dir: &Path,
+    local_origin: &str,
+    ops: &dyn FileOps,
+    report: &mut RecoveryReport,
+) -> Result<(u64, u64), StoreError> {
+    let list = |e| StoreError::io("list", dir, e);
+    let mut damaged = 0u64;
+    let mut fenced_local = 0u64;
+    for entry in std::fs::read_dir(dir).map_err(list)? {
+        let entry = entry.map_err(list)?;
+        if !entry.file_type().map_err(list)?.is_dir() {
+            continue;
+        }
+        let shard_dir = entry.path();
+        let reason = match format::shardname::read_meta(&shard_dir) {
+            Ok(Ok(_)) => continue,
+            Ok(Err(reason)) => format!("shard.meta does not verify: {reason}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match format::segment::list_segments(&shard_dir) {
+                    Ok(bases) if !bases.is_empty() => {
+                        "shard directory has segments but no shard.meta".to_string()
+                    }
+                    _ => continue,
+                }
+            }
+            Err(e) => format!("cannot read shard.meta: {e}"),
+        };
+        damaged += 1;
+        tracing::error!(dir = %shard_dir.display(), %reason, "damaged shard.meta; run `starling verify`");
+        if let recover::MetaRepair::Fenced { origin_mark } =
+            recover::repair_meta(&shard_dir, &reason, local_origin, ops, report)
+        {
+            tracing::error!(dir = %shard_dir.display(), "shard fenced: its name cannot be rebuilt");
+            fenced_local = fenced_local.max(origin_mark);
+        }
+    }
+    Ok((damaged, fenced_local))
+}
+
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path: PathBuf = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -234,6 +299,10 @@ mod tests_gap;
 #[cfg(test)]
 mod tests_holes;
 #[cfg(test)]
+mod tests_meta;
+#[cfg(test)]
 mod tests_model;
 #[cfg(test)]
 mod tests_spool;
+#[cfg(test)]
+mod tests_sync;

@@ -35,6 +35,7 @@ pub struct Counters {
     pub bytes_on_disk: AtomicU64,
     pub disk_full: AtomicU64,
     pub retention_held: AtomicU64,
+    pub damaged_shard_metas: AtomicU64,
 }
 
 /// A snapshot of the store's counters (monotone unless noted).
@@ -72,6 +73,8 @@ pub struct StoreStats {
     /// Gauge: the last retention run left a limit unmet because the segments that would go
     /// hold this node's records that no master has acknowledged yet.
     pub retention_held: bool,
+    /// `shard.meta` files found missing or not verifying at open (rebuilt or fenced).
+    pub damaged_shard_metas: u64,
 }
 
 impl Counters {
@@ -115,6 +118,7 @@ impl Counters {
             bytes_on_disk: g(&self.bytes_on_disk),
             disk_full: g(&self.disk_full) != 0,
             retention_held: g(&self.retention_held) != 0,
+            damaged_shard_metas: g(&self.damaged_shard_metas),
         }
     }
 }

@@ -434,19 +434,25 @@ fn injected_sync_failure_reports_nothing_durable_and_recovers() {
     assert!(matches!(err, StoreError::SyncFailed { .. }), "{err}");
     assert!(err.to_string().contains("sync of"), "{err}");
     assert_eq!(h.stats().sync_errors, 1);
-    // Recovery re-read the failed batch from the page cache and sealed it: what it reports as
-    // stored is what is on disk now.
-    let hwm = *h.high_water_marks().get("me").unwrap();
-    assert!(hwm == 5 || hwm == 10, "{hwm}");
+    // The failed batch is cut back to the last synced end (the page cache is not read back
+    // as stored), and its local sequences are not given again: they are a gap marker.
+    assert_eq!(h.high_water_marks().get("me"), Some(&10));
     ops.fail.store(false, Ordering::SeqCst);
     let o = h.blocking_append(batch(3)).unwrap().wait_durable().unwrap();
     assert_eq!(o.assigned, Some(11..=15), "origin seqs are not reused");
     store.close().unwrap();
     let (got, errs) = read_all(dir.path());
     assert!(errs.is_empty(), "{errs:?}");
-    let seqs: Vec<u64> = records_of(&got).iter().map(|r| r.origin_seq).collect();
-    let upto_failed: Vec<u64> = (1..=hwm).chain(11..=15).collect();
-    assert_eq!(seqs, upto_failed);
+    let seqs: Vec<(u64, u64)> = records_of(&got)
+        .iter()
+        .map(|r| (r.first_seq(), r.origin_seq))
+        .collect();
+    let expected: Vec<(u64, u64)> = (1..=5)
+        .map(|s| (s, s))
+        .chain([(6, 10)])
+        .chain((11..=15).map(|s| (s, s)))
+        .collect();
+    assert_eq!(seqs, expected);
     assert!(verify(dir.path()).unwrap().is_clean());
 }
 

@@ -1,6 +1,7 @@
 //! The integration tests, in one binary: end-to-end tests of the real `starling` binary
 //! (driven through `sandbox`), tests against real peers, the conformance corpus, the fuzz
-//! regression corpus, process-level tests of the store (kill -9 loop, full disk), and where
+//! regression corpus, process-level tests of the store (kill -9 loops, with and without injected
+//! store failures; full disk), and where
 //! the node's own logs go (files, JSON, journald).
 
 mod api_limits;
@@ -20,3 +21,4 @@ mod rsyslog;
 mod sandbox;
 mod store_crash;
 mod store_disk;
+mod store_faults;

@@ -120,7 +120,17 @@ fn verify_shard(source: String, dir: &Path) -> ShardVerify {
     };
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".damaged") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "shard.meta.damaged" {
+                out.problems.push(problem(
+                    &e.path(),
+                    0,
+                    None,
+                    "shard.meta did not verify: set aside and rebuilt by recovery from the \
+                     directory name"
+                        .to_string(),
+                ));
+            } else if name.ends_with(".damaged") {
                 out.problems.push(problem(
                     &e.path(),
                     0,

@@ -9,14 +9,16 @@
 //! only through `msync`). Readers read the same page cache with `pread`.
 //!
 //! Owned by the writer thread only. Any error returned here poisons the segment: the caller
-//! must drop it and recover the shard from disk.
+//! must cut it back to its last good end (`discard_unsynced`) and recover the shard from
+//! what is on disk. After a failed `fdatasync` the page cache is not the disk (the kernel
+//! may have marked the failed pages clean), so nothing written after the last good point is
+//! ever read back as stored.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::fileops::{is_no_space, FileOps};
@@ -77,12 +79,12 @@ pub struct ActiveSegment {
     allocated: usize,
     /// Payload of the open frame (encoded records), written out when the frame closes.
     buf: Vec<u8>,
-    /// First origin sequence of each origin in the open frame. When writing the frame fails,
-    /// these records never reach the file: the writer lowers those origins' high-water marks
-    /// to just below them (see `Writer::poison`).
-    frame_origins: Vec<(Arc<str>, u64)>,
     data_end: usize,
     synced_end: usize,
+    /// `synced_end` at the writer's last good point (every shard synced: `mark_good`). A
+    /// failure anywhere cuts the file back to it, so the shards on disk always hold a prefix
+    /// of what was written, in write order.
+    good_end: usize,
     pub opened_at: Instant,
     frame: Option<OpenFrame>,
     index: SparseIndex,
@@ -141,9 +143,9 @@ impl ActiveSegment {
             capacity,
             allocated,
             buf: Vec::new(),
-            frame_origins: Vec::new(),
             data_end: SEGMENT_HEADER_BYTES,
             synced_end: SEGMENT_HEADER_BYTES,
+            good_end: SEGMENT_HEADER_BYTES,
             opened_at: Instant::now(),
             frame: None,
             index: SparseIndex::new(),
@@ -173,9 +175,19 @@ impl ActiveSegment {
         self.next_seq() == self.header.base_seq
     }
 
-    /// First sequence of each origin in the frame being written (or whose write failed).
-    pub fn frame_origins(&self) -> &[(Arc<str>, u64)] {
-        &self.frame_origins
+    /// The writer reached a good point (every shard's written data synced): what is synced
+    /// now is what a later failure cuts back to.
+    pub fn mark_good(&mut self) {
+        self.good_end = self.synced_end;
+    }
+
+    /// After a failed write or sync (of this segment or any other): cuts the file back to the
+    /// last good point and closes it. Bytes after it may exist only in the page cache (a
+    /// failed `fdatasync` leaves them there, marked clean) and are never read as stored; the
+    /// caller then recovers the shard from what is left. An error means the file could not
+    /// be cut: the shard must not be trusted.
+    pub fn discard_unsynced(self) -> io::Result<()> {
+        self.file.set_len(self.good_end as u64)
     }
 
     /// Reserved bytes of the file.
@@ -228,10 +240,6 @@ impl ActiveSegment {
         let at = self.buf.len();
         self.buf.resize(at + encoded_len, 0);
         codec::encode_into(record, &mut self.buf[at..]);
-        if !self.frame_origins.iter().any(|(o, _)| *o == record.origin) {
-            self.frame_origins
-                .push((record.origin.clone(), record.first_seq()));
-        }
         frame.len += encoded_len;
         frame.count += 1;
         frame.min_recv = frame.min_recv.min(record.received_at_micros);
@@ -275,7 +283,6 @@ impl ActiveSegment {
             durable_watermark: self.synced_end as u64,
         };
         ops.write_at(&self.file, &header.encode(), f.start as u64)?;
-        self.frame_origins.clear();
         self.index.on_frame(f.start as u64, &header);
         let ft = &mut self.footer;
         ft.num_records += u64::from(f.count);
@@ -304,21 +311,22 @@ impl ActiveSegment {
 
     /// Syncs, writes the footer (carrying the shard's cumulative `hwm`), trims
     /// the preallocation, syncs file and directory, writes the index. Returns the next seq.
-    pub fn seal(mut self, hwm: &HashMap<String, u64>, ops: &dyn FileOps) -> io::Result<u64> {
-        self.sync(ops)?;
-        let ActiveSegment {
-            path,
-            file,
-            header,
-            data_end,
-            index,
-            mut footer,
-            ..
-        } = self;
-        footer.data_end = data_end as u64;
+    /// On failure the segment comes back, for the caller to `discard_unsynced`.
+    pub fn seal(
+        mut self,
+        hwm: &HashMap<String, u64>,
+        ops: &dyn FileOps,
+    ) -> Result<u64, (io::Error, Box<ActiveSegment>)> {
+        if let Err(e) = self.sync(ops) {
+            return Err((e, Box::new(self)));
+        }
+        let mut footer = self.footer.clone();
+        footer.data_end = self.data_end as u64;
         footer.hwm = hwm.clone();
-        let dir = path.parent().unwrap_or(Path::new("."));
-        write_seal(&file, dir, &header, &footer, &index, ops)?;
-        Ok(footer.next_seq)
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        match write_seal(&self.file, dir, &self.header, &footer, &self.index, ops) {
+            Ok(()) => Ok(footer.next_seq),
+            Err(e) => Err((e, Box::new(self))),
+        }
     }
 }

@@ -470,3 +470,153 @@ fn frame_runs(payload: &[u8]) -> Vec<(String, u64, u64)> {
     }
     out
 }
+
+/// What opening found of one shard directory whose `shard.meta` does not verify.
+pub enum MetaRepair {
+    /// Rebuilt from the directory name (checked against every readable segment header's
+    /// shard id); the bad file is kept as `shard.meta.damaged`. The shard opens as usual.
+    Rebuilt,
+    /// The name cannot be rebuilt: the shard is not opened (its files are left as they are),
+    /// but `origin`'s highest sequence in it is returned, so numbering never goes back.
+    Fenced { origin_mark: u64 },
+}
+
+/// The source name a plain (`s-…`) shard directory name encodes, if `encode` gives the name
+/// back (hashed names cannot be decoded).
+fn plain_source(dir_name: &str) -> Option<Vec<u8>> {
+    use crate::store::format::shardname::encode;
+    let rest = dir_name.strip_prefix("s-")?;
+    let bytes = rest.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    (encode(&out) == dir_name).then_some(out)
+}
+
+/// A shard directory whose `shard.meta` is missing (with segments present) or does not
+/// verify (`reason`): rebuilds it when the directory name gives the source back and every
+/// readable segment header carries that source's shard id (FNV of the name); otherwise
+/// fences it, returning the highest sequence of `origin` in any of its segments. Either way
+/// the problem goes to `report`.
+pub fn repair_meta(
+    shard_dir: &Path,
+    reason: &str,
+    origin: &str,
+    ops: &dyn FileOps,
+    report: &mut RecoveryReport,
+) -> MetaRepair {
+    use crate::store::format::shardname::{encode_meta, shard_id, META_FILE};
+    let meta = shard_dir.join(META_FILE);
+    let name = shard_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(plain_source);
+    let ids_match = |source: &[u8]| -> io::Result<bool> {
+        let id = shard_id(source);
+        for base in list_segments(shard_dir)? {
+            let file = File::open(shard_dir.join(segment_file_name(base)))?;
+            if let Ok(header) = read_header(&file)? {
+                if header.shard_id != id {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    };
+    let rebuilt = name.as_deref().map(|source| -> io::Result<bool> {
+        if !ids_match(source)? {
+            return Ok(false);
+        }
+        if meta.exists() {
+            ops.rename(&meta, &shard_dir.join("shard.meta.damaged"))?;
+        }
+        let tmp = shard_dir.join("shard.meta.tmp");
+        ops.write_file(&tmp, &encode_meta(source))?;
+        ops.sync_data(&File::open(&tmp)?)?;
+        ops.rename(&tmp, &meta)?;
+        ops.sync_dir(shard_dir)?;
+        Ok(true)
+    });
+    match rebuilt {
+        Some(Ok(true)) => {
+            report.problems.push(Problem {
+                file: meta,
+                offset: 0,
+                seqs: None,
+                reason: format!(
+                    "{reason}; rebuilt from the directory name (the segments' shard id \
+                     matches), the bad file kept as shard.meta.damaged"
+                ),
+            });
+            MetaRepair::Rebuilt
+        }
+        other => {
+            let why = match other {
+                Some(Err(e)) => format!("cannot rebuild it: {e}"),
+                Some(Ok(_)) => "the segments' shard id does not match the directory name".into(),
+                None => "the directory name does not give the source back".into(),
+            };
+            let origin_mark = match origin_mark_in(shard_dir, origin) {
+                Ok(mark) => mark,
+                Err(e) => {
+                    report.problems.push(Problem {
+                        file: shard_dir.to_path_buf(),
+                        offset: 0,
+                        seqs: None,
+                        reason: format!("cannot read the segments of a fenced shard: {e}"),
+                    });
+                    0
+                }
+            };
+            report.problems.push(Problem {
+                file: meta,
+                offset: 0,
+                seqs: None,
+                reason: format!(
+                    "{reason}; {why}: shard fenced (not opened, files kept for repair)"
+                ),
+            });
+            MetaRepair::Fenced { origin_mark }
+        }
+    }
+}
+
+/// The highest sequence of `origin` in any segment of `shard_dir`: a sealed segment's footer
+/// carries the shard's cumulative marks, an unsealed one is scanned (read only).
+pub fn origin_mark_in(shard_dir: &Path, origin: &str) -> io::Result<u64> {
+    let mut mark = 0u64;
+    for base in list_segments(shard_dir)? {
+        let file = File::open(shard_dir.join(segment_file_name(base)))?;
+        let Ok(header) = read_header(&file)? else {
+            continue;
+        };
+        if let Some((_, footer)) = read_footer(&file, header.nonce)? {
+            mark = mark.max(footer.hwm.get(origin).copied().unwrap_or(0));
+            continue;
+        }
+        let mut scanner = Scanner::new(&file, &header, true)?;
+        while let Some(step) = scanner.next_step()? {
+            match step {
+                ScanStep::Frame { payload, .. } => {
+                    for (o, _, last) in frame_runs(&payload) {
+                        if o == origin {
+                            mark = mark.max(last);
+                        }
+                    }
+                }
+                ScanStep::Corrupt { .. } => {}
+                ScanStep::End { .. } | ScanStep::Footer { .. } => break,
+            }
+        }
+    }
+    Ok(mark)
+}

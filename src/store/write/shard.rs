@@ -181,7 +181,7 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
                 ops.write_file(&tmp, &encode_meta(source.as_bytes()))?;
                 let f = std::fs::File::open(&tmp)?;
                 ops.sync_data(&f)?;
-                std::fs::rename(&tmp, dir.join(META_FILE))?;
+                ops.rename(&tmp, &dir.join(META_FILE))?;
                 ops.sync_dir(&dir)?;
                 ops.sync_dir(data_dir)?;
                 return Ok(dir);

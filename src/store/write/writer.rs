@@ -3,10 +3,14 @@
 //! segments, group-commits (flush of every dirty shard, then tickets resolve), runs
 //! retention, and stalls (without losing the batch) while the disk is full.
 //!
-//! Policy on failure: a failed flush or seal poisons that shard's segment; the shard is
-//! recovered from disk and every ticket with records in that shard fails with `SyncFailed`
-//! (nothing is reported durable). Origin sequences are never reused afterwards: the local
-//! ones lost with the frame are stored as a gap marker before any later local record.
+//! Policy on failure: a failed frame write, `fdatasync` or seal goes back to the last good
+//! point (the last moment every shard was synced): every active segment is cut back to its
+//! end then and its shard recovered from disk (never from the page cache, which a failed
+//! `fdatasync` leaves holding pages that are not on disk), every origin's high-water mark
+//! goes back to what the shards hold, and every ticket not yet acknowledged fails with
+//! `SyncFailed` (nothing is reported durable; forwarders resend). Origin sequences are never
+//! reused afterwards: the local ones cut are stored as a gap marker before any later local
+//! record.
 //! A local record is numbered only as it is written, so a batch that fails (or stalls) for
 //! any other reason leaves no hole in the local origin. ENOSPC while creating a shard
 //! directory, its `shard.meta` or a segment stalls the batch until space returns.
@@ -39,16 +43,14 @@ struct InFlight {
     next: usize,
     ticket: TicketTx,
     outcome: AppendOutcome,
-    shards: Vec<u32>,
     failed: Option<StoreError>,
 }
 
-/// A written batch whose ticket waits for the next group commit (or a failure of a shard it
-/// wrote to).
+/// A written batch whose ticket waits for the next group commit (or for a failed write or
+/// sync before it, which fails every waiting ticket).
 struct AwaitingCommit {
     ticket: TicketTx,
     outcome: Result<AppendOutcome, StoreError>,
-    shards: Vec<u32>,
 }
 
 pub(crate) struct Writer {
@@ -136,6 +138,21 @@ impl Writer {
             numbering: None,
             lost_local: Vec::new(),
         }
+    }
+
+    /// Raises `origin`'s mark to at least `seq` (its sequences found in a fenced shard at
+    /// open), so the local origin's numbering never goes back.
+    pub fn raise_mark(&mut self, origin: &str, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        let mark = self.hwm.entry(origin.to_string()).or_insert(0);
+        *mark = (*mark).max(seq);
+        *self
+            .shared
+            .durable_hwm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = self.hwm.clone();
     }
 
     /// The thread body: runs until a `Close` message is processed.
@@ -242,7 +259,6 @@ impl Writer {
             next: 0,
             ticket,
             outcome,
-            shards: Vec::new(),
             failed: None,
         });
         self.resume();
@@ -438,9 +454,6 @@ impl Writer {
                 let first = f.outcome.assigned.as_ref().map_or(seq, |r| *r.start());
                 f.outcome.assigned = Some(first..=seq);
             }
-            if !f.shards.contains(&(idx as u32)) {
-                f.shards.push(idx as u32);
-            }
             bytes += enc as u64;
             f.next += 1;
         }
@@ -472,7 +485,6 @@ impl Writer {
         self.awaiting_commit.push(AwaitingCommit {
             ticket: f.ticket,
             outcome,
-            shards: f.shards,
         });
     }
 
@@ -510,7 +522,7 @@ impl Writer {
                     // stored while the ones in it are missing.
                     Counters::add(&self.shared.counters.write_errors, 1);
                     let path = a.path.clone();
-                    return Err(self.poison(prev, path, e));
+                    return Err(self.poison(path, e));
                 }
             }
         }
@@ -580,7 +592,7 @@ impl Writer {
                 Appended::Failed(e) => {
                     Counters::add(&self.shared.counters.write_errors, 1);
                     let path = active.path.clone();
-                    return Err(self.poison(idx, path, e));
+                    return Err(self.poison(path, e));
                 }
             }
         }
@@ -648,7 +660,7 @@ impl Writer {
     fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
         // Everything written before the seal becomes durable first, so a sealed segment never
         // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
-        self.sync_dirty(Some(idx));
+        self.sync_dirty()?;
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
             return Ok(());
@@ -671,93 +683,101 @@ impl Writer {
                 self.run_retention();
                 Ok(())
             }
-            Err(e) => Err(self.poison(idx, path, e)),
+            Err((e, active)) => {
+                shard.active = Some(*active);
+                Err(self.poison(path, e))
+            }
         }
     }
 
-    /// A write or sync of shard `idx` failed: drop its segment, recover it from disk, fail
-    /// every ticket with records in it. Returns the error for the caller.
-    fn poison(&mut self, idx: usize, path: PathBuf, err: std::io::Error) -> StoreError {
+    /// A write or sync of shard `idx` failed. The page cache is no longer the disk (after a
+    /// failed `fdatasync` the kernel may have marked the failed pages clean), so the writer
+    /// goes back to its last good point (the last moment every shard was synced) everywhere:
+    /// every active segment is cut back to its good end and its shard recovered from what is
+    /// on disk; every forwarded origin's high-water mark goes back to what the shards now
+    /// hold (its forwarder resends the rest); the local sequences numbered since are not
+    /// given again but stored as a gap marker; every ticket not yet acknowledged fails (a
+    /// batch of duplicates too: the records it counts as stored may have been cut). Returns
+    /// the error for the caller.
+    fn poison(&mut self, path: PathBuf, err: std::io::Error) -> StoreError {
         Counters::add(&self.shared.counters.sync_errors, 1);
-        tracing::error!(file = %path.display(), error = %err, "segment write or sync failed; poisoning and recovering the shard");
+        tracing::error!(file = %path.display(), error = %err, "segment write or sync failed; cutting every shard back to its last synced end");
         self.seal_all = true;
         let error = StoreError::SyncFailed {
             path,
             source: Arc::new(err),
         };
-        let shard = &mut self.shards[idx];
-        // Records of a frame whose write failed never reached the file: an origin forwarded
-        // to this store must not look stored past them, or its forwarder would skip them.
-        // (Frames are closed in admission order, so everything before them is written.)
-        // The local origin's sequences are not given again; the ones lost (from its first in
-        // the frame up to the last numbered before the record being appended now, which
-        // `unnumber` takes back) become a gap marker.
-        if let Some(active) = shard.active.as_ref() {
-            for (origin, first) in active.frame_origins() {
-                if **origin != *self.local_origin {
-                    lower_hwm(&mut self.hwm, origin, first.saturating_sub(1));
-                } else {
-                    let numbered = self.hwm.get(&self.local_origin).copied().unwrap_or(0);
-                    let last = self.numbering.map_or(numbered, |s| s - 1);
-                    let known = self
-                        .lost_local
-                        .iter()
-                        .any(|&(a, b)| a <= *first && last <= b);
-                    if last >= *first && !known {
-                        self.lost_local.push((*first, last));
-                    }
-                }
-            }
-        }
-        let shard = &mut self.shards[idx];
-        shard.active = None;
-        shard.dirty = false;
+        // The local sequences numbered so far (the record being appended right now is taken
+        // back by `unnumber`).
+        let numbered = self.hwm.get(&self.local_origin).copied().unwrap_or(0);
+        let numbered = self.numbering.map_or(numbered, |s| s - 1);
+        self.open_frame = None;
         let mut report = RecoveryReport::default();
-        match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
-            Ok(state) => {
-                // What recovery found on disk of the local origin is not lost (a failed sync
-                // may have left it in the page cache, and recovery reseals it).
-                if let Some(&on_disk) = state.hwm.get(&self.local_origin) {
-                    self.lost_local.retain(|&(_, b)| b > on_disk);
-                    for r in &mut self.lost_local {
-                        r.0 = r.0.max(on_disk + 1);
-                    }
-                }
-                shard.next_seq = state.next_seq;
-                shard.set_hwm(state.hwm);
-                shard.set_segments(state.segments);
+        // (The failed shard's segment is among them: every caller hands it back first.)
+        for shard in &mut self.shards {
+            let Some(active) = shard.active.take() else {
+                continue;
+            };
+            shard.dirty = false;
+            if let Err(e) = active.discard_unsynced() {
+                tracing::error!(dir = %shard.dir.display(), error = %e, "cannot cut a segment back to its last synced end");
+                shard.broken = Some(format!(
+                    "cannot cut a segment back after a failed write or sync: {e}"
+                ));
+                continue;
             }
-            Err(e) => {
-                tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a sync failure failed");
-                shard.broken = Some(format!("cannot recover shard after a sync failure: {e}"));
+            match recover_shard(&shard.dir, self.ops.as_ref(), &mut report) {
+                Ok(state) => {
+                    shard.next_seq = state.next_seq;
+                    shard.set_hwm(state.hwm);
+                    shard.set_segments(state.segments);
+                }
+                Err(e) => {
+                    tracing::error!(dir = %shard.dir.display(), error = %e, "recovery after a failed write or sync failed");
+                    shard.broken = Some(format!("cannot recover shard after a sync failure: {e}"));
+                }
             }
         }
         for p in &report.problems {
             tracing::error!(problem = %p, "damage found while recovering after a sync failure");
         }
-        for p in self
-            .awaiting_commit
-            .iter_mut()
-            .filter(|p| p.shards.contains(&(idx as u32)))
-        {
-            p.outcome = Err(error.clone());
+        // What every shard holds now, per origin. Frames are written in processing order and
+        // every shard went back to the same good point, so each origin's records on disk are
+        // a prefix of its sequences.
+        let mut on_disk: HashMap<String, u64> = HashMap::new();
+        for shard in &mut self.shards {
+            for (o, &q) in shard.hwm() {
+                let e = on_disk.entry(o.clone()).or_insert(0);
+                *e = (*e).max(q);
+            }
         }
-        if let Some(f) = self
-            .current
-            .as_mut()
-            .filter(|f| f.shards.contains(&(idx as u32)))
-        {
-            f.failed = Some(error.clone());
+        for (origin, mark) in self.hwm.iter_mut() {
+            if *origin != self.local_origin {
+                *mark = (*mark).min(on_disk.get(origin).copied().unwrap_or(0));
+            }
+        }
+        // Nothing local is written while a lost range waits (`write_lost` runs first), so
+        // everything numbered above what is on disk is one lost range.
+        let local_on_disk = on_disk.get(&self.local_origin).copied().unwrap_or(0);
+        self.lost_local.clear();
+        if numbered > local_on_disk {
+            self.lost_local.push((local_on_disk + 1, numbered));
+        }
+        for p in &mut self.awaiting_commit {
+            if p.outcome.is_ok() {
+                p.outcome = Err(error.clone());
+            }
+        }
+        if let Some(f) = self.current.as_mut() {
+            f.failed.get_or_insert_with(|| error.clone());
         }
         error
     }
 
-    /// Makes every dirty shard but `except` durable (poisoning those that fail).
-    fn sync_dirty(&mut self, except: Option<usize>) {
+    /// Makes every dirty shard durable. If all succeed this is a good point (what a later
+    /// failure cuts back to); a failure poisons (cuts every shard back) and is returned.
+    fn sync_dirty(&mut self) -> Result<(), StoreError> {
         for idx in 0..self.shards.len() {
-            if Some(idx) == except {
-                continue;
-            }
             let shard = &mut self.shards[idx];
             if !shard.dirty {
                 continue;
@@ -768,16 +788,22 @@ impl Writer {
             };
             if let Err(e) = active.sync(self.ops.as_ref()) {
                 let path = active.path.clone();
-                self.poison(idx, path, e);
+                return Err(self.poison(path, e));
             }
         }
+        for shard in &mut self.shards {
+            if let Some(active) = shard.active.as_mut() {
+                active.mark_good();
+            }
+        }
+        Ok(())
     }
 
     /// Group commit: make every dirty shard durable, then resolve tickets.
     pub fn commit(&mut self) {
         let started = Instant::now();
         let _ = self.write_lost();
-        self.sync_dirty(None);
+        let _ = self.sync_dirty();
         if self.current.is_none() {
             self.shared
                 .durable_hwm
