@@ -426,6 +426,18 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
+        if store.idle_shard_seal.is_zero() {
+            return Err(invalid(
+                "store.idle-shard-seal",
+                "must be greater than zero".into(),
+            ));
+        }
+        if store.max_open_shards == 0 {
+            return Err(invalid(
+                "store.max-open-shards",
+                "must be at least 1".into(),
+            ));
+        }
         if store.commit_max_delay > Duration::from_secs(10) {
             return Err(invalid(
                 "store.commit-max-delay",

@@ -233,4 +233,6 @@ mod tests_holes;
 #[cfg(test)]
 mod tests_model;
 #[cfg(test)]
+mod tests_shards;
+#[cfg(test)]
 mod tests_spool;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use super::active::ActiveSegment;
 use super::fileops::FileOps;
@@ -51,6 +51,10 @@ pub struct Shard {
     /// its files.
     pub broken: Option<String>,
     pub dirty: bool,
+    /// When a record was last appended (or the shard was loaded): the writer seals an
+    /// active segment idle for `idle_shard_seal`, and the least recently used first when
+    /// more than `max_open_shards` are open.
+    pub last_used: Instant,
     /// Cache of the last origin noted and its highest seq, folded into `hwm` on change, so
     /// a run of records from one origin costs no hashing.
     last_origin: Option<(String, u64)>,
@@ -72,6 +76,7 @@ impl Shard {
             sealed_bytes: 0,
             broken: None,
             dirty: false,
+            last_used: Instant::now(),
             last_origin: None,
         }
     }

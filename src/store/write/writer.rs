@@ -33,6 +33,9 @@ use crate::store::stats::Counters;
 
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// Retention runs at most this long after an idle or evicted shard is sealed (not at once:
+/// a flood of new sources seals many shards, and a retention run visits every shard).
+const RETENTION_AFTER_QUIET_SEAL: Duration = Duration::from_secs(1);
 
 struct InFlight {
     records: Vec<Record>,
@@ -83,6 +86,11 @@ pub(crate) struct Writer {
     /// stored as gap markers: written before anything else (`write_lost`), so no commit
     /// acknowledges a later local record while the hole is not accounted for.
     lost_local: Vec<(u64, u64)>,
+    /// Shards that have (or had, since the last clean-up) an active segment: the open files.
+    /// Stale entries (segment sealed or poisoned since) are dropped by `open_shards`.
+    open: Vec<usize>,
+    /// When the next active segment may have been idle for `idle_shard_seal`.
+    next_idle_check: Instant,
 }
 
 fn now_micros() -> i64 {
@@ -135,6 +143,8 @@ impl Writer {
             seal_all: false,
             numbering: None,
             lost_local: Vec::new(),
+            open: Vec::new(),
+            next_idle_check: Instant::now(),
         }
     }
 
@@ -189,12 +199,15 @@ impl Writer {
             if self.seal_all && self.current.is_none() {
                 self.seal_all = false;
                 self.open_frame = None;
-                for idx in 0..self.shards.len() {
-                    if let Err(e) = self.seal_active(idx) {
+                for idx in self.open_shards() {
+                    if let Err(e) = self.seal_segment(idx) {
                         tracing::error!(error = %e, "sealing after a sync failure failed");
                     }
                 }
                 self.commit();
+            }
+            if self.current.is_none() && Instant::now() >= self.next_idle_check {
+                self.seal_idle();
             }
             if Instant::now() >= self.next_retention {
                 self.run_retention();
@@ -204,7 +217,7 @@ impl Writer {
     }
 
     fn wait(&self) {
-        let mut deadline = self.next_retention;
+        let mut deadline = self.next_retention.min(self.next_idle_check);
         if !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0 {
             deadline = deadline.min(self.last_commit + self.config.commit_max_delay);
         }
@@ -381,6 +394,7 @@ impl Writer {
         }
         let mut bytes = 0u64;
         let mut stalled = false;
+        let now = Instant::now();
         // (record index, shard index) of the last lookup: runs of one source skip the hash.
         let mut last: Option<(usize, usize)> = None;
         while f.failed.is_none() && f.next < f.records.len() {
@@ -441,6 +455,7 @@ impl Writer {
             if !f.shards.contains(&(idx as u32)) {
                 f.shards.push(idx as u32);
             }
+            self.shards[idx].last_used = now;
             bytes += enc as u64;
             f.next += 1;
         }
@@ -527,6 +542,9 @@ impl Writer {
                 self.seal_active(idx)?;
                 continue;
             }
+            if self.shards[idx].active.is_none() {
+                self.make_room();
+            }
             let shard = &mut self.shards[idx];
             if shard.active.is_none() {
                 let capacity =
@@ -541,6 +559,7 @@ impl Writer {
                 ) {
                     Ok(a) => {
                         shard.active = Some(a);
+                        self.open.push(idx);
                         let c = &self.shared.counters;
                         Counters::add(&c.segments_created, 1);
                         Counters::add(&c.num_segments, 1);
@@ -644,14 +663,84 @@ impl Writer {
         self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
     }
 
-    /// Seals the active segment of shard `idx` (or removes it if empty).
+    /// Seals the active segment of shard `idx` (or removes it if empty), then runs retention
+    /// (a segment rolled).
     fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
+        if self.seal_segment(idx)? {
+            self.run_retention();
+        }
+        Ok(())
+    }
+
+    /// Seals the active segments idle for `idle_shard_seal`, and sets the next check.
+    fn seal_idle(&mut self) {
+        let idle = self.config.idle_shard_seal;
+        let now = Instant::now();
+        let mut next = now + idle;
+        let mut sealed = false;
+        for idx in self.open_shards() {
+            let due = self.shards[idx].last_used + idle;
+            if due > now {
+                next = next.min(due);
+                continue;
+            }
+            match self.seal_segment(idx) {
+                Ok(s) => sealed |= s,
+                Err(e) => tracing::error!(error = %e, "sealing an idle shard failed"),
+            }
+        }
+        self.next_idle_check = next;
+        if sealed {
+            self.retention_soon();
+        }
+    }
+
+    /// Before a new active segment is created: if `max_open_shards` are open, seals the least
+    /// recently used sixteenth of them (at least one), so the cost of a seal (a sync of every
+    /// dirty shard first, see `seal_segment`) is paid once per batch of evictions.
+    fn make_room(&mut self) {
+        let max = self.config.max_open_shards;
+        let mut open = self.open_shards();
+        if open.len() < max {
+            return;
+        }
+        let n = (open.len() + 1 - max).max(max / 16).max(1).min(open.len());
+        open.select_nth_unstable_by_key(n - 1, |&i| self.shards[i].last_used);
+        let mut sealed = false;
+        for &idx in &open[..n] {
+            match self.seal_segment(idx) {
+                Ok(s) => sealed |= s,
+                Err(e) => tracing::error!(error = %e, "sealing a least recently used shard failed"),
+            }
+        }
+        self.open.retain(|&i| self.shards[i].active.is_some());
+        if sealed {
+            self.retention_soon();
+        }
+    }
+
+    /// The shards with an active segment (dropping stale entries from `open`).
+    fn open_shards(&mut self) -> Vec<usize> {
+        let shards = &self.shards;
+        self.open.retain(|&i| shards[i].active.is_some());
+        self.open.clone()
+    }
+
+    fn retention_soon(&mut self) {
+        self.next_retention = self
+            .next_retention
+            .min(Instant::now() + RETENTION_AFTER_QUIET_SEAL);
+    }
+
+    /// Seals the active segment of shard `idx` (or removes it if empty). Returns whether a
+    /// segment was sealed.
+    fn seal_segment(&mut self, idx: usize) -> Result<bool, StoreError> {
         // Everything written before the seal becomes durable first, so a sealed segment never
         // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
         self.sync_dirty(Some(idx));
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let path = active.path.clone();
         let base = active.header.base_seq;
@@ -660,7 +749,7 @@ impl Writer {
             drop(active);
             let _ = std::fs::remove_file(&path);
             c.num_segments.fetch_sub(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         }
         match active.seal(shard.hwm(), self.ops.as_ref()) {
             Ok(next) => {
@@ -668,8 +757,7 @@ impl Writer {
                 shard.segments.push(base);
                 shard.sealed_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
                 Counters::add(&c.segments_sealed, 1);
-                self.run_retention();
-                Ok(())
+                Ok(true)
             }
             Err(e) => Err(self.poison(idx, path, e)),
         }
@@ -828,8 +916,8 @@ impl Writer {
         }
         self.commit();
         let mut result = Ok(());
-        for idx in 0..self.shards.len() {
-            if let Err(e) = self.seal_active(idx) {
+        for idx in self.open_shards() {
+            if let Err(e) = self.seal_segment(idx) {
                 result = Err(e);
             }
         }
