@@ -438,6 +438,16 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let shortest = crate::store::shardname::MAX_SHORTENED;
+        if !(shortest..=usize::from(u16::MAX)).contains(&store.source_name_max_bytes) {
+            return Err(invalid(
+                "store.source-name-max-bytes",
+                format!(
+                    "{} is outside {shortest}..=65535",
+                    store.source_name_max_bytes
+                ),
+            ));
+        }
         if store.commit_max_delay > Duration::from_secs(10) {
             return Err(invalid(
                 "store.commit-max-delay",

@@ -4,9 +4,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::tests::{read_all, rec, small_config};
+use super::write::fileops::{FileOps, RealFileOps};
 use super::*;
 use crate::testutil::wait_until_blocking;
 
@@ -167,4 +169,119 @@ fn open_segments_stay_bounded_and_the_least_recently_used_go_first() {
     };
     assert_eq!(seqs, (1..=80).collect::<Vec<u64>>());
     assert!(verify(dir.path()).unwrap().is_clean());
+}
+
+/// Real file operations that log every directory sync.
+#[derive(Debug, Default)]
+struct DirSyncLog {
+    synced: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl FileOps for DirSyncLog {
+    fn allocate(&self, file: &std::fs::File, len: u64) -> std::io::Result<()> {
+        RealFileOps.allocate(file, len)
+    }
+    fn sync_written(&self, file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+        RealFileOps.sync_written(file, offset, len)
+    }
+    fn sync_data(&self, file: &std::fs::File) -> std::io::Result<()> {
+        RealFileOps.sync_data(file)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.synced.lock().unwrap().push(dir.to_path_buf());
+        RealFileOps.sync_dir(dir)
+    }
+}
+
+/// One batch from 50 new sources: the new directory entries (50 shard directories with their
+/// `shard.meta` and first segment) are synced once per directory at the commit — 51 directory
+/// syncs, not three per shard — and all of them before the batch is reported durable.
+#[test]
+fn new_shards_share_their_directory_syncs_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(DirSyncLog::default());
+    let config = StoreConfig {
+        commit_max_delay: Duration::from_secs(3600),
+        ..small_config()
+    };
+    let (store, _) = Store::open_with_ops(dir.path(), "me", config, ops.clone()).unwrap();
+    ops.synced.lock().unwrap().clear();
+    let batch = (0..50)
+        .map(|i| rec(&format!("new-{i}"), "me", 0, i, "first words"))
+        .collect();
+    let ticket = store.handle().blocking_append(batch).unwrap();
+    store.handle().commit_now().unwrap();
+    ticket.wait_durable().unwrap();
+    let synced = ops.synced.lock().unwrap().clone();
+    assert_eq!(synced.len(), 51, "{synced:?}");
+    let unique: std::collections::HashSet<&PathBuf> = synced.iter().collect();
+    assert_eq!(unique.len(), 51, "each directory once: {synced:?}");
+    assert!(unique.contains(&dir.path().to_path_buf()));
+    for i in 0..50 {
+        let shard = dir.path().join(format!("s-new-{i}"));
+        assert!(unique.contains(&shard), "{} not synced", shard.display());
+    }
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(got.len(), 50);
+}
+
+/// Sources longer than `source_name_max_bytes` (two that share their first 200 bytes, one
+/// past the 16-bit length of the record's other names) are stored in shards named by their
+/// hashed form, with a small `shard.meta`, and every record reads back with its full name.
+#[test]
+fn a_long_source_name_shortens_its_shard_and_stays_whole_in_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        source_name_max_bytes: 100,
+        ..small_config()
+    };
+    let (store, _) = Store::open(dir.path(), "me", config.clone()).unwrap();
+    let long_a = format!("{}a", "Long.Host-".repeat(20));
+    let long_b = format!("{}b", "Long.Host-".repeat(20));
+    let huge = "h".repeat(70_000);
+    let at_cap = "c".repeat(100);
+    let mut t = 0;
+    for source in [&long_a, &long_b, &huge, &at_cap, &long_a] {
+        t += 1;
+        append_one(&store, source, t);
+    }
+    store.close().unwrap();
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut shards: Vec<String> = reader.shards().into_iter().map(|s| s.source).collect();
+    shards.sort();
+    let mut want: Vec<String> = [&long_a, &long_b, &huge]
+        .iter()
+        .map(|s| shardname::shard_name(s, 100).into_owned())
+        .chain([at_cap.clone()])
+        .collect();
+    want.sort();
+    assert_eq!(shards, want);
+    for shard in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let meta = shard.path().join(shardname::META_FILE);
+        if let Ok(m) = std::fs::metadata(&meta) {
+            assert!(m.len() <= 16 + 100, "{}: {} bytes", meta.display(), m.len());
+        }
+    }
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    let mut names: Vec<&str> = got.iter().map(|r| &*r.record.source).collect();
+    names.sort_unstable();
+    let mut sent = vec![
+        long_a.as_str(),
+        long_b.as_str(),
+        huge.as_str(),
+        at_cap.as_str(),
+        long_a.as_str(),
+    ];
+    sent.sort_unstable();
+    assert_eq!(names, sent);
+    assert!(verify(dir.path()).unwrap().is_clean());
+    // Reopened, the writer finds the shortened shards again (no second shard per source).
+    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    append_one(&store, &long_b, 10);
+    store.close().unwrap();
+    assert_eq!(StoreReader::open(dir.path()).unwrap().shards().len(), 4);
+    assert_eq!(read_all(dir.path()).0.len(), 6);
 }

@@ -30,6 +30,10 @@ pub struct StoreConfig {
     /// At most this many active segments (open files) at once (default 1024); past it the
     /// least recently used ones are sealed.
     pub max_open_shards: usize,
+    /// A source name longer than this (default 255 bytes) does not name its shard: the shard
+    /// is named by its hashed form (`h-<prefix>-<hash>`, what `verify` and `read --source`
+    /// show) and each record keeps the full name.
+    pub source_name_max_bytes: usize,
     /// `[store.retention]`.
     pub retention: RetentionConfig,
     /// Batches the append queue holds before appends wait (default 1024; not a config key).
@@ -46,6 +50,7 @@ impl Default for StoreConfig {
             commit_max_bytes: 4 * 1024 * 1024,
             idle_shard_seal: Duration::from_secs(300),
             max_open_shards: 1024,
+            source_name_max_bytes: 255,
             retention: RetentionConfig::default(),
             queue_capacity: 1024,
         }

@@ -34,7 +34,9 @@ pub struct Shard {
     pub source: String,
     pub dir: PathBuf,
     pub id: u64,
-    pub active: Option<ActiveSegment>,
+    /// Boxed: most shards of a store with many sources have none, and the table holds one
+    /// `Shard` per source on disk.
+    pub active: Option<Box<ActiveSegment>>,
     pub next_seq: u64,
     hwm: HashMap<String, u64>,
     /// Sealed segments' base sequences, ascending.
@@ -168,7 +170,14 @@ impl Shard {
 
 /// Finds the directory of `source` under `data_dir`, creating it (with a synced `shard.meta`)
 /// if needed. A hashed name whose `shard.meta` names another source gets a `~N` suffix.
-pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io::Result<PathBuf> {
+/// Returns the directory and whether it was created: then the new entries (the directory in
+/// `data_dir`, `shard.meta` in it) are not durable until the caller syncs both directories,
+/// which the writer does once per group commit for every shard created since the last one.
+pub fn create_shard_dir(
+    data_dir: &Path,
+    source: &str,
+    ops: &dyn FileOps,
+) -> io::Result<(PathBuf, bool)> {
     let base = encode(source.as_bytes());
     for n in 1..1000u32 {
         let name = if n == 1 {
@@ -178,7 +187,7 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
         };
         let dir = data_dir.join(&name);
         match read_meta(&dir) {
-            Ok(Ok(existing)) if existing == source.as_bytes() => return Ok(dir),
+            Ok(Ok(existing)) if existing == source.as_bytes() => return Ok((dir, false)),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 ops.create_dir(&dir)?;
@@ -187,9 +196,7 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
                 let f = std::fs::File::open(&tmp)?;
                 ops.sync_data(&f)?;
                 std::fs::rename(&tmp, dir.join(META_FILE))?;
-                ops.sync_dir(&dir)?;
-                ops.sync_dir(data_dir)?;
-                return Ok(dir);
+                return Ok((dir, true));
             }
             Err(e) => return Err(e),
         }

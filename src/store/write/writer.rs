@@ -26,8 +26,9 @@ use super::retention;
 use super::shard::{create_shard_dir, Shard};
 use crate::record::{gap_marker_text, Record};
 use crate::store::error::StoreError;
-use crate::store::format::codec::encoded_len;
+use crate::store::format::codec::{encoded_len, encoded_len_keeping_source};
 use crate::store::format::frame::MAX_PAYLOAD_BYTES;
+use crate::store::format::shardname::shard_name;
 use crate::store::problem::RecoveryReport;
 use crate::store::stats::Counters;
 
@@ -91,6 +92,11 @@ pub(crate) struct Writer {
     open: Vec<usize>,
     /// When the next active segment may have been idle for `idle_shard_seal`.
     next_idle_check: Instant,
+    /// Directories with entries created since they were last synced (new shard directories
+    /// and `shard.meta` files, new segments): synced once each at the next commit, before any
+    /// ticket resolves, and before a seal (`sync_new_entries`), instead of two or three
+    /// serial directory syncs per new shard on the writer thread.
+    unsynced_dirs: Vec<PathBuf>,
 }
 
 fn now_micros() -> i64 {
@@ -145,6 +151,7 @@ impl Writer {
             lost_local: Vec::new(),
             open: Vec::new(),
             next_idle_check: Instant::now(),
+            unsynced_dirs: Vec::new(),
         }
     }
 
@@ -237,7 +244,9 @@ impl Writer {
     /// writes it, numbering each local record as it is written. A batch refused by a step
     /// fails its ticket whole.
     fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
-        let trims = match admit(&records).and_then(|()| self.mark_duplicates(&records)) {
+        let trims = match admit(&records, self.config.source_name_max_bytes)
+            .and_then(|()| self.mark_duplicates(&records))
+        {
             Ok(trims) => trims,
             Err(e) => {
                 let _ = ticket.send(Err(e));
@@ -428,7 +437,7 @@ impl Writer {
             let record = &mut f.records[f.next];
             let seq = self.number(record);
             let record = &f.records[f.next];
-            let enc = encoded_len(record).unwrap_or(0);
+            let enc = record_len(record, self.config.source_name_max_bytes);
             self.numbering = seq;
             let appended = self.append_to_shard(idx, record, enc);
             self.numbering = None;
@@ -491,11 +500,19 @@ impl Writer {
         });
     }
 
+    /// The shard of records from `source` (found or created): the one named `source`, or
+    /// for a source longer than `source_name_max_bytes` the one named by its hashed form.
     fn shard_index(&mut self, source: &str) -> std::io::Result<usize> {
+        let name = shard_name(source, self.config.source_name_max_bytes);
+        let source = &*name;
         if let Some(&i) = self.by_source.get(source) {
             return Ok(i);
         }
-        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
+        let (dir, created) = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
+        if created {
+            self.unsynced_dirs.push(self.dir.clone());
+            self.unsynced_dirs.push(dir.clone());
+        }
         self.shards.push(Shard::new(source.to_string(), dir));
         self.by_source
             .insert(source.to_string(), self.shards.len() - 1);
@@ -558,7 +575,8 @@ impl Writer {
                     self.ops.as_ref(),
                 ) {
                     Ok(a) => {
-                        shard.active = Some(a);
+                        shard.active = Some(Box::new(a));
+                        self.unsynced_dirs.push(shard.dir.clone());
                         self.open.push(idx);
                         let c = &self.shared.counters;
                         Counters::add(&c.segments_created, 1);
@@ -616,7 +634,7 @@ impl Writer {
     fn write_lost(&mut self) -> Result<bool, StoreError> {
         while let Some(&(from, to)) = self.lost_local.first() {
             let marker = Record::gap_marker(&self.local_origin, from, to, now_micros());
-            let enc = encoded_len(&marker).unwrap_or(0);
+            let enc = record_len(&marker, self.config.source_name_max_bytes);
             let written = match self.shard_index(&self.local_origin.clone()) {
                 Ok(idx) => self.append_to_shard(idx, &marker, enc),
                 Err(e) if is_no_space(&e) => {
@@ -738,6 +756,7 @@ impl Writer {
         // Everything written before the seal becomes durable first, so a sealed segment never
         // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
         self.sync_dirty(Some(idx));
+        self.sync_new_entries();
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
             return Ok(false);
@@ -751,7 +770,7 @@ impl Writer {
             c.num_segments.fetch_sub(1, Ordering::Relaxed);
             return Ok(false);
         }
-        match active.seal(shard.hwm(), self.ops.as_ref()) {
+        match (*active).seal(shard.hwm(), self.ops.as_ref()) {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
@@ -840,6 +859,30 @@ impl Writer {
         error
     }
 
+    /// Syncs each directory in `unsynced_dirs` once (the data directory last: it names the
+    /// new shard directories). A failure fails every ticket waiting for the commit (its
+    /// records' files may not be found after a crash) and keeps the directory for the next
+    /// try.
+    fn sync_new_entries(&mut self) {
+        if self.unsynced_dirs.is_empty() {
+            return;
+        }
+        let mut dirs = std::mem::take(&mut self.unsynced_dirs);
+        dirs.sort_unstable_by(|a, b| (*a == self.dir).cmp(&(*b == self.dir)).then(a.cmp(b)));
+        dirs.dedup();
+        for dir in dirs {
+            if let Err(e) = self.ops.sync_dir(&dir) {
+                Counters::add(&self.shared.counters.sync_errors, 1);
+                tracing::error!(dir = %dir.display(), error = %e, "syncing new directory entries failed");
+                let error = StoreError::io("sync directory", dir.clone(), e);
+                for p in &mut self.awaiting_commit {
+                    p.outcome = Err(error.clone());
+                }
+                self.unsynced_dirs.push(dir);
+            }
+        }
+    }
+
     /// Makes every dirty shard but `except` durable (poisoning those that fail).
     fn sync_dirty(&mut self, except: Option<usize>) {
         for idx in 0..self.shards.len() {
@@ -866,6 +909,7 @@ impl Writer {
         let started = Instant::now();
         let _ = self.write_lost();
         self.sync_dirty(None);
+        self.sync_new_entries();
         if self.current.is_none() {
             self.shared
                 .durable_hwm
@@ -926,11 +970,30 @@ impl Writer {
     }
 }
 
-/// Step one of taking a batch: every record must fit in a frame and every gap marker must name
-/// a range (`1 <= lost_from <= origin_seq`); otherwise the whole batch is refused.
-fn admit(records: &[Record]) -> Result<(), StoreError> {
+/// Bytes `record` takes in a frame: with its source name when that is longer than
+/// `max_source` (its shard is then named by a shortened form, see `shard_index`).
+fn record_len(record: &Record, max_source: usize) -> usize {
+    if record.source.len() > max_source {
+        encoded_len_keeping_source(record).unwrap_or(0)
+    } else {
+        encoded_len(record).unwrap_or(0)
+    }
+}
+
+fn checked_record_len(record: &Record, max_source: usize) -> Option<usize> {
+    if record.source.len() > max_source {
+        encoded_len_keeping_source(record)
+    } else {
+        encoded_len(record)
+    }
+}
+
+/// Step one of taking a batch: every record must fit in a frame (with its source name if that
+/// is kept in the record) and every gap marker must name a range
+/// (`1 <= lost_from <= origin_seq`); otherwise the whole batch is refused.
+fn admit(records: &[Record], max_source: usize) -> Result<(), StoreError> {
     for r in records {
-        match encoded_len(r) {
+        match checked_record_len(r, max_source) {
             Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
             n => {
                 return Err(StoreError::RecordTooLarge {
