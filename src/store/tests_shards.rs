@@ -285,3 +285,34 @@ fn a_long_source_name_shortens_its_shard_and_stays_whole_in_the_record() {
     assert_eq!(StoreReader::open(dir.path()).unwrap().shards().len(), 4);
     assert_eq!(read_all(dir.path()).0.len(), 6);
 }
+
+/// A shard whose segment rolled several times counts once against `max_open_shards`: with a
+/// limit of 2, a second source opening a segment does not seal the first one's.
+#[test]
+fn a_rolled_shard_counts_once_against_the_open_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        segment_max_bytes: 4096,
+        max_open_shards: 2,
+        ..small_config()
+    };
+    let (store, _) = Store::open(dir.path(), "me", config).unwrap();
+    for t in 0..40 {
+        store
+            .handle()
+            .blocking_append(vec![rec("roll", "me", 0, t, &"r".repeat(400))])
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    let sealed = store.handle().stats().segments_sealed;
+    assert!(sealed >= 3, "rolled {sealed} times");
+    append_one(&store, "other", 100);
+    assert_eq!(
+        store.handle().stats().segments_sealed,
+        sealed,
+        "opening a second segment under a limit of 2 sealed nothing"
+    );
+    assert_eq!(open_segments(dir.path()).len(), 2);
+    store.close().unwrap();
+}

@@ -17,5 +17,6 @@ mod logging;
 mod prometheus;
 mod rsyslog;
 mod sandbox;
+mod shard_flood;
 mod store_crash;
 mod store_disk;

@@ -577,7 +577,10 @@ impl Writer {
                     Ok(a) => {
                         shard.active = Some(Box::new(a));
                         self.unsynced_dirs.push(shard.dir.clone());
-                        self.open.push(idx);
+                        // (Still listed if its previous segment rolled: no second entry.)
+                        if !self.open.contains(&idx) {
+                            self.open.push(idx);
+                        }
                         let c = &self.shared.counters;
                         Counters::add(&c.segments_created, 1);
                         Counters::add(&c.num_segments, 1);
