@@ -449,6 +449,28 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
+        if store.idle_shard_seal.is_zero() {
+            return Err(invalid(
+                "store.idle-shard-seal",
+                "must be greater than zero".into(),
+            ));
+        }
+        if store.max_open_shards == 0 {
+            return Err(invalid(
+                "store.max-open-shards",
+                "must be at least 1".into(),
+            ));
+        }
+        let shortest = crate::store::shardname::MAX_SHORTENED;
+        if !(shortest..=usize::from(u16::MAX)).contains(&store.source_name_max_bytes) {
+            return Err(invalid(
+                "store.source-name-max-bytes",
+                format!(
+                    "{} is outside {shortest}..=65535",
+                    store.source_name_max_bytes
+                ),
+            ));
+        }
         if store.commit_max_delay > Duration::from_secs(10) {
             return Err(invalid(
                 "store.commit-max-delay",

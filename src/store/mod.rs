@@ -303,6 +303,8 @@ mod tests_meta;
 #[cfg(test)]
 mod tests_model;
 #[cfg(test)]
+mod tests_shards;
+#[cfg(test)]
 mod tests_spool;
 #[cfg(test)]
 mod tests_sync;

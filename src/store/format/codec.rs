@@ -1,6 +1,8 @@
 //! Record encoding inside a frame payload: a length-prefixed body per record holding receive
 //! time, event time, origin, origin sequence, peer, transport, parse status, truncated flag,
-//! the first lost sequence of a gap marker and the raw bytes. The shard (source) is not stored per record: it is the shard's name.
+//! the first lost sequence of a gap marker and the raw bytes. The shard (source) is not stored per record: it is the shard's name,
+//! except for a source too long to name its shard (`shardname::shard_name`), whose records
+//! keep it (flag 16).
 //!
 //! No I/O; decoding never trusts a length without checking it against the bytes at hand.
 
@@ -15,6 +17,9 @@ const FLAG_PEER: u8 = 2;
 const FLAG_TRUNCATED: u8 = 4;
 /// A gap marker: the first lost sequence follows the event time.
 const FLAG_LOST: u8 = 8;
+/// The record's source name follows the peer (u32 length + bytes): its shard is named by a
+/// shortened form.
+const FLAG_SOURCE: u8 = 16;
 const FIXED: usize = 4 + 4 + 8 + 8;
 
 /// Longest origin or peer string a record may carry.
@@ -43,8 +48,16 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
     Some(n)
 }
 
-/// Writes `record` into `out`, which must be exactly `encoded_len(record)` bytes long.
+/// Bytes `record` takes with its source name kept in the record (flag 16), or `None` if a
+/// field is too long to encode.
+pub fn encoded_len_keeping_source(record: &Record) -> Option<usize> {
+    encoded_len(record)?.checked_add(4 + record.source.len())
+}
+
+/// Writes `record` into `out`, which must be exactly `encoded_len(record)` bytes long, or
+/// `encoded_len_keeping_source(record)` to keep the source name in the record.
 pub fn encode_into(record: &Record, out: &mut [u8]) {
+    let keep_source = encoded_len(record).is_some_and(|n| out.len() > n);
     let body_len = (out.len() - 4) as u32;
     out[0..4].copy_from_slice(&body_len.to_le_bytes());
     let mut flags = 0;
@@ -59,6 +72,9 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     }
     if record.lost_from.is_some() {
         flags |= FLAG_LOST;
+    }
+    if keep_source {
+        flags |= FLAG_SOURCE;
     }
     out[4] = flags;
     out[5] = record.transport as u8;
@@ -79,6 +95,12 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     at = put_str(out, at, &record.origin);
     if let Some(peer) = &record.peer {
         at = put_str(out, at, peer);
+    }
+    if keep_source {
+        let source = record.source.as_bytes();
+        out[at..at + 4].copy_from_slice(&(source.len() as u32).to_le_bytes());
+        out[at + 4..at + 4 + source.len()].copy_from_slice(source);
+        at += 4 + source.len();
     }
     out[at..].copy_from_slice(&record.raw);
 }
@@ -196,7 +218,9 @@ pub fn decode(
 ) -> Result<Record, String> {
     let rec = &payload[range.clone()];
     let flags = rec[4];
-    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST) != 0 || rec[7] != 0 {
+    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST | FLAG_SOURCE) != 0
+        || rec[7] != 0
+    {
         return Err(format!("unknown record flags {flags:#04x}"));
     }
     let transport =
@@ -242,6 +266,18 @@ pub fn decode(
         peer = Some(p);
         at = next;
     }
+    let mut source = source.clone();
+    if flags & FLAG_SOURCE != 0 {
+        let len = match rec.get(at..at + 4) {
+            Some(b) => u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize,
+            None => return Err("record cut inside its source length".to_string()),
+        };
+        let Some(name) = rec.get(at + 4..).and_then(|b| b.get(..len)) else {
+            return Err(format!("source length {len} runs past the record"));
+        };
+        source = Arc::from(std::str::from_utf8(name).map_err(|_| "source is not utf-8")?);
+        at += 4 + len;
+    }
     Ok(Record {
         received_at_micros,
         event_time,
@@ -251,7 +287,7 @@ pub fn decode(
         transport,
         parse,
         truncated: flags & FLAG_TRUNCATED != 0,
-        source: source.clone(),
+        source,
         raw: payload.slice(range.start + at..range.end),
         lost_from,
     })
@@ -326,6 +362,41 @@ pub(crate) mod tests {
             (id.origin, id.origin_seq, id.lost_from),
             (&b"n"[..], 12, Some(12))
         );
+    }
+
+    /// A record whose source is too long to name its shard keeps it (flag 16): it decodes
+    /// with its own name, not the shard's, and the source's bytes are not taken for raw.
+    #[test]
+    fn a_kept_source_name_round_trips() {
+        let mut a = record(&"long-".repeat(30_000), "node-1", 3, "<13>1 hello");
+        let b = record("short", "node-1", 4, "next");
+        a.peer = None;
+        let mut payload = vec![0u8; encoded_len_keeping_source(&a).unwrap()];
+        assert_eq!(payload.len(), encoded_len(&a).unwrap() + 4 + a.source.len());
+        encode_into(&a, &mut payload);
+        let start = payload.len();
+        payload.resize(start + encoded_len(&b).unwrap(), 0);
+        encode_into(&b, &mut payload[start..]);
+        let payload = Bytes::from(payload);
+        let ranges: Vec<_> = Records::new(&payload).collect::<Result<_, _>>().unwrap();
+        let shard: Arc<str> = Arc::from("h-long-0123");
+        let got: Vec<Record> = ranges
+            .iter()
+            .map(|r| decode(&payload, r.clone(), &shard, &mut DecodeShared::default()).unwrap())
+            .collect();
+        assert_eq!(got[0], a, "full name kept");
+        assert_eq!(
+            &*got[1].source, "h-long-0123",
+            "others take the shard's name"
+        );
+        assert_eq!(got[1].raw, b.raw);
+        // A cut source name is an error, not a panic.
+        let mut cut = payload[ranges[0].clone()].to_vec();
+        let body = (cut.len() - 4 - 100_000) as u32;
+        cut.truncate(cut.len() - 100_000);
+        cut[..4].copy_from_slice(&body.to_le_bytes());
+        let cut = Bytes::from(cut);
+        assert!(decode(&cut, 0..cut.len(), &shard, &mut DecodeShared::default()).is_err());
     }
 
     #[test]

@@ -62,6 +62,13 @@ impl SparseIndex {
         self.cummax = self.cummax.max(header.max_recv);
     }
 
+    /// Whether the index says more than "start at the first frame" (it has two entries or
+    /// more). A segment whose index does not gets no `.tix` file: a quiet source's small
+    /// segment then costs one file, not two.
+    pub fn worth_a_file(&self) -> bool {
+        self.entries.len() > 1
+    }
+
     /// Where to start reading for records received at or after `since`: (file_pos, first_seq).
     pub fn seek(&self, since: i64) -> Option<(u64, u64)> {
         let n = self.entries.partition_point(|e| e.key < since);
@@ -158,7 +165,9 @@ pub fn load_or_rebuild(
         }
     }
     let index = SparseIndex::rebuild(seg, header)?;
-    let _ = write_index(tix, &index, header.nonce, data_end);
+    if index.worth_a_file() {
+        let _ = write_index(tix, &index, header.nonce, data_end);
+    }
     Ok((index, true))
 }
 

@@ -6,6 +6,10 @@
 //! `%XX`. Names whose encoding exceeds `MAX_PLAIN` become `h-<prefix>-<128-bit hash>`. The
 //! result never contains `/`, `\`, NUL or `~`, is never `.`/`..`/empty; the writer appends
 //! `~N` if a hashed name ever collides (checked against `shard.meta`).
+//!
+//! Shard names: a source longer than the store's `source-name-max-bytes` is not a shard name
+//! itself; its shard is named by the hashed form above (`shard_name`), and each of its records
+//! keeps the full name (see `codec`).
 
 use std::io;
 use std::path::Path;
@@ -32,11 +36,41 @@ pub fn encode(source: &[u8]) -> String {
     if out.len() <= MAX_PLAIN {
         return out;
     }
+    hashed(source, &out[2..2 + HASHED_PREFIX])
+}
+
+/// `h-<encoded prefix>-<two FNV-1a-64 hashes of source>`.
+fn hashed(source: &[u8], encoded_prefix: &str) -> String {
     let (h1, h2) = (
         fnv1a(source, 0xcbf2_9ce4_8422_2325),
         fnv1a(source, 0x6c62_272e_07bb_0142),
     );
-    format!("h-{}-{h1:016x}{h2:016x}", &out[2..2 + HASHED_PREFIX])
+    format!("h-{encoded_prefix}-{h1:016x}{h2:016x}")
+}
+
+/// The longest name `shard_name` shortens to.
+pub const MAX_SHORTENED: usize = 2 + HASHED_PREFIX + 1 + 32;
+
+/// The shard name of `source`: the source itself if it is at most `max` bytes, else the
+/// hashed encoding (`h-<first 40 encoded bytes>-<32 hex digits>`, at most `MAX_SHORTENED`
+/// bytes), whose records then keep their full source name.
+pub fn shard_name(source: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if source.len() <= max {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    let mut prefix = String::with_capacity(HASHED_PREFIX + 3);
+    for &b in source.as_bytes() {
+        if prefix.len() >= HASHED_PREFIX {
+            break;
+        }
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-' {
+            prefix.push(b as char);
+        } else {
+            prefix.push_str(&format!("%{b:02X}"));
+        }
+    }
+    prefix.truncate(HASHED_PREFIX);
+    std::borrow::Cow::Owned(hashed(source.as_bytes(), &prefix))
 }
 
 fn fnv1a(bytes: &[u8], basis: u64) -> u64 {
@@ -140,6 +174,22 @@ mod tests {
         }
         assert_eq!(encode(b"web-01.example.com"), "s-web-01.example.com");
         assert_eq!(encode(b""), "s-");
+    }
+
+    #[test]
+    fn long_source_names_shorten_to_the_hashed_encoding() {
+        assert_eq!(shard_name("web-01", 255), "web-01");
+        let long = "Host-".repeat(100);
+        let short = shard_name(&long, 255);
+        assert!(short.len() <= MAX_SHORTENED, "{short}");
+        assert_eq!(
+            short,
+            encode(long.as_bytes()),
+            "the directory name's hashed form"
+        );
+        assert_ne!(shard_name(&format!("{long}x"), 255), short);
+        assert_eq!(shard_name(&long, long.len()), long.as_str());
+        check_safe(&encode(short.as_bytes()));
     }
 
     #[test]

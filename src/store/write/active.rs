@@ -93,8 +93,8 @@ pub struct ActiveSegment {
 
 impl ActiveSegment {
     /// Creates `<base_seq>.seg` with its first allocation step reserved by fallocate (at most
-    /// `capacity`, the segment's size limit), writes and syncs its header and the directory
-    /// entry.
+    /// `capacity`, the segment's size limit), writes and syncs its header. The directory
+    /// entry is the caller's to sync (the writer syncs new entries once per group commit).
     pub fn create(
         dir: &Path,
         shard_id: u64,
@@ -125,8 +125,7 @@ impl ActiveSegment {
         };
         let setup = (|| {
             file.write_all_at(&header.encode(), 0)?;
-            ops.sync_data(&file)?;
-            ops.sync_dir(dir)
+            ops.sync_data(&file)
         })();
         match setup {
             Ok(()) => {}

@@ -1,5 +1,6 @@
 //! Writing a seal: the footer frame, the trailer, trimming the file to its data, syncing the
-//! file, writing the derived time index and syncing the shard directory. Used by the writer
+//! file, writing the derived time index (none for a segment it would not help, see
+//! `SparseIndex::worth_a_file`) and syncing the shard directory. Used by the writer
 //! when a segment rolls and by recovery when it closes a scanned tail.
 //!
 //! Callers must have dropped any map of the file first: sealing shrinks the file.
@@ -44,11 +45,13 @@ pub fn write_seal(
     file.set_len(footer.data_end)?;
     file.write_all_at(&bytes, footer.data_end)?;
     ops.sync_data(file)?;
-    let _ = write_index(
-        &shard_dir.join(index_file_name(header.base_seq)),
-        index,
-        header.nonce,
-        footer.data_end,
-    );
+    if index.worth_a_file() {
+        let _ = write_index(
+            &shard_dir.join(index_file_name(header.base_seq)),
+            index,
+            header.nonce,
+            footer.data_end,
+        );
+    }
     ops.sync_dir(shard_dir)
 }

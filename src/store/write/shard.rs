@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use super::active::ActiveSegment;
 use super::fileops::FileOps;
@@ -34,7 +34,9 @@ pub struct Shard {
     pub source: String,
     pub dir: PathBuf,
     pub id: u64,
-    pub active: Option<ActiveSegment>,
+    /// Boxed: most shards of a store with many sources have none, and the table holds one
+    /// `Shard` per source on disk.
+    pub active: Option<Box<ActiveSegment>>,
     pub next_seq: u64,
     hwm: HashMap<String, u64>,
     /// Sealed segments' base sequences, ascending.
@@ -51,6 +53,10 @@ pub struct Shard {
     /// its files.
     pub broken: Option<String>,
     pub dirty: bool,
+    /// When a record was last appended (or the shard was loaded): the writer seals an
+    /// active segment idle for `idle_shard_seal`, and the least recently used first when
+    /// more than `max_open_shards` are open.
+    pub last_used: Instant,
     /// Cache of the last origin noted and its highest seq, folded into `hwm` on change, so
     /// a run of records from one origin costs no hashing.
     last_origin: Option<(String, u64)>,
@@ -72,6 +78,7 @@ impl Shard {
             sealed_bytes: 0,
             broken: None,
             dirty: false,
+            last_used: Instant::now(),
             last_origin: None,
         }
     }
@@ -163,7 +170,14 @@ impl Shard {
 
 /// Finds the directory of `source` under `data_dir`, creating it (with a synced `shard.meta`)
 /// if needed. A hashed name whose `shard.meta` names another source gets a `~N` suffix.
-pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io::Result<PathBuf> {
+/// Returns the directory and whether it was created: then the new entries (the directory in
+/// `data_dir`, `shard.meta` in it) are not durable until the caller syncs both directories,
+/// which the writer does once per group commit for every shard created since the last one.
+pub fn create_shard_dir(
+    data_dir: &Path,
+    source: &str,
+    ops: &dyn FileOps,
+) -> io::Result<(PathBuf, bool)> {
     let base = encode(source.as_bytes());
     for n in 1..1000u32 {
         let name = if n == 1 {
@@ -173,7 +187,7 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
         };
         let dir = data_dir.join(&name);
         match read_meta(&dir) {
-            Ok(Ok(existing)) if existing == source.as_bytes() => return Ok(dir),
+            Ok(Ok(existing)) if existing == source.as_bytes() => return Ok((dir, false)),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 ops.create_dir(&dir)?;
@@ -182,9 +196,7 @@ pub fn create_shard_dir(data_dir: &Path, source: &str, ops: &dyn FileOps) -> io:
                 let f = std::fs::File::open(&tmp)?;
                 ops.sync_data(&f)?;
                 ops.rename(&tmp, &dir.join(META_FILE))?;
-                ops.sync_dir(&dir)?;
-                ops.sync_dir(data_dir)?;
-                return Ok(dir);
+                return Ok((dir, true));
             }
             Err(e) => return Err(e),
         }

@@ -30,13 +30,17 @@ use super::retention;
 use super::shard::{create_shard_dir, Shard};
 use crate::record::{gap_marker_text, Record};
 use crate::store::error::StoreError;
-use crate::store::format::codec::encoded_len;
+use crate::store::format::codec::{encoded_len, encoded_len_keeping_source};
 use crate::store::format::frame::MAX_PAYLOAD_BYTES;
+use crate::store::format::shardname::shard_name;
 use crate::store::problem::RecoveryReport;
 use crate::store::stats::Counters;
 
 const DISK_FULL_RETRY: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
+/// Retention runs at most this long after an idle or evicted shard is sealed (not at once:
+/// a flood of new sources seals many shards, and a retention run visits every shard).
+const RETENTION_AFTER_QUIET_SEAL: Duration = Duration::from_secs(1);
 
 struct InFlight {
     records: Vec<Record>,
@@ -85,6 +89,16 @@ pub(crate) struct Writer {
     /// stored as gap markers: written before anything else (`write_lost`), so no commit
     /// acknowledges a later local record while the hole is not accounted for.
     lost_local: Vec<(u64, u64)>,
+    /// Shards that have (or had, since the last clean-up) an active segment: the open files.
+    /// Stale entries (segment sealed or poisoned since) are dropped by `open_shards`.
+    open: Vec<usize>,
+    /// When the next active segment may have been idle for `idle_shard_seal`.
+    next_idle_check: Instant,
+    /// Directories with entries created since they were last synced (new shard directories
+    /// and `shard.meta` files, new segments): synced once each at the next commit, before any
+    /// ticket resolves, and before a seal (`sync_new_entries`), instead of two or three
+    /// serial directory syncs per new shard on the writer thread.
+    unsynced_dirs: Vec<PathBuf>,
 }
 
 fn now_micros() -> i64 {
@@ -137,6 +151,9 @@ impl Writer {
             seal_all: false,
             numbering: None,
             lost_local: Vec::new(),
+            open: Vec::new(),
+            next_idle_check: Instant::now(),
+            unsynced_dirs: Vec::new(),
         }
     }
 
@@ -206,12 +223,15 @@ impl Writer {
             if self.seal_all && self.current.is_none() {
                 self.seal_all = false;
                 self.open_frame = None;
-                for idx in 0..self.shards.len() {
-                    if let Err(e) = self.seal_active(idx) {
+                for idx in self.open_shards() {
+                    if let Err(e) = self.seal_segment(idx) {
                         tracing::error!(error = %e, "sealing after a sync failure failed");
                     }
                 }
                 self.commit();
+            }
+            if self.current.is_none() && Instant::now() >= self.next_idle_check {
+                self.seal_idle();
             }
             if Instant::now() >= self.next_retention {
                 self.run_retention();
@@ -221,7 +241,7 @@ impl Writer {
     }
 
     fn wait(&self) {
-        let mut deadline = self.next_retention;
+        let mut deadline = self.next_retention.min(self.next_idle_check);
         if !self.awaiting_commit.is_empty() || self.unsynced_bytes > 0 {
             deadline = deadline.min(self.last_commit + self.config.commit_max_delay);
         }
@@ -241,7 +261,9 @@ impl Writer {
     /// writes it, numbering each local record as it is written. A batch refused by a step
     /// fails its ticket whole.
     fn start(&mut self, mut records: Vec<Record>, ticket: TicketTx) {
-        let trims = match admit(&records).and_then(|()| self.mark_duplicates(&records)) {
+        let trims = match admit(&records, self.config.source_name_max_bytes)
+            .and_then(|()| self.mark_duplicates(&records))
+        {
             Ok(trims) => trims,
             Err(e) => {
                 let _ = ticket.send(Err(e));
@@ -397,6 +419,7 @@ impl Writer {
         }
         let mut bytes = 0u64;
         let mut stalled = false;
+        let now = Instant::now();
         // (record index, shard index) of the last lookup: runs of one source skip the hash.
         let mut last: Option<(usize, usize)> = None;
         while f.failed.is_none() && f.next < f.records.len() {
@@ -430,7 +453,7 @@ impl Writer {
             let record = &mut f.records[f.next];
             let seq = self.number(record);
             let record = &f.records[f.next];
-            let enc = encoded_len(record).unwrap_or(0);
+            let enc = record_len(record, self.config.source_name_max_bytes);
             self.numbering = seq;
             let appended = self.append_to_shard(idx, record, enc);
             self.numbering = None;
@@ -454,6 +477,7 @@ impl Writer {
                 let first = f.outcome.assigned.as_ref().map_or(seq, |r| *r.start());
                 f.outcome.assigned = Some(first..=seq);
             }
+            self.shards[idx].last_used = now;
             bytes += enc as u64;
             f.next += 1;
         }
@@ -488,11 +512,19 @@ impl Writer {
         });
     }
 
+    /// The shard of records from `source` (found or created): the one named `source`, or
+    /// for a source longer than `source_name_max_bytes` the one named by its hashed form.
     fn shard_index(&mut self, source: &str) -> std::io::Result<usize> {
+        let name = shard_name(source, self.config.source_name_max_bytes);
+        let source = &*name;
         if let Some(&i) = self.by_source.get(source) {
             return Ok(i);
         }
-        let dir = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
+        let (dir, created) = create_shard_dir(&self.dir, source, self.ops.as_ref())?;
+        if created {
+            self.unsynced_dirs.push(self.dir.clone());
+            self.unsynced_dirs.push(dir.clone());
+        }
         self.shards.push(Shard::new(source.to_string(), dir));
         self.by_source
             .insert(source.to_string(), self.shards.len() - 1);
@@ -539,6 +571,9 @@ impl Writer {
                 self.seal_active(idx)?;
                 continue;
             }
+            if self.shards[idx].active.is_none() {
+                self.make_room();
+            }
             let shard = &mut self.shards[idx];
             if shard.active.is_none() {
                 let capacity =
@@ -552,7 +587,12 @@ impl Writer {
                     self.ops.as_ref(),
                 ) {
                     Ok(a) => {
-                        shard.active = Some(a);
+                        shard.active = Some(Box::new(a));
+                        self.unsynced_dirs.push(shard.dir.clone());
+                        // (Still listed if its previous segment rolled: no second entry.)
+                        if !self.open.contains(&idx) {
+                            self.open.push(idx);
+                        }
                         let c = &self.shared.counters;
                         Counters::add(&c.segments_created, 1);
                         Counters::add(&c.num_segments, 1);
@@ -609,7 +649,7 @@ impl Writer {
     fn write_lost(&mut self) -> Result<bool, StoreError> {
         while let Some(&(from, to)) = self.lost_local.first() {
             let marker = Record::gap_marker(&self.local_origin, from, to, now_micros());
-            let enc = encoded_len(&marker).unwrap_or(0);
+            let enc = record_len(&marker, self.config.source_name_max_bytes);
             let written = match self.shard_index(&self.local_origin.clone()) {
                 Ok(idx) => self.append_to_shard(idx, &marker, enc),
                 Err(e) if is_no_space(&e) => {
@@ -656,14 +696,84 @@ impl Writer {
         self.retry_at = Some(Instant::now() + DISK_FULL_RETRY);
     }
 
-    /// Seals the active segment of shard `idx` (or removes it if empty).
+    /// Seals the active segment of shard `idx` (or removes it if empty), then runs retention
+    /// (a segment rolled).
     fn seal_active(&mut self, idx: usize) -> Result<(), StoreError> {
+        if self.seal_segment(idx)? {
+            self.run_retention();
+        }
+        Ok(())
+    }
+
+    /// Seals the active segments idle for `idle_shard_seal`, and sets the next check.
+    fn seal_idle(&mut self) {
+        let idle = self.config.idle_shard_seal;
+        let now = Instant::now();
+        let mut next = now + idle;
+        let mut sealed = false;
+        for idx in self.open_shards() {
+            let due = self.shards[idx].last_used + idle;
+            if due > now {
+                next = next.min(due);
+                continue;
+            }
+            match self.seal_segment(idx) {
+                Ok(s) => sealed |= s,
+                Err(e) => tracing::error!(error = %e, "sealing an idle shard failed"),
+            }
+        }
+        self.next_idle_check = next;
+        if sealed {
+            self.retention_soon();
+        }
+    }
+
+    /// Before a new active segment is created: if `max_open_shards` are open, seals the least
+    /// recently used sixteenth of them (at least one), so the cost of a seal (a sync of every
+    /// dirty shard first, see `seal_segment`) is paid once per batch of evictions.
+    fn make_room(&mut self) {
+        let max = self.config.max_open_shards;
+        let mut open = self.open_shards();
+        if open.len() < max {
+            return;
+        }
+        let n = (open.len() + 1 - max).max(max / 16).max(1).min(open.len());
+        open.select_nth_unstable_by_key(n - 1, |&i| self.shards[i].last_used);
+        let mut sealed = false;
+        for &idx in &open[..n] {
+            match self.seal_segment(idx) {
+                Ok(s) => sealed |= s,
+                Err(e) => tracing::error!(error = %e, "sealing a least recently used shard failed"),
+            }
+        }
+        self.open.retain(|&i| self.shards[i].active.is_some());
+        if sealed {
+            self.retention_soon();
+        }
+    }
+
+    /// The shards with an active segment (dropping stale entries from `open`).
+    fn open_shards(&mut self) -> Vec<usize> {
+        let shards = &self.shards;
+        self.open.retain(|&i| shards[i].active.is_some());
+        self.open.clone()
+    }
+
+    fn retention_soon(&mut self) {
+        self.next_retention = self
+            .next_retention
+            .min(Instant::now() + RETENTION_AFTER_QUIET_SEAL);
+    }
+
+    /// Seals the active segment of shard `idx` (or removes it if empty). Returns whether a
+    /// segment was sealed.
+    fn seal_segment(&mut self, idx: usize) -> Result<bool, StoreError> {
         // Everything written before the seal becomes durable first, so a sealed segment never
         // holds records written after unsynced ones (recovery relies on it, see `cut_holes`).
         self.sync_dirty()?;
         let shard = &mut self.shards[idx];
         let Some(active) = shard.active.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let path = active.path.clone();
         let base = active.header.base_seq;
@@ -672,19 +782,18 @@ impl Writer {
             drop(active);
             let _ = std::fs::remove_file(&path);
             c.num_segments.fetch_sub(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         }
-        match active.seal(shard.hwm(), self.ops.as_ref()) {
+        match (*active).seal(shard.hwm(), self.ops.as_ref()) {
             Ok(next) => {
                 shard.next_seq = next;
                 shard.segments.push(base);
                 shard.sealed_bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
                 Counters::add(&c.segments_sealed, 1);
-                self.run_retention();
-                Ok(())
+                Ok(true)
             }
             Err((e, active)) => {
-                shard.active = Some(*active);
+                shard.active = Some(active);
                 Err(self.poison(path, e))
             }
         }
@@ -774,8 +883,29 @@ impl Writer {
         error
     }
 
-    /// Makes every dirty shard durable. If all succeed this is a good point (what a later
-    /// failure cuts back to); a failure poisons (cuts every shard back) and is returned.
+    /// Syncs each directory in `unsynced_dirs` once (the data directory last: it names the
+    /// new shard directories). On a failure the failed directory and those not yet synced
+    /// stay for the next try, and the caller poisons (the new files may not be found after a
+    /// crash, so nothing written since the last good point counts as durable).
+    fn sync_new_entries(&mut self) -> Result<(), (PathBuf, std::io::Error)> {
+        if self.unsynced_dirs.is_empty() {
+            return Ok(());
+        }
+        let mut dirs = std::mem::take(&mut self.unsynced_dirs);
+        dirs.sort_unstable_by(|a, b| (*a == self.dir).cmp(&(*b == self.dir)).then(a.cmp(b)));
+        dirs.dedup();
+        for (i, dir) in dirs.iter().enumerate() {
+            if let Err(e) = self.ops.sync_dir(dir) {
+                self.unsynced_dirs.extend(dirs[i..].iter().cloned());
+                return Err((dir.clone(), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every dirty shard durable, then the directory entries of new shards and
+    /// segments. If all succeed this is a good point (what a later failure cuts back to); a
+    /// failure poisons (cuts every shard back) and is returned.
     fn sync_dirty(&mut self) -> Result<(), StoreError> {
         for idx in 0..self.shards.len() {
             let shard = &mut self.shards[idx];
@@ -790,6 +920,9 @@ impl Writer {
                 let path = active.path.clone();
                 return Err(self.poison(path, e));
             }
+        }
+        if let Err((dir, e)) = self.sync_new_entries() {
+            return Err(self.poison(dir, e));
         }
         for shard in &mut self.shards {
             if let Some(active) = shard.active.as_mut() {
@@ -854,8 +987,8 @@ impl Writer {
         }
         self.commit();
         let mut result = Ok(());
-        for idx in 0..self.shards.len() {
-            if let Err(e) = self.seal_active(idx) {
+        for idx in self.open_shards() {
+            if let Err(e) = self.seal_segment(idx) {
                 result = Err(e);
             }
         }
@@ -864,11 +997,30 @@ impl Writer {
     }
 }
 
-/// Step one of taking a batch: every record must fit in a frame and every gap marker must name
-/// a range (`1 <= lost_from <= origin_seq`); otherwise the whole batch is refused.
-fn admit(records: &[Record]) -> Result<(), StoreError> {
+/// Bytes `record` takes in a frame: with its source name when that is longer than
+/// `max_source` (its shard is then named by a shortened form, see `shard_index`).
+fn record_len(record: &Record, max_source: usize) -> usize {
+    if record.source.len() > max_source {
+        encoded_len_keeping_source(record).unwrap_or(0)
+    } else {
+        encoded_len(record).unwrap_or(0)
+    }
+}
+
+fn checked_record_len(record: &Record, max_source: usize) -> Option<usize> {
+    if record.source.len() > max_source {
+        encoded_len_keeping_source(record)
+    } else {
+        encoded_len(record)
+    }
+}
+
+/// Step one of taking a batch: every record must fit in a frame (with its source name if that
+/// is kept in the record) and every gap marker must name a range
+/// (`1 <= lost_from <= origin_seq`); otherwise the whole batch is refused.
+fn admit(records: &[Record], max_source: usize) -> Result<(), StoreError> {
     for r in records {
-        match encoded_len(r) {
+        match checked_record_len(r, max_source) {
             Some(n) if n <= MAX_PAYLOAD_BYTES as usize => {}
             n => {
                 return Err(StoreError::RecordTooLarge {
