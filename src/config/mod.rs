@@ -148,7 +148,7 @@ impl Default for SyslogConfig {
             udp: vec![any.clone()],
             tcp: vec![any],
             max_message_bytes: 64 * 1024,
-            pipeline_max_bytes: crate::pipeline::budget::DEFAULT_MAX_BYTES,
+            pipeline_max_bytes: DEFAULT_PIPELINE_MAX_BYTES,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(600),
             udp_sockets: 0,
@@ -364,6 +364,10 @@ pub enum ConfigError {
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
+
+/// Default `syslog.pipeline-max-bytes`: the records between the inputs and the store's commit
+/// (256 MiB).
+pub const DEFAULT_PIPELINE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Largest allowed `max-message-bytes` (16 MiB).
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 16 * 1024 * 1024;

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::record::Record;
 
-/// Default `pipeline-max-bytes` (256 MiB).
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `pipeline-max-bytes` (256 MiB; the config's default).
+pub const DEFAULT_MAX_BYTES: u64 = crate::config::DEFAULT_PIPELINE_MAX_BYTES;
 
 /// Bytes of the fixed part of a record (the struct itself), besides its payload.
 const RECORD_STRUCT_BYTES: u64 = std::mem::size_of::<Record>() as u64;
