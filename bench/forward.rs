@@ -135,6 +135,7 @@ async fn run(n: u64) {
         store: master.handle(),
         view: master_view_rx,
         stats: Arc::new(ServerStats::default()),
+        budget: Arc::new(starling::store::budget::ByteBudget::new(256 * 1024 * 1024)),
     });
     let server_task = tokio::spawn(server::run(listener, ctx, cancel.clone()));
     let node_view = ClusterView {

@@ -117,6 +117,10 @@ impl Node {
         }
         let spool_gate = Arc::new(SpoolGate::new(config.cluster.spool_max_bytes));
         spool_gate.register_metrics(&mut registry);
+        // One byte budget for every record in flight to the store: the inputs' (through the
+        // pipeline) and the forwarders' (through the forward server).
+        let budget = Arc::new(ByteBudget::new(config.syslog.pipeline_max_bytes));
+        budget.register_metrics(&mut registry);
         let cluster = cluster::NodeCluster::start(cluster::ClusterStart {
             section: &config.cluster,
             node_id: &node_id,
@@ -124,13 +128,12 @@ impl Node {
             store: store.handle(),
             api_addr: addresses.api,
             registry: &mut registry,
+            budget: budget.clone(),
         })
         .await?;
         addresses.gossip = Some(cluster.gossip_addr);
         addresses.forward = Some(cluster.forward_addr);
 
-        let budget = Arc::new(ByteBudget::new(config.syslog.pipeline_max_bytes));
-        budget.register_metrics(&mut registry);
         let (pipeline, records_tx) = Pipeline::start_budgeted(
             PipelineStart {
                 store: store.handle(),

@@ -62,6 +62,7 @@ impl Node {
             store: store.handle(),
             view: cluster.watch(),
             stats: Arc::new(ServerStats::default()),
+            budget: Arc::new(crate::store::budget::ByteBudget::new(64 * 1024 * 1024)),
         });
         let server_task = tokio::spawn(server::run(listener, ctx, cancel.clone()));
         let source = StoreSpool::new(dir, id, store.handle()).unwrap();

@@ -32,7 +32,7 @@ impl Collector for ForwardCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (forwarder, server) = (&*self.forwarder, &*self.server);
         // Names without `_total`: the encoder appends it to counters.
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "starling_forward_sessions",
                 "Forwarding sessions established with a master.",
@@ -121,6 +121,12 @@ impl Collector for ForwardCollector {
                 "starling_forward_in_protocol_errors",
                 "Bad frames from forwarders.",
                 &server.protocol_errors,
+            ),
+            (
+                "starling_forward_in_budget_waits",
+                "Forwarded batches that waited for room in the node's byte budget \
+                 (syslog.pipeline-max-bytes) before being appended.",
+                &server.budget_waits,
             ),
         ];
         for (name, help, value) in counters {

@@ -28,6 +28,7 @@ use super::protocol::{
 };
 use crate::cluster::ClusterView;
 use crate::record::Record;
+use crate::store::budget::{batch_bytes, ByteBudget};
 use crate::store::{AppendTicket, StoreHandle};
 
 /// How long `run` waits, once cancelled, for connections to acknowledge what they appended.
@@ -68,6 +69,8 @@ pub struct ServerStats {
     pub duplicates_dropped: AtomicU64,
     pub batches_refused: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Batches that waited for room in the node's byte budget before their append.
+    pub budget_waits: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -81,6 +84,9 @@ pub struct ServerContext {
     /// This node's cluster view: it serves only while it is the master.
     pub view: watch::Receiver<ClusterView>,
     pub stats: Arc<ServerStats>,
+    /// The node's byte budget (`syslog.pipeline-max-bytes`), shared with the pipeline: a
+    /// batch holds its bytes from before it is appended until the writer answers it.
+    pub budget: Arc<ByteBudget>,
 }
 
 /// Serves forwarders on `listener` until `cancel`; then stops accepting, lets every
@@ -224,7 +230,24 @@ async fn serve_connection(stream: TcpStream, ctx: &ServerContext, cancel: Cancel
             }
             continue;
         };
-        let reply = match ctx.store.append(records).await {
+        // The batch's bytes of the node's budget, held until the writer answers it: past the
+        // budget this connection stops reading, which pushes the forwarder back.
+        let bytes = batch_bytes(&records);
+        let permit = match ctx.budget.try_acquire(bytes) {
+            Some(permit) => permit,
+            None => {
+                bump(&ctx.stats.budget_waits, 1);
+                match ctx.budget.acquire(bytes).await {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                }
+            }
+        };
+        let reply = match ctx
+            .store
+            .append_holding(records, Some(Box::new(permit)))
+            .await
+        {
             Ok(ticket) => Reply::Durable {
                 batch_id,
                 last_seq,

@@ -21,6 +21,7 @@ use super::server::{self, ServerConfig, ServerContext, ServerStats};
 use super::spool::StoreSpool;
 use crate::cluster::{ClusterView, Member};
 use crate::record::{ParseStatus, Record, Transport};
+use crate::store::budget::ByteBudget;
 use crate::store::{ReadOptions, Store, StoreConfig, StoreHandle, StoreReader};
 
 pub(super) const CLUSTER: &str = "test-cluster";
@@ -99,6 +100,56 @@ pub(super) async fn append_durable(store: &StoreHandle, records: Vec<Record>) {
         .unwrap();
 }
 
+/// A forwarded batch takes its bytes of the master's budget before it is appended and gives
+/// them back once the writer answered it: with the budget used up elsewhere (the inputs, say)
+/// the master appends nothing and the forwarder waits; when the room comes back everything
+/// arrives once and the budget is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_batches_wait_for_the_masters_byte_budget_and_give_it_back() {
+    let temp = tempfile::tempdir().unwrap();
+    let (spool_dir, master_dir) = (temp.path().join("spool"), temp.path().join("master"));
+    let spool = open_store(&spool_dir, ORIGIN);
+    spool_messages(&spool.handle(), 0, 500).await;
+    let master = Master::start(&master_dir, "master").await;
+    let held = master.budget.try_acquire(MASTER_BUDGET).unwrap();
+    let (_view_tx, view_rx) = watch::channel(view(ORIGIN, "master", master.addr));
+    let (_, progress, cancel, task) = start_forwarder(&spool_dir, &spool, view_rx);
+
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            master
+                .stats
+                .budget_waits
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        })
+        .await,
+        "no forwarded batch waited for the budget"
+    );
+    // The waiting batch is not in the store: nothing of the origin was appended.
+    assert_eq!(master.hwm(), 0);
+    assert_eq!(master.budget.in_flight(), MASTER_BUDGET);
+
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(20), || master.hwm() == 500).await,
+        "hwm {}",
+        master.hwm()
+    );
+    assert!(wait_until(Duration::from_secs(5), || progress.acked_seq() == 500).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || master.budget.in_flight() == 0).await,
+        "{} bytes still held after every batch was answered",
+        master.budget.in_flight()
+    );
+
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    spool.close().unwrap();
+    let stored = master.stop(&master_dir).await;
+    assert_exactly_once(&stored, &stored_records(&spool_dir), 500);
+}
+
 /// Appends messages `from..to` to the spool (sequences are assigned by the spool store).
 pub(super) async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
     for chunk_start in (from..to).step_by(100) {
@@ -111,10 +162,15 @@ pub(super) async fn spool_messages(spool: &StoreHandle, from: u64, to: u64) {
 
 pub(super) use crate::testutil::wait_until;
 
+/// The byte budget of a test master.
+const MASTER_BUDGET: u64 = 64 * 1024 * 1024;
+
 pub(super) struct Master {
     pub(super) store: Store,
     pub(super) addr: SocketAddr,
     pub(super) stats: Arc<ServerStats>,
+    /// The master's byte budget (`MASTER_BUDGET` bytes).
+    pub(super) budget: Arc<ByteBudget>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _view_tx: watch::Sender<ClusterView>,
@@ -127,11 +183,13 @@ impl Master {
         let addr = listener.local_addr().unwrap();
         let (view_tx, view_rx) = watch::channel(view(node_id, node_id, addr));
         let stats = Arc::new(ServerStats::default());
+        let budget = Arc::new(ByteBudget::new(MASTER_BUDGET));
         let ctx = Arc::new(ServerContext {
             config: ServerConfig::new(CLUSTER),
             store: store.handle(),
             view: view_rx,
             stats: stats.clone(),
+            budget: budget.clone(),
         });
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server::run(listener, ctx, cancel.clone()));
@@ -139,6 +197,7 @@ impl Master {
             store,
             addr,
             stats,
+            budget,
             cancel,
             task,
             _view_tx: view_tx,
@@ -531,6 +590,7 @@ async fn a_node_that_is_not_master_names_the_master() {
         store: store.handle(),
         view: view_rx,
         stats: Arc::new(ServerStats::default()),
+        budget: Arc::new(ByteBudget::new(MASTER_BUDGET)),
     });
     let cancel = CancellationToken::new();
     let task = tokio::spawn(server::run(listener, ctx, cancel.clone()));

@@ -28,6 +28,7 @@ use crate::forward::metrics::SpoolGauges;
 use crate::forward::outbound::{Outbound, OutboundStart};
 use crate::forward::progress::Progress;
 use crate::forward::server::{ServerConfig, ServerContext, ServerStats};
+use crate::store::budget::ByteBudget;
 use crate::store::StoreHandle;
 
 /// How often spool size and forward lag are published in gossip (every change is gossiped)
@@ -48,6 +49,8 @@ pub(super) struct ClusterStart<'a> {
     pub api_addr: Option<SocketAddr>,
     /// The node's metrics registry: the cluster and forwarding families go here.
     pub registry: &'a mut prometheus_client::registry::Registry,
+    /// The node's byte budget: batches from forwarders take from it too.
+    pub budget: Arc<ByteBudget>,
 }
 
 /// The running cluster side of a node.
@@ -121,6 +124,7 @@ impl NodeCluster {
             store: start.store.clone(),
             view: handle.watch(),
             stats: server_stats.clone(),
+            budget: start.budget.clone(),
         });
         let server_task = tokio::spawn(crate::forward::server::run(
             forward_listener,

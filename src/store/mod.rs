@@ -4,7 +4,9 @@
 //!
 //! Layers, bottom up; a file imports only files of its own layer or of layers below it:
 //! - leaves at this level, importing nothing of the store: `sys` (the only `unsafe`: the few
-//!   libc calls), `error`, `problem` (recovery and verify reports), `stats` (counters);
+//!   libc calls), `error`, `problem` (recovery and verify reports), `stats` (counters),
+//!   `budget` (the node's byte budget of records in flight to the store, taken by the
+//!   pipeline and the forward server, held in a ticket as its `Hold`);
 //! - `format/`: the bytes on disk — frames, record codec, segment header and footer, time
 //!   index, shard names, and the frame scanner (pread, verifies every frame);
 //! - `write/` (the writer thread and its queue: shards, the active segment, seal, recovery,
@@ -15,6 +17,7 @@
 //!
 //! See `docs/format.md`. The store never parses syslog and never touches sockets.
 
+pub mod budget;
 mod error;
 mod format;
 mod handle;
