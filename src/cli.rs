@@ -450,7 +450,7 @@ fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
     }
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let mut num_corrupt = 0u64;
+    let mut skipped = Skipped::default();
     let outcome = (|| -> io::Result<()> {
         if args.follow {
             let mut follower = reader.follow(&options);
@@ -462,12 +462,12 @@ fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
                     continue;
                 }
                 for item in items {
-                    print_item(&mut out, item, args.format, &mut num_corrupt)?;
+                    print_item(&mut out, item, args.format, &mut skipped)?;
                 }
             }
         }
         for item in reader.read(&options) {
-            print_item(&mut out, item, args.format, &mut num_corrupt)?;
+            print_item(&mut out, item, args.format, &mut skipped)?;
         }
         out.flush()
     })();
@@ -481,18 +481,37 @@ fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
                 .into())
         }
     }
-    if num_corrupt > 0 {
-        eprintln!("starling: {num_corrupt} corrupt frame(s) skipped; run `starling verify`");
+    if skipped.corrupt > 0 {
+        eprintln!(
+            "starling: {} corrupt frame(s) skipped; run `starling verify`",
+            skipped.corrupt
+        );
+    }
+    if skipped.unreadable > 0 {
+        eprintln!(
+            "starling: {} segment file(s) or shard(s) could not be read (I/O errors above)",
+            skipped.unreadable
+        );
+    }
+    if skipped.corrupt + skipped.unreadable > 0 {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `read` skipped: corrupt frames, and files it could not open or read (an I/O error
+/// is not damage: the data may be fine, e.g. after EMFILE or EACCES).
+#[derive(Debug, Default)]
+struct Skipped {
+    corrupt: u64,
+    unreadable: u64,
 }
 
 fn print_item(
     out: &mut impl Write,
     item: Result<crate::store::StoredRecord, crate::store::ReadError>,
     format: ReadFormat,
-    num_corrupt: &mut u64,
+    skipped: &mut Skipped,
 ) -> io::Result<()> {
     match item {
         Ok(stored) => match format {
@@ -508,7 +527,10 @@ fn print_item(
             }
         },
         Err(error) => {
-            *num_corrupt += 1;
+            match error {
+                crate::store::ReadError::Corrupt { .. } => skipped.corrupt += 1,
+                crate::store::ReadError::Io { .. } => skipped.unreadable += 1,
+            }
             eprintln!("starling: {error}");
             Ok(())
         }

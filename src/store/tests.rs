@@ -519,3 +519,36 @@ fn an_unrecoverable_shard_is_reported_and_fenced_off_without_stopping_open() {
         "nothing in the fenced shard was touched: {bad_files:?}"
     );
 }
+
+/// A merged read needs every shard's next record, not every shard's file: with a limit of 4
+/// open segment files over 40 interleaved shards it reads exactly what an unlimited read
+/// does, in the same order, and never holds more than 4 files open (each shard is closed and
+/// reopened where it stopped, many times over).
+#[test]
+fn a_merged_read_of_many_shards_keeps_few_files_open_and_reads_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), "me", small_config()).unwrap();
+    for round in 0..5 {
+        let batch = (0..40)
+            .map(|s| rec(&format!("h{s}"), "me", 0, round * 100 + s, "message"))
+            .collect();
+        store
+            .handle()
+            .blocking_append(batch)
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store.close().unwrap();
+
+    let reader = StoreReader::open(dir.path()).unwrap();
+    let mut unlimited = reader.read(&ReadOptions::default());
+    let all: Vec<_> = unlimited.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(unlimited.peak_open_files(), 40, "every shard open at once");
+
+    let mut limited = reader.read(&ReadOptions::default()).with_max_open(4);
+    let bounded: Vec<_> = limited.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(bounded, all);
+    assert_eq!(limited.peak_open_files(), 4);
+}

@@ -17,7 +17,9 @@ use crate::store::error::{ReadError, StoreError};
 use crate::store::format::codec;
 use crate::store::format::index::load_or_rebuild;
 use crate::store::format::scan::{read_footer, read_header, ScanStep, Scanner};
-use crate::store::format::segment::{index_file_name, list_segments, segment_file_name};
+use crate::store::format::segment::{
+    index_file_name, list_segments, segment_file_name, SegmentHeader,
+};
 use crate::store::format::shardname::read_meta;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,6 +144,9 @@ impl StoreReader {
             heap: BinaryHeap::new(),
             errors: VecDeque::new(),
             primed: false,
+            open: VecDeque::new(),
+            max_open: MAX_OPEN_SEGMENT_FILES,
+            peak_open: 0,
         }
     }
 
@@ -182,6 +187,11 @@ impl Iterator for ShardScan {
     }
 }
 
+/// How many segment files a merged read keeps open at once. A store has a shard per source
+/// (100,000 after a flood of spoofed names); the merge needs every shard's next record, not
+/// its file, so the least recently read shards close theirs and reopen where they stopped.
+const MAX_OPEN_SEGMENT_FILES: usize = 128;
+
 /// Merges the shard iterators by receive time; errors are handed out as soon as found.
 pub struct ReadIter {
     iters: Vec<ShardIter>,
@@ -189,6 +199,11 @@ pub struct ReadIter {
     heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
     errors: VecDeque<ReadError>,
     primed: bool,
+    /// Shards that may have a segment file open, least recently read first.
+    open: VecDeque<usize>,
+    max_open: usize,
+    /// The most segment files open at once so far.
+    peak_open: usize,
 }
 
 impl ReadIter {
@@ -199,12 +214,47 @@ impl ReadIter {
                     self.heap
                         .push(Reverse((r.record.received_at_micros, r.shard_seq, i)));
                     self.heads[i] = Some(r);
-                    return;
+                    break;
                 }
                 Some(Err(e)) => self.errors.push_back(e),
-                None => return,
+                None => break,
             }
         }
+        self.touch(i);
+    }
+
+    /// Shard `i` was just read: it becomes the most recently used, and the least recently used
+    /// shards past `max_open` close their files.
+    fn touch(&mut self, i: usize) {
+        if let Some(at) = self.open.iter().position(|&j| j == i) {
+            self.open.remove(at);
+        }
+        if !self.iters[i].is_open() {
+            return;
+        }
+        self.open.push_back(i);
+        while self.open.len() > self.max_open {
+            if let Some(j) = self.open.pop_front() {
+                self.iters[j].park();
+            }
+        }
+        let now_open = self
+            .open
+            .iter()
+            .filter(|&&j| self.iters[j].is_open())
+            .count();
+        self.peak_open = self.peak_open.max(now_open);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_max_open(mut self, max_open: usize) -> ReadIter {
+        self.max_open = max_open.max(1);
+        self
+    }
+
+    /// The most segment files this read had open at once.
+    pub fn peak_open_files(&self) -> usize {
+        self.peak_open
     }
 }
 
@@ -238,6 +288,10 @@ pub(crate) struct ShardIter {
     bases: Vec<u64>,
     next_segment: usize,
     current: Option<(PathBuf, Scanner<File>)>,
+    /// Header of the segment in `current`.
+    current_header: Option<SegmentHeader>,
+    /// The segment `park` closed mid-scan: `(path, header, frame offset, expected seq)`.
+    parked: Option<(PathBuf, SegmentHeader, u64, u64)>,
     /// Base of the segment in `current`.
     current_base: u64,
     expected: Option<u64>,
@@ -271,6 +325,8 @@ impl ShardIter {
             bases,
             next_segment: 0,
             current: None,
+            current_header: None,
+            parked: None,
             current_base: 0,
             expected: None,
             opened: 0,
@@ -286,6 +342,42 @@ impl ShardIter {
             dir: self.dir.clone(),
             next_base: self.resume.map_or(self.next_base, |(base, ..)| base),
             resume: self.resume,
+        }
+    }
+
+    /// Whether a segment file is open.
+    fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Closes the open segment file, remembering where the scan is; `next` reopens it there.
+    fn park(&mut self) {
+        let (Some((path, scanner)), Some(header)) = (self.current.take(), self.current_header)
+        else {
+            return;
+        };
+        self.parked = Some((path, header, scanner.position(), scanner.expected_seq()));
+    }
+
+    /// Reopens a parked segment where its scan stopped; false (with the error queued) if it
+    /// cannot be opened any more.
+    fn unpark(&mut self) -> bool {
+        let Some((path, header, pos, expected_seq)) = self.parked.take() else {
+            return false;
+        };
+        let opened = File::open(&path)
+            .map_err(|e| ("open", e))
+            .and_then(|file| Scanner::new(file, &header, false).map_err(|e| ("read", e)));
+        match opened {
+            Ok(mut scanner) => {
+                scanner.seek(pos, expected_seq);
+                self.current = Some((path, scanner));
+                true
+            }
+            Err((op, source)) => {
+                self.out.push_back(Err(ReadError::Io { op, path, source }));
+                false
+            }
         }
     }
 
@@ -385,6 +477,7 @@ impl ShardIter {
             }
             self.opened += 1;
             self.current_base = base;
+            self.current_header = Some(header);
             self.current = Some((path, scanner));
             return true;
         }
@@ -477,7 +570,7 @@ impl Iterator for ShardIter {
             if let Some(item) = self.out.pop_front() {
                 return Some(item);
             }
-            if self.current.is_none() && !self.open_next() {
+            if self.current.is_none() && !self.unpark() && !self.open_next() {
                 return self.out.pop_front();
             }
             self.step();
