@@ -1,7 +1,11 @@
 //! Writing a seal: the footer frame, the trailer, trimming the file to its data, syncing the
-//! file, writing the derived time index (none for a segment it would not help, see
-//! `SparseIndex::worth_a_file`) and syncing the shard directory. Used by the writer
-//! when a segment rolls and by recovery when it closes a scanned tail.
+//! file, and writing the derived time index (none for a segment it would not help, see
+//! `SparseIndex::worth_a_file`). The shard directory is not synced: the index is a cache that
+//! readers verify and rebuild, and the segment's own entry is durable before its seal (the
+//! writer syncs new entries before it seals; recovery seals files it found on disk). This
+//! keeps a seal at one `fdatasync`, which is what evicting idle or least recently used shards
+//! costs per segment. Used by the writer when a segment rolls and by recovery when it closes
+//! a scanned tail.
 //!
 //! Callers must have dropped any map of the file first: sealing shrinks the file.
 
@@ -53,5 +57,5 @@ pub fn write_seal(
             footer.data_end,
         );
     }
-    ops.sync_dir(shard_dir)
+    Ok(())
 }
