@@ -265,3 +265,55 @@ fn a_failed_shard_meta_rename_fails_the_batch_and_leaves_no_hole() {
     assert_eq!(stored(dir.path(), "me"), singles(1..=3));
     assert!(verify(dir.path()).unwrap().is_clean());
 }
+
+/// Making room for a new shard (`max-open-shards`) first syncs every dirty shard, then
+/// seals the least recently used one. If that sync fails, the records of the batch written
+/// so far are cut: the batch must fail as a whole (its sender retries) rather than go on in a
+/// new segment and be acknowledged without them.
+#[test]
+fn a_failed_sync_while_making_room_fails_the_batch_and_its_retry_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(SyncFaults::default());
+    let config = StoreConfig {
+        max_open_shards: 2,
+        ..manual_config()
+    };
+    let (store, _) = Store::open_with_ops(dir.path(), "me", config, ops.clone()).unwrap();
+    let h = store.handle();
+    for batch in [vec!["a", "b"], vec!["c"]] {
+        let records = batch
+            .iter()
+            .map(|s| rec(s, "me", 0, 10, "before"))
+            .collect();
+        let t = h.blocking_append(records).unwrap();
+        h.commit_now().unwrap();
+        t.wait_durable().unwrap();
+    }
+    // Shards b and c are open. The batch writes to c, then needs room for a: the sync of
+    // c's new record before the seal fails.
+    let batch = || {
+        vec![
+            rec("c", "me", 0, 20, "first"),
+            rec("a", "me", 0, 21, "second"),
+        ]
+    };
+    ops.sync_written.store(1, Ordering::SeqCst);
+    let t = h.blocking_append(batch()).unwrap();
+    h.commit_now().unwrap();
+    let outcome = t.wait_durable();
+    assert!(
+        matches!(outcome, Err(StoreError::SyncFailed { .. })),
+        "acknowledged although its first record was cut: {outcome:?}"
+    );
+    // The sender retries.
+    let t = h.blocking_append(batch()).unwrap();
+    h.commit_now().unwrap();
+    t.wait_durable().unwrap();
+    store.close().unwrap();
+    let (got, errs) = read_all(dir.path());
+    assert!(errs.is_empty(), "{errs:?}");
+    for text in [&b"first"[..], b"second"] {
+        let copies = got.iter().filter(|s| s.record.raw.as_ref() == text).count();
+        assert_eq!(copies, 1, "{} stored once", String::from_utf8_lossy(text));
+    }
+}

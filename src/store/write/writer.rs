@@ -572,7 +572,7 @@ impl Writer {
                 continue;
             }
             if self.shards[idx].active.is_none() {
-                self.make_room();
+                self.make_room()?;
             }
             let shard = &mut self.shards[idx];
             if shard.active.is_none() {
@@ -730,26 +730,34 @@ impl Writer {
 
     /// Before a new active segment is created: if `max_open_shards` are open, seals the least
     /// recently used sixteenth of them (at least one), so the cost of a seal (a sync of every
-    /// dirty shard first, see `seal_segment`) is paid once per batch of evictions.
-    fn make_room(&mut self) {
+    /// dirty shard first, see `seal_segment`) is paid once per batch of evictions. A failure
+    /// has poisoned (cut every shard back, possibly records of the batch being written) and
+    /// is returned: the batch must fail, not go on in a new segment.
+    fn make_room(&mut self) -> Result<(), StoreError> {
         let max = self.config.max_open_shards;
         let mut open = self.open_shards();
         if open.len() < max {
-            return;
+            return Ok(());
         }
         let n = (open.len() + 1 - max).max(max / 16).max(1).min(open.len());
         open.select_nth_unstable_by_key(n - 1, |&i| self.shards[i].last_used);
         let mut sealed = false;
+        let mut failed = None;
         for &idx in &open[..n] {
             match self.seal_segment(idx) {
                 Ok(s) => sealed |= s,
-                Err(e) => tracing::error!(error = %e, "sealing a least recently used shard failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "sealing a least recently used shard failed");
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         self.open.retain(|&i| self.shards[i].active.is_some());
         if sealed {
             self.retention_soon();
         }
+        failed.map_or(Ok(()), Err)
     }
 
     /// The shards with an active segment (dropping stale entries from `open`).
