@@ -5,15 +5,15 @@
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::sandbox::{count_records, have_root, send_signal, skip_or_fail, wait_until, Node};
+use crate::sandbox::{
+    count_records, have_root, mount_tmpfs, proc_memory, send_signal, skip_or_fail, wait_until, Node,
+};
 
 /// The line of `/proc/net/udp` of the socket bound to `addr` (127.0.0.1 only): its receive
 /// queue in bytes and its drop count. `None` when no such socket is bound.
@@ -135,46 +135,6 @@ fn sigterm_under_a_udp_flood_stores_or_counts_every_datagram() {
     let _ = writeln!(std::io::stderr().lock(), "udp sigterm flood: {report}");
 }
 
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if !status.success() {
-        return Err(format!("mount -t tmpfs failed: {status}"));
-    }
-    Ok(Mount(dir.to_path_buf()))
-}
-
-/// `VmRSS` and `VmHWM` of a process, in bytes.
-fn rss_and_peak(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kib| kib * 1024)
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
-}
-
 const MIB: u64 = 1024 * 1024;
 /// The issue's target.
 const RSS_LIMIT: u64 = 512 * MIB;
@@ -273,7 +233,7 @@ fn disk_full_stall_with_64k_tcp_messages_keeps_rss_under_512_mib() {
     let mut max_in_flight = 0.0f64;
     let mut written_before_end = 0;
     while stall_start.elapsed() < stall {
-        let (rss, _) = rss_and_peak(pid);
+        let (rss, _) = proc_memory(pid);
         max_rss = max_rss.max(rss);
         max_in_flight = max_in_flight.max(node.metric("starling_pipeline_bytes_in_flight"));
         if stall.saturating_sub(stall_start.elapsed()) > Duration::from_secs(2) {
@@ -286,7 +246,7 @@ fn disk_full_stall_with_64k_tcp_messages_keeps_rss_under_512_mib() {
         1.0,
         "the disk stayed full for the whole stall"
     );
-    let (_, peak) = rss_and_peak(pid);
+    let (_, peak) = proc_memory(pid);
     let written_at_end = total_written();
     let report = format!(
         "stall {stall:?}: VmHWM {} MiB, max VmRSS {} MiB, max bytes in flight {} MiB, \

@@ -237,20 +237,7 @@ impl Node {
 
     /// Resident memory of the node process in bytes (from /proc).
     pub fn rss_bytes(&self) -> u64 {
-        let pid = self.child.as_ref().expect("node running").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kib| kib * 1024)
+        proc_memory(self.child.as_ref().expect("node running").id()).0
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -548,4 +535,46 @@ fn metric_value_fails_on_an_absent_label_set() {
 #[should_panic(expected = "series starling_gone_total is absent")]
 fn metric_value_fails_on_an_absent_metric() {
     metric_value("starling_up 1\n# EOF\n", "starling_gone_total");
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in bytes, from `/proc/PID/status` (0 if absent).
+pub fn proc_memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let bytes = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib * 1024)
+    };
+    (bytes("VmRSS:"), bytes("VmHWM:"))
+}
+
+/// A tmpfs mounted by a test (root only); lazily unmounted when dropped.
+pub struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (as `mount -o size=` takes it) on `dir`.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !status.success() {
+        return Err(format!("mount -t tmpfs failed: {status}"));
+    }
+    Ok(Mount(dir.to_path_buf()))
 }

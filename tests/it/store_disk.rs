@@ -2,8 +2,6 @@
 //! otherwise): segment allocation fails with ENOSPC at fallocate, the writer stops
 //! acknowledging without a SIGBUS, counts the error, and resumes by itself once space is freed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -11,27 +9,7 @@ use bytes::Bytes;
 use starling::record::{ParseStatus, Record, Transport};
 use starling::store::{ReadOptions, Store, StoreConfig, StoreReader};
 
-use crate::sandbox::{have_root, skip_or_fail, wait_until};
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if !status.success() {
-        return Err(format!("mount -t tmpfs failed: {status}"));
-    }
-    Ok(Mount(dir.to_path_buf()))
-}
+use crate::sandbox::{have_root, mount_tmpfs, skip_or_fail, wait_until};
 
 fn record(i: u64) -> Record {
     Record {
