@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use chrono::{Offset, Utc};
-use syslog_loose::{Protocol, Variant};
+use syslog_loose::{ProcId, Protocol, Variant};
 
 use super::fields::{convert_sd, leading_pri, non_empty, offset_in};
 use super::timestamp::{rfc3339, HeaderTime};
@@ -119,11 +119,26 @@ fn read(line: &str, pri: u8, version: u32) -> Option<Parsed> {
         timestamp: message.timestamp,
         hostname: message.hostname.map(str::to_string),
         app_name: message.appname.map(str::to_string),
-        procid: message.procid.map(|p| p.to_string()),
+        procid: message.procid.map(|p| procid_text(after_pri, p)),
         msgid: message.msgid.map(str::to_string),
         structured_data,
         message: non_empty(msg_text(line, message.msg)),
     })
+}
+
+/// PROCID as sent. `syslog_loose` reads a numeric PROCID as an integer, which would turn
+/// `00` or `007` into `0` and `7`; the field is the fifth space-separated token after the PRI
+/// (VERSION TIMESTAMP HOSTNAME APP-NAME PROCID, none of which holds a space), kept whenever it
+/// reads as the same number.
+fn procid_text(after_pri: &str, procid: ProcId<&str>) -> String {
+    match procid {
+        ProcId::PID(pid) => after_pri
+            .split(' ')
+            .nth(4)
+            .filter(|token| token.parse::<i32>() == Ok(pid))
+            .map_or_else(|| pid.to_string(), str::to_string),
+        ProcId::Name(name) => name.to_string(),
+    }
 }
 
 /// The STRUCTURED-DATA field is the NILVALUE: the token after the six header fields is `-`.
