@@ -317,3 +317,49 @@ fn a_failed_sync_while_making_room_fails_the_batch_and_its_retry_is_stored_once(
         assert_eq!(copies, 1, "{} stored once", String::from_utf8_lossy(text));
     }
 }
+
+/// A seal first syncs every dirty shard: that is a good point, and the batches written before
+/// it are durable. A failure after it (the seal's own `fdatasync`) must not fail their
+/// tickets: their records stay on disk, and a sender told they failed sends them again.
+#[test]
+fn a_failure_after_a_seals_sync_fails_only_what_came_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = Arc::new(SyncFaults::default());
+    let config = StoreConfig {
+        segment_max_bytes: 8 * 1024,
+        ..manual_config()
+    };
+    let (store, _) = Store::open_with_ops(dir.path(), "me", config, ops.clone()).unwrap();
+    let h = store.handle();
+    // Shards a and c exist (creating one syncs its meta and segment header with
+    // `sync_data`, the call that fails below).
+    let t = h
+        .blocking_append(vec![rec("a", "peer", 1, 1, "first")])
+        .unwrap();
+    let l = h.blocking_append(local(1)).unwrap();
+    h.commit_now().unwrap();
+    t.wait_durable().unwrap();
+    l.wait_durable().unwrap();
+    ops.sync_data.store(1, Ordering::SeqCst);
+    // Local records in shard c, waiting for a commit.
+    let before = h.blocking_append(local(3)).unwrap();
+    // Enough to roll shard a's segment: its seal syncs shard c too, then its own fdatasync
+    // fails.
+    let big: Vec<Record> = (2..=200u64)
+        .map(|s| rec("a", "peer", s, s as i64, &"x".repeat(200)))
+        .collect();
+    let t = h.blocking_append(big).unwrap();
+    h.commit_now().unwrap();
+    assert!(matches!(
+        t.wait_durable(),
+        Err(StoreError::SyncFailed { .. })
+    ));
+    let outcome = before.wait_durable();
+    assert_eq!(
+        outcome.as_ref().ok().and_then(|o| o.assigned.clone()),
+        Some(2..=4),
+        "records synced before the failure: {outcome:?}"
+    );
+    store.close().unwrap();
+    assert_eq!(stored(dir.path(), "me"), singles(1..=4));
+}

@@ -937,6 +937,12 @@ impl Writer {
                 active.mark_good();
             }
         }
+        // Every batch waiting for a commit was written before this point, so it is durable
+        // now: answer it here, or a failure before the next commit (a seal's, say) would fail
+        // a ticket whose records stay on disk, and its sender's retry would store them twice.
+        for p in self.awaiting_commit.drain(..) {
+            let _ = p.ticket.send(p.outcome);
+        }
         Ok(())
     }
 
