@@ -336,3 +336,45 @@ fn validate_accepts_good_and_rejects_bad_files() {
         "{stderr}"
     );
 }
+
+/// One host sending without pause: `segment-max-age` rolls its segment on time, and age
+/// retention then deletes the sealed ones. (The age was checked only when a run of another
+/// shard's records began, so a store fed by one busy source kept one segment until it was
+/// full: nothing sealed, nothing deleted.) The node runs alone, so its own records need no
+/// spool floor (`--spool-retention 0s`, as the README says for a lone node).
+#[test]
+fn one_busy_source_rolls_by_age_and_age_retention_deletes_its_old_segments() {
+    let node = Node::start(&[
+        "--segment-max-age",
+        "1s",
+        "--retention-max-age",
+        "3s",
+        "--spool-retention",
+        "0s",
+    ]);
+    let mut stream = TcpStream::connect(node.tcp.unwrap()).unwrap();
+    let mut sent = 0usize;
+    let rolled_and_deleted = wait_until(Duration::from_secs(60), || {
+        for _ in 0..10 {
+            sent += 1;
+            let line = format!("<13>Dec  4 10:00:00 busy app: message {sent}\n");
+            stream.write_all(line.as_bytes()).unwrap();
+        }
+        node.metric("starling_store_segments_sealed_total") >= 3.0
+            && node.metric("starling_store_segments_deleted_total") >= 1.0
+    });
+    assert!(
+        rolled_and_deleted,
+        "after {sent} messages: {} sealed, {} deleted",
+        node.metric("starling_store_segments_sealed_total"),
+        node.metric("starling_store_segments_deleted_total")
+    );
+    // What is left is the newest part, ending with the last message stored.
+    let last = format!("message {sent}");
+    assert!(wait_until(WAIT, || node
+        .read_json(&[])
+        .iter()
+        .any(|r| r["message"] == last.as_str())));
+    let kept = node.read_json(&[]).len();
+    assert!(kept < sent, "{kept} of {sent} kept: old segments deleted");
+}

@@ -231,7 +231,7 @@ impl Writer {
                 self.commit();
             }
             if self.current.is_none() && Instant::now() >= self.next_idle_check {
-                self.seal_idle();
+                self.seal_due();
             }
             if Instant::now() >= self.next_retention {
                 self.run_retention();
@@ -705,21 +705,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segments idle for `idle_shard_seal`, and sets the next check.
-    fn seal_idle(&mut self) {
+    /// Seals the active segments idle for `idle_shard_seal` and those older than
+    /// `segment_max_age` (a shard written without pause never starts a new run, so the age is
+    /// not left to the check at a run's start), and sets the next check.
+    fn seal_due(&mut self) {
         let idle = self.config.idle_shard_seal;
+        let max_age = self.config.segment_max_age;
         let now = Instant::now();
-        let mut next = now + idle;
+        let mut next = now + idle.min(max_age);
         let mut sealed = false;
         for idx in self.open_shards() {
-            let due = self.shards[idx].last_used + idle;
+            let shard = &self.shards[idx];
+            let mut due = shard.last_used + idle;
+            if let Some(a) = shard.active.as_ref().filter(|a| !a.is_empty()) {
+                due = due.min(a.opened_at + max_age);
+            }
             if due > now {
                 next = next.min(due);
                 continue;
             }
             match self.seal_segment(idx) {
                 Ok(s) => sealed |= s,
-                Err(e) => tracing::error!(error = %e, "sealing an idle shard failed"),
+                Err(e) => tracing::error!(error = %e, "sealing an idle or aged shard failed"),
             }
         }
         self.next_idle_check = next;
