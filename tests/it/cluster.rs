@@ -933,3 +933,93 @@ fn a_node_that_lost_its_newest_segment_forwards_new_records_once() {
         "{renumbered} renumbered"
     );
 }
+
+/// The fsyncgate case end to end: every node runs with injected EIO at two range
+/// `fdatasync`s (and a failed range is zeroed, as pages the kernel dropped would be). The
+/// master's failure refuses the forwarded batches its commit held, cuts its shards back to
+/// the last good point and lowers the forwarders' marks; they resend and the master ends up
+/// with exactly what each follower's spool holds, each record once, and a store that
+/// verifies. (A follower's own failure cuts its spool: those records are lost and counted
+/// there, and a gap marker takes their sequences; the comparison is with what it kept.)
+#[test]
+fn a_failed_sync_on_the_master_refuses_the_forwarded_batches_and_their_resend_is_stored_once() {
+    let _serial = serial();
+    let cluster = Cluster::start_with_env(&[("STARLING_STORE_FAULTS", "sync:60:2")]);
+    let master = cluster
+        .wait_for_master(&cluster.all(), WAIT)
+        .unwrap_or_else(|| panic!("no master\n{}", cluster.stderr_dump()));
+    let master_node = &cluster.nodes[cluster.index_of(&master)];
+    let followers: Vec<usize> = cluster
+        .all()
+        .into_iter()
+        .filter(|index| node_id(*index) != master)
+        .collect();
+    let tag = "master-sync-failure";
+    let total = 12_000;
+    let senders: Vec<Sender> = followers
+        .iter()
+        .map(|&f| {
+            Sender::start(
+                cluster.nodes[f].tcp.unwrap(),
+                tag.to_string(),
+                host(f),
+                total,
+                3_000,
+            )
+        })
+        .collect();
+    for sender in senders {
+        assert_eq!(sender.finish(), total as u64);
+    }
+    let sync_errors = |node: &Node| node.metric("starling_store_errors_total{kind=\"sync\"}");
+    assert!(
+        wait_until(WAIT, || sync_errors(master_node) >= 1.0),
+        "the injected fault did not happen on the master\n{}",
+        cluster.stderr_dump()
+    );
+    for &f in &followers {
+        let node = &cluster.nodes[f];
+        assert!(
+            wait_until(WAIT, || node.metric("starling_forward_lag_records") == 0.0),
+            "node-{f} did not catch up\n{}",
+            cluster.stderr_dump()
+        );
+    }
+    let refused: f64 = followers
+        .iter()
+        .map(|&f| cluster.nodes[f].metric("starling_forward_batches_refused_total"))
+        .sum();
+    assert!(refused >= 1.0, "no forwarded batch was refused");
+
+    let (at_master, duplicate_identities) = tagged_records(master_node, tag);
+    assert_eq!(duplicate_identities, 0, "an (origin, seq) stored twice");
+    for &f in &followers {
+        let spool = seqs_by_message(&tagged_records(&cluster.nodes[f], tag).0);
+        let origin = node_id(f);
+        let mine: Vec<Value> = at_master
+            .iter()
+            .filter(|r| r["origin"] == origin.as_str())
+            .cloned()
+            .collect();
+        let stored = seqs_by_message(&mine);
+        assert_eq!(stored.len(), mine.len(), "node-{f}'s records stored twice");
+        assert!(
+            stored == spool,
+            "the master holds {} records of node-{f}, its spool {} (sync errors there: {})",
+            stored.len(),
+            spool.len(),
+            sync_errors(&cluster.nodes[f])
+        );
+    }
+    let verify = Command::new(starling_bin())
+        .args(["verify", "--data-dir"])
+        .arg(&master_node.data_dir)
+        .output()
+        .expect("run starling verify");
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
