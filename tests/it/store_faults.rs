@@ -1,8 +1,8 @@
 //! kill -9 loop of the real binary with injected store failures in between: each start gets
 //! a fault plan (`STARLING_STORE_FAULTS`: EIO at the n-th fdatasync of written frames, frame
 //! write, seal/header fdatasync or `shard.meta` rename), journald-style uploads run until
-//! the node is killed, and after every restart each entry an upload was answered 202 for is
-//! read back exactly once.
+//! the node is killed (two uploaders at once, so batches share commits), and after every
+//! restart each entry an upload was answered 202 for is read back exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::sandbox::{raw_bytes, wait_until, Node};
 
 const KILLS: usize = 50;
+const UPLOADERS: usize = 2;
 
 /// One upload of `entries` journal entries; `Some(true)` for 202, `Some(false)` for another
 /// answer, `None` when the connection failed (the node was killed).
@@ -92,47 +93,53 @@ fn kill9_loop_with_injected_store_failures_loses_no_durable_record() {
         let api = node.api.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(0usize));
-        let uploader = {
-            let (stop, acked, durable) = (stop.clone(), acked.clone(), durable.clone());
-            std::thread::spawn(move || {
-                let mut refused = 0;
-                for n in 0.. {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let messages: Vec<String> =
-                        (0..6).map(|e| format!("k9-{kill}-{n}-{e}")).collect();
-                    let body: String = messages
-                        .iter()
-                        .enumerate()
-                        .map(|(e, m)| {
-                            let host = match e % 3 {
-                                0 => "fixed-a".to_string(),
-                                1 => "fixed-b".to_string(),
-                                _ => format!("run-{kill}"),
-                            };
-                            entry(&host, m)
-                        })
-                        .collect();
-                    match upload(api, body.into_bytes()) {
-                        Some(true) => {
-                            durable.lock().unwrap().extend(messages);
-                            *acked.lock().unwrap() += 1;
+        // Two uploaders at once, so batches share a group commit (and a failure fails
+        // several tickets, some of them for shards the failed sync was not about).
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|u| {
+                let (stop, acked, durable) = (stop.clone(), acked.clone(), durable.clone());
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for n in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
                         }
-                        Some(false) => refused += 1,
-                        None => break,
+                        let messages: Vec<String> =
+                            (0..6).map(|e| format!("k9-{kill}-{u}-{n}-{e}")).collect();
+                        let body: String = messages
+                            .iter()
+                            .enumerate()
+                            .map(|(e, m)| {
+                                let host = match e % 3 {
+                                    0 => "fixed-a".to_string(),
+                                    1 => format!("fixed-{u}"),
+                                    _ => format!("run-{kill}-{u}"),
+                                };
+                                entry(&host, m)
+                            })
+                            .collect();
+                        match upload(api, body.into_bytes()) {
+                            Some(true) => {
+                                durable.lock().unwrap().extend(messages);
+                                *acked.lock().unwrap() += 1;
+                            }
+                            Some(false) => refused += 1,
+                            None => break,
+                        }
                     }
-                }
-                refused
+                    refused
+                })
             })
-        };
+            .collect();
         let wait_for = 2 + (next() % 5) as usize;
         let progressed = wait_until(Duration::from_secs(10), || {
             *acked.lock().unwrap() >= wait_for
         });
         node.kill();
         stop.store(true, Ordering::SeqCst);
-        refused += uploader.join().unwrap();
+        for uploader in uploaders {
+            refused += uploader.join().unwrap();
+        }
         assert!(
             progressed,
             "run {kill} (plan {plan:?}): only {} uploads answered 202",
