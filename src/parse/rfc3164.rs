@@ -82,11 +82,30 @@ pub fn parse(line: &str, ctx: &ParseContext) -> Option<Parsed> {
         timestamp: timestamp.flatten(),
         hostname,
         app_name: message.appname.and_then(non_empty),
-        procid: message.procid.and_then(|p| non_empty(&p.to_string())),
+        procid: message
+            .procid
+            .and_then(|p| non_empty(&procid_text(&normalised, message.appname, p))),
         msgid: None,
         structured_data,
         message: non_empty(message.msg),
     })
+}
+
+/// The PID of `TAG[PID]` as sent. `syslog_loose` reads a numeric one as an integer, which
+/// would turn `007` into `7`: the text between the brackets after the TAG is kept whenever it
+/// reads as the same number.
+fn procid_text(line: &str, app: Option<&str>, procid: syslog_loose::ProcId<&str>) -> String {
+    match procid {
+        syslog_loose::ProcId::PID(pid) => app
+            .and_then(|app| line.find(&format!("{app}[")).map(|at| at + app.len() + 1))
+            .and_then(|start| {
+                let rest = &line[start..];
+                rest.find(']').map(|end| &rest[..end])
+            })
+            .filter(|text| text.parse::<i32>() == Ok(pid))
+            .map_or_else(|| pid.to_string(), str::to_string),
+        syslog_loose::ProcId::Name(name) => name.to_string(),
+    }
 }
 
 pub(super) fn resolve(

@@ -146,6 +146,11 @@ fn rfc3164_examples() {
         "<165>Aug 24 05:34:00 mymachine myproc[10]: %% It's time to make the do-nuts.",
         "rfc3164 pri=165 fac=20 sev=5 ver=- ts=2024-08-24T05:34:00+00:00 host=\"mymachine\" app=\"myproc\" procid=\"10\" msgid=- sd=- msg=\"%% It's time to make the do-nuts.\"",
     );
+    // A numeric PID is kept as sent: `syslog_loose` reads it as an integer (`007` → `7`).
+    check(
+        "<165>Aug 24 05:34:00 mymachine myproc[007]: zero-padded",
+        "rfc3164 pri=165 fac=20 sev=5 ver=- ts=2024-08-24T05:34:00+00:00 host=\"mymachine\" app=\"myproc\" procid=\"007\" msgid=- sd=- msg=\"zero-padded\"",
+    );
 }
 
 #[test]
