@@ -36,6 +36,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -73,6 +74,9 @@ pub struct UploadLimits {
     pub max_entry_wire_bytes: u64,
     /// Journals whose newest cursor is remembered (least recently used forgotten first).
     pub max_journals: usize,
+    /// The start-up scan reads the journal records received this long before the store's
+    /// last write (`scan_store`).
+    pub cursor_lookback: Duration,
 }
 
 /// The upload's own metrics (registered next to its code).
@@ -280,6 +284,7 @@ impl UploadState {
             let scan = scan_store(
                 &data_dir,
                 &state.origin,
+                state.limits.cursor_lookback,
                 &mut rebuilt,
                 &mut evicted,
                 &mut wanted,
@@ -328,23 +333,45 @@ pub struct StoreScan {
     pub num_unreadable: u64,
     /// Stopped before the end (the node is stopping).
     pub stopped: bool,
+    /// The start of the window read (receive time, microseconds); `None`: an empty store.
+    pub since_micros: Option<i64>,
 }
 
-/// Remembers the cursor of every journal record of `origin` in the store at `dir`, each as
-/// used when it was received (so the memory keeps the journals uploaded most recently).
-/// Reads one shard at a time; damaged frames are counted and skipped. Stops early (with
-/// what it read) once `wanted` says false; it is asked every 4,096 records.
+/// Remembers the cursor of every journal record of `origin` in the store at `dir` received
+/// within `lookback` of the store's last write, each as used when it was received (so the
+/// memory keeps the journals uploaded most recently). An uploader retries what it had in
+/// flight when the node stopped, which is among the newest records however long the node
+/// was down, so the look-back is counted from the newest segment file's modification time,
+/// not from now; a journal quiet for longer than the look-back is not remembered (its next
+/// entries are new). Reads one shard at a time, skipping segments older than the window by
+/// their time index; damaged frames are counted and skipped. Stops early (with what it read)
+/// once `wanted` says false; it is asked every 4,096 records.
 pub fn scan_store(
     dir: &Path,
     origin: &str,
+    lookback: Duration,
     memory: &mut CursorMemory,
     evicted: &mut dyn FnMut(&str),
     wanted: &mut dyn FnMut() -> bool,
 ) -> Result<StoreScan, crate::store::StoreError> {
     let reader = crate::store::StoreReader::open(dir)?;
     let mut scan = StoreScan::default();
-    let options = crate::store::ReadOptions::default();
-    for shard in reader.shards() {
+    let shards = reader.shards();
+    let last_write = shards
+        .iter()
+        .filter_map(|shard| newest_segment_mtime(&shard.dir))
+        .max();
+    let options = crate::store::ReadOptions {
+        since_micros: last_write.map(|t| {
+            let since = t.checked_sub(lookback).unwrap_or(std::time::UNIX_EPOCH);
+            since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64)
+        }),
+        ..Default::default()
+    };
+    scan.since_micros = options.since_micros;
+    for shard in shards {
         for item in reader.read_shard(&shard, &options) {
             if scan.num_records % 4096 == 0 && !wanted() {
                 scan.stopped = true;
@@ -367,6 +394,16 @@ pub fn scan_store(
         }
     }
     Ok(scan)
+}
+
+/// When the newest segment file in the shard directory `dir` was last written.
+fn newest_segment_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "seg"))
+        .filter_map(|entry| entry.metadata().ok()?.modified().ok())
+        .max()
 }
 
 /// The `/upload` route, to merge into the API's router. The server must provide
@@ -595,7 +632,74 @@ mod tests {
         max_entry_bytes: 65536,
         max_entry_wire_bytes: 1 << 30,
         max_journals: 16,
+        cursor_lookback: Duration::from_secs(3600),
     };
+
+    fn journal_record(journal: &str, sequence: u64, received_at_micros: i64) -> Record {
+        Record {
+            received_at_micros,
+            event_time: None,
+            origin: ORIGIN.into(),
+            origin_seq: 0,
+            peer: None,
+            transport: Transport::Journal,
+            parse: ParseStatus::Unparsed,
+            truncated: false,
+            source: journal.into(),
+            raw: format!("__CURSOR=s={journal};i={sequence:x}\nMESSAGE=m\n").into(),
+            lost_from: None,
+        }
+    }
+
+    /// The start-up scan reads a window before the store's last write, skipping older
+    /// segments, and however old that write is.
+    #[test]
+    fn the_start_up_scan_reads_only_the_look_back_before_the_last_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), ORIGIN, StoreConfig::default()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let hour = 3_600_000_000i64;
+        // A journal last uploaded 3 hours ago (its own shard, sealed), one just now.
+        let t = store
+            .handle()
+            .blocking_append(vec![journal_record("quiet", 7, now - 3 * hour)])
+            .unwrap();
+        store.handle().commit_now().unwrap();
+        t.wait_durable().unwrap();
+        store.close().unwrap();
+        let (store, _) = Store::open(dir.path(), ORIGIN, StoreConfig::default()).unwrap();
+        let t = store
+            .handle()
+            .blocking_append(vec![journal_record("busy", 9, now)])
+            .unwrap();
+        store.handle().commit_now().unwrap();
+        t.wait_durable().unwrap();
+        store.close().unwrap();
+
+        let scan = |lookback: Duration| {
+            let mut memory = CursorMemory::new(16);
+            let scan = scan_store(
+                dir.path(),
+                ORIGIN,
+                lookback,
+                &mut memory,
+                &mut |_| {},
+                &mut || true,
+            )
+            .unwrap();
+            (scan, memory)
+        };
+        let (window, mut memory) = scan(Duration::from_secs(3600));
+        assert_eq!(window.num_journal_records, 1, "{window:?}");
+        assert!(memory.seen("busy", 9));
+        assert!(!memory.seen("quiet", 7), "outside the look-back");
+        let (whole, mut memory) = scan(Duration::from_secs(4 * 3600));
+        assert_eq!(whole.num_journal_records, 2, "{whole:?}");
+        assert!(memory.seen("quiet", 7));
+    }
 
     fn body_of(journal: &str, sequences: std::ops::RangeInclusive<u64>) -> String {
         sequences

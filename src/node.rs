@@ -167,6 +167,7 @@ impl Node {
                     max_entry_bytes: config.syslog.max_message_bytes,
                     max_entry_wire_bytes: config.api.upload_max_entry_bytes,
                     max_journals: config.api.upload_max_journals,
+                    cursor_lookback: config.api.upload_cursor_lookback,
                 },
                 &listener_metrics,
                 pipeline_metrics.clone(),

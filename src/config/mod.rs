@@ -252,6 +252,10 @@ pub struct ApiSection {
     /// Journals whose newest upload cursor is remembered (to recognise retries); the least
     /// recently used is forgotten first.
     pub upload_max_journals: usize,
+    /// How far back from the store's last write the start-up scan reads journal records to
+    /// rebuild the cursor memory (the store is not read whole at every start).
+    #[serde(deserialize_with = "crate::timespec::duration")]
+    pub upload_cursor_lookback: Duration,
 }
 
 impl Default for ApiSection {
@@ -265,6 +269,7 @@ impl Default for ApiSection {
             // journald wrote is refused by default.
             upload_max_entry_bytes: 1 << 30,
             upload_max_journals: 4096,
+            upload_cursor_lookback: Duration::from_secs(3600),
         }
     }
 }

@@ -947,6 +947,16 @@ impl Writer {
         // Every batch waiting for a commit was written before this point, so it is durable
         // now: answer it here, or a failure before the next commit (a seal's, say) would fail
         // a ticket whose records stay on disk, and its sender's retry would store them twice.
+        // Between batches the marks are what is durable, and published first, so an answer
+        // is never ahead of them (mid-batch they include what is not written yet: the commit
+        // publishes them).
+        if self.current.is_none() {
+            self.shared
+                .durable_hwm
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone_from(&self.hwm);
+        }
         for p in self.awaiting_commit.drain(..) {
             let _ = p.ticket.send(p.outcome);
         }
