@@ -551,7 +551,14 @@ fn run(args: RunArgs, log_control: &crate::logging::LogControl) -> Result<ExitCo
         .thread_name("starling")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::node::run_until_signal(config))?;
+    // SIGHUP builds the configuration the way the start did: the file under the flags.
+    let reload = crate::node::Reload {
+        load: Box::new(|| {
+            effective_config(&args).map_err(|failure| format!("{:#}", failure.error))
+        }),
+        log: log_control,
+    };
+    runtime.block_on(crate::node::run_until_signal(config, reload))?;
     Ok(ExitCode::SUCCESS)
 }
 
