@@ -17,14 +17,15 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, ConfigError, ListenerEntry};
+use crate::config::{self, Config, ConfigError, ListenerEntry, Origins};
 use crate::ingest::ShardBy;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "starling",
     version,
-    about = "A highly available syslog collector"
+    about = "A highly available syslog collector",
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -87,18 +88,18 @@ pub struct RunArgs {
     /// `cluster.may-be-master`.
     #[arg(long, value_name = "BOOL")]
     pub may_be_master: Option<bool>,
-    /// `cluster.spool-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub spool_max_bytes: Option<u64>,
+    /// `cluster.spool-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub spool_max_bytes: Option<String>,
     /// `cluster.spool-retention`, e.g. `24h`.
     #[arg(long, value_name = "DURATION")]
     pub spool_retention: Option<String>,
-    /// `syslog.max-message-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub max_message_bytes: Option<usize>,
-    /// `syslog.pipeline-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub pipeline_max_bytes: Option<u64>,
+    /// `syslog.max-message-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub max_message_bytes: Option<String>,
+    /// `syslog.pipeline-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub pipeline_max_bytes: Option<String>,
     /// `syslog.max-connections`.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -108,36 +109,36 @@ pub struct RunArgs {
     /// `syslog.udp-sockets` (0 = one per core).
     #[arg(long, value_name = "N")]
     pub udp_sockets: Option<usize>,
-    /// `syslog.udp-recv-buffer-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub udp_recv_buffer_bytes: Option<usize>,
+    /// `syslog.udp-recv-buffer-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub udp_recv_buffer_bytes: Option<String>,
     /// `syslog.rfc3164-timezone`: local, UTC or an IANA name.
     #[arg(long, value_name = "ZONE")]
     pub rfc3164_timezone: Option<String>,
     /// `syslog.shard-by`.
     #[arg(long, value_parser = shard_by_parser())]
     pub shard_by: Option<ShardBy>,
-    /// `store.segment-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub segment_max_bytes: Option<u64>,
+    /// `store.segment-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub segment_max_bytes: Option<String>,
     /// `store.segment-max-age`, e.g. `1h`.
     #[arg(long, value_name = "DURATION")]
     pub segment_max_age: Option<String>,
     /// `store.commit-max-delay`, e.g. `10ms`.
     #[arg(long, value_name = "DURATION")]
     pub commit_max_delay: Option<String>,
-    /// `store.commit-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub commit_max_bytes: Option<u64>,
+    /// `store.commit-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub commit_max_bytes: Option<String>,
     /// `store.retention.max-age`, e.g. `30days`.
     #[arg(long, value_name = "DURATION")]
     pub retention_max_age: Option<String>,
-    /// `store.retention.shard-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub retention_shard_max_bytes: Option<u64>,
-    /// `store.retention.total-max-bytes`.
-    #[arg(long, value_name = "BYTES")]
-    pub retention_total_max_bytes: Option<u64>,
+    /// `store.retention.shard-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub retention_shard_max_bytes: Option<String>,
+    /// `store.retention.total-max-bytes`: a size such as 64KiB, 1GiB or a number of bytes.
+    #[arg(long, value_name = "SIZE")]
+    pub retention_total_max_bytes: Option<String>,
     /// `log.level`, a tracing filter such as `info` or `starling=debug`.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -239,10 +240,9 @@ pub fn main() -> ExitCode {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: clap's first line, without its own "error: " prefix.
-            let text = error.to_string();
-            let first = text.lines().next().unwrap_or("bad usage");
-            eprintln!("starling: {}", first.trim_start_matches("error: "));
+            // The whole message: usage, missing arguments, allowed values, "did you mean".
+            // A bare `starling` is such an error too (help, on stderr, exit 2).
+            let _ = error.print();
             return ExitCode::from(2);
         }
     };
@@ -263,134 +263,283 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Builds the effective configuration: file (if any) under the flags, then validated.
+/// The configuration `run` starts with, and the one `validate` checks: the file (if any)
+/// under the flags, validated, each refusal pointing at the file line or the flag that set
+/// the value. `run` and `validate` both go through here, so they refuse the same things.
 pub fn effective_config(args: &RunArgs) -> Result<Config, Failure> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(usage)?,
-        None => Config::default(),
+    let (mut config, mut origins) = match &args.config {
+        Some(path) => Config::load_with_origins(path).map_err(usage)?,
+        None => (Config::default(), Origins::default()),
     };
-    apply_flags(&mut config, args).map_err(|message| usage(anyhow::anyhow!(message)))?;
-    config.validate().map_err(usage)?;
+    apply_flags(&mut config, &mut origins, args).map_err(usage)?;
+    config
+        .validate()
+        .map_err(|error| usage(origins.locate(error)))?;
     Ok(config)
 }
 
 /// Applies the flags to the file's values: each flag is parsed by the function that reads
-/// its key in the file, so a bad value is refused with the same message.
-fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
-    fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-        if let Some(value) = value {
-            *target = value.clone();
+/// its key in the file, so a bad value is refused with the same message (and the flag).
+fn apply_flags(
+    config: &mut Config,
+    origins: &mut Origins,
+    args: &RunArgs,
+) -> Result<(), ConfigError> {
+    /// Sets `target` from `value` with `parse`; the error names the key and the flag.
+    struct Flags<'a> {
+        origins: &'a mut Origins,
+    }
+    impl Flags<'_> {
+        fn parsed<T>(
+            &mut self,
+            target: &mut T,
+            value: &Option<String>,
+            (key, flag): (&'static str, &'static str),
+            parse: impl FnOnce(&str) -> Result<T, String>,
+        ) -> Result<(), ConfigError> {
+            if let Some(text) = value {
+                *target =
+                    parse(text).map_err(|message| ConfigError::Flag { flag, key, message })?;
+                self.origins.set_by_flag(key, flag);
+            }
+            Ok(())
+        }
+        fn set<T: Clone>(
+            &mut self,
+            target: &mut T,
+            value: &Option<T>,
+            (key, flag): (&'static str, &'static str),
+        ) {
+            if let Some(value) = value {
+                *target = value.clone();
+                self.origins.set_by_flag(key, flag);
+            }
+        }
+        fn listeners(
+            &mut self,
+            target: &mut Vec<config::Listener>,
+            values: &[String],
+            (key, flag): (&'static str, &'static str),
+        ) -> Result<(), ConfigError> {
+            if !values.is_empty() {
+                let entries: Vec<ListenerEntry> =
+                    values.iter().cloned().map(ListenerEntry::Address).collect();
+                *target = config::parse_listeners(&entries, key).map_err(|error| match error {
+                    ConfigError::Invalid { key, message } => {
+                        ConfigError::Flag { flag, key, message }
+                    }
+                    other => other,
+                })?;
+                self.origins.set_by_flag(key, flag);
+            }
+            Ok(())
         }
     }
-    fn parsed<T>(
-        target: &mut T,
-        value: &Option<String>,
-        key: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<(), String> {
-        if let Some(text) = value {
-            *target = config::parse_value(key, text, parse).map_err(|error| error.to_string())?;
-        }
-        Ok(())
-    }
-    fn duration(target: &mut Duration, value: &Option<String>) -> Result<(), String> {
-        if let Some(text) = value {
-            *target = crate::timespec::parse_duration(text)?;
-        }
-        Ok(())
-    }
-    fn listeners(
-        target: &mut Vec<config::Listener>,
-        values: &[String],
-        key: &'static str,
-    ) -> Result<(), String> {
-        if !values.is_empty() {
-            let entries: Vec<ListenerEntry> =
-                values.iter().cloned().map(ListenerEntry::Address).collect();
-            *target = config::parse_listeners(&entries, key).map_err(|error| error.to_string())?;
-        }
-        Ok(())
-    }
-    if let Some(data_dir) = &args.data_dir {
-        config.data_dir = data_dir.clone();
-    }
-    if let Some(node_id) = &args.node_id {
-        config.node_id = Some(node_id.clone());
-    }
-    listeners(&mut config.syslog.udp, &args.syslog_udp, "syslog.udp")?;
-    listeners(&mut config.syslog.tcp, &args.syslog_tcp, "syslog.tcp")?;
+    let size = |text: &str| config::parse_size(text);
+    let size_usize = |text: &str| {
+        config::parse_size(text)
+            .and_then(|bytes| usize::try_from(bytes).map_err(|_| format!("{text:?} is too large")))
+    };
+    let duration = crate::timespec::parse_duration;
+    let mut flags = Flags { origins };
+    let f = &mut flags;
+    f.set(
+        &mut config.data_dir,
+        &args.data_dir,
+        ("data-dir", "--data-dir"),
+    );
+    f.set(
+        &mut config.node_id,
+        &args.node_id.clone().map(Some),
+        ("node-id", "--node-id"),
+    );
+    f.listeners(
+        &mut config.syslog.udp,
+        &args.syslog_udp,
+        ("syslog.udp", "--syslog-udp"),
+    )?;
+    f.listeners(
+        &mut config.syslog.tcp,
+        &args.syslog_tcp,
+        ("syslog.tcp", "--syslog-tcp"),
+    )?;
     let cluster = &mut config.cluster;
-    parsed(
+    f.parsed(
         &mut cluster.gossip,
         &args.gossip,
-        "cluster.gossip",
+        ("cluster.gossip", "--gossip"),
         config::parse_address,
     )?;
-    parsed(
+    f.parsed(
         &mut cluster.gossip_advertise,
         &args.gossip_advertise,
-        "cluster.gossip-advertise",
+        ("cluster.gossip-advertise", "--gossip-advertise"),
         |text| config::parse_address(text).map(Some),
     )?;
     if !args.seed.is_empty() {
         cluster.seeds = args
             .seed
             .iter()
-            .map(|seed| config::parse_value("cluster.seeds", seed, str::parse))
-            .collect::<Result<_, ConfigError>>()
-            .map_err(|error| error.to_string())?;
+            .map(|seed| {
+                seed.parse().map_err(|message| ConfigError::Flag {
+                    flag: "--seed",
+                    key: "cluster.seeds",
+                    message,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        f.origins.set_by_flag("cluster.seeds", "--seed");
     }
-    parsed(
+    f.parsed(
         &mut cluster.forward,
         &args.forward,
-        "cluster.forward",
+        ("cluster.forward", "--forward"),
         config::parse_address,
     )?;
-    set(&mut cluster.cluster_id, &args.cluster_id);
-    set(&mut cluster.priority, &args.priority);
-    set(&mut cluster.may_be_master, &args.may_be_master);
-    set(&mut cluster.spool_max_bytes, &args.spool_max_bytes);
-    duration(&mut cluster.spool_retention, &args.spool_retention)?;
-    parsed(
+    f.set(
+        &mut cluster.cluster_id,
+        &args.cluster_id,
+        ("cluster.cluster-id", "--cluster-id"),
+    );
+    f.set(
+        &mut cluster.priority,
+        &args.priority,
+        ("cluster.priority", "--priority"),
+    );
+    f.set(
+        &mut cluster.may_be_master,
+        &args.may_be_master,
+        ("cluster.may-be-master", "--may-be-master"),
+    );
+    f.parsed(
+        &mut cluster.spool_max_bytes,
+        &args.spool_max_bytes,
+        ("cluster.spool-max-bytes", "--spool-max-bytes"),
+        size,
+    )?;
+    f.parsed(
+        &mut cluster.spool_retention,
+        &args.spool_retention,
+        ("cluster.spool-retention", "--spool-retention"),
+        duration,
+    )?;
+    f.parsed(
         &mut config.api.listen,
         &args.api,
-        "api.listen",
+        ("api.listen", "--api"),
         config::parse_optional_address,
     )?;
     let syslog = &mut config.syslog;
-    set(&mut syslog.max_message_bytes, &args.max_message_bytes);
-    set(&mut syslog.pipeline_max_bytes, &args.pipeline_max_bytes);
-    set(&mut syslog.max_connections, &args.max_connections);
-    duration(&mut syslog.idle_timeout, &args.idle_timeout)?;
-    set(&mut syslog.udp_sockets, &args.udp_sockets);
-    set(
+    f.parsed(
+        &mut syslog.max_message_bytes,
+        &args.max_message_bytes,
+        ("syslog.max-message-bytes", "--max-message-bytes"),
+        size_usize,
+    )?;
+    f.parsed(
+        &mut syslog.pipeline_max_bytes,
+        &args.pipeline_max_bytes,
+        ("syslog.pipeline-max-bytes", "--pipeline-max-bytes"),
+        size,
+    )?;
+    f.set(
+        &mut syslog.max_connections,
+        &args.max_connections,
+        ("syslog.max-connections", "--max-connections"),
+    );
+    f.parsed(
+        &mut syslog.idle_timeout,
+        &args.idle_timeout,
+        ("syslog.idle-timeout", "--idle-timeout"),
+        duration,
+    )?;
+    f.set(
+        &mut syslog.udp_sockets,
+        &args.udp_sockets,
+        ("syslog.udp-sockets", "--udp-sockets"),
+    );
+    f.parsed(
         &mut syslog.udp_recv_buffer_bytes,
         &args.udp_recv_buffer_bytes,
-    );
-    parsed(
+        ("syslog.udp-recv-buffer-bytes", "--udp-recv-buffer-bytes"),
+        size_usize,
+    )?;
+    f.parsed(
         &mut syslog.rfc3164_timezone,
         &args.rfc3164_timezone,
-        "syslog.rfc3164-timezone",
+        ("syslog.rfc3164-timezone", "--rfc3164-timezone"),
         config::parse_zone,
     )?;
-    set(&mut syslog.shard_by, &args.shard_by);
+    f.set(
+        &mut syslog.shard_by,
+        &args.shard_by,
+        ("syslog.shard-by", "--shard-by"),
+    );
     let store = &mut config.store;
-    set(&mut store.segment_max_bytes, &args.segment_max_bytes);
-    duration(&mut store.segment_max_age, &args.segment_max_age)?;
-    duration(&mut store.commit_max_delay, &args.commit_max_delay)?;
-    set(&mut store.commit_max_bytes, &args.commit_max_bytes);
-    if let Some(text) = &args.retention_max_age {
-        store.retention.max_age = Some(crate::timespec::parse_duration(text)?);
-    }
-    if args.retention_shard_max_bytes.is_some() {
-        store.retention.shard_max_bytes = args.retention_shard_max_bytes;
-    }
-    if args.retention_total_max_bytes.is_some() {
-        store.retention.total_max_bytes = args.retention_total_max_bytes;
-    }
-    set(&mut config.log.level, &args.log_level);
-    set(&mut config.log.color, &args.log_color);
-    set(&mut config.log.format, &args.log_format);
+    f.parsed(
+        &mut store.segment_max_bytes,
+        &args.segment_max_bytes,
+        ("store.segment-max-bytes", "--segment-max-bytes"),
+        size,
+    )?;
+    f.parsed(
+        &mut store.segment_max_age,
+        &args.segment_max_age,
+        ("store.segment-max-age", "--segment-max-age"),
+        duration,
+    )?;
+    f.parsed(
+        &mut store.commit_max_delay,
+        &args.commit_max_delay,
+        ("store.commit-max-delay", "--commit-max-delay"),
+        duration,
+    )?;
+    f.parsed(
+        &mut store.commit_max_bytes,
+        &args.commit_max_bytes,
+        ("store.commit-max-bytes", "--commit-max-bytes"),
+        size,
+    )?;
+    let retention = &mut store.retention;
+    f.parsed(
+        &mut retention.max_age,
+        &args.retention_max_age,
+        ("store.retention.max-age", "--retention-max-age"),
+        |text| duration(text).map(Some),
+    )?;
+    f.parsed(
+        &mut retention.shard_max_bytes,
+        &args.retention_shard_max_bytes,
+        (
+            "store.retention.shard-max-bytes",
+            "--retention-shard-max-bytes",
+        ),
+        |text| size(text).map(Some),
+    )?;
+    f.parsed(
+        &mut retention.total_max_bytes,
+        &args.retention_total_max_bytes,
+        (
+            "store.retention.total-max-bytes",
+            "--retention-total-max-bytes",
+        ),
+        |text| size(text).map(Some),
+    )?;
+    f.set(
+        &mut config.log.level,
+        &args.log_level,
+        ("log.level", "--log-level"),
+    );
+    f.set(
+        &mut config.log.color,
+        &args.log_color,
+        ("log.color", "--log-color"),
+    );
+    f.set(
+        &mut config.log.format,
+        &args.log_format,
+        ("log.format", "--log-format"),
+    );
     Ok(())
 }
 
@@ -402,13 +551,24 @@ fn run(args: RunArgs, log_control: &crate::logging::LogControl) -> Result<ExitCo
         .thread_name("starling")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::node::run_until_signal(config))?;
+    // SIGHUP builds the configuration the way the start did: the file under the flags.
+    let reload = crate::node::Reload {
+        load: Box::new(|| {
+            effective_config(&args).map_err(|failure| format!("{:#}", failure.error))
+        }),
+        log: log_control,
+    };
+    runtime.block_on(crate::node::run_until_signal(config, reload))?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// `validate --config F` checks exactly what `run --config F` checks before it binds.
 fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
-    let config = Config::load(&args.config).map_err(usage)?;
-    config.validate().map_err(usage)?;
+    let run_args = RunArgs {
+        config: Some(args.config.clone()),
+        ..RunArgs::default()
+    };
+    effective_config(&run_args)?;
     println!("{}: valid", args.config.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -654,40 +814,79 @@ mod tests {
         );
     }
 
-    /// A bad flag is refused with the message the same value gets in the file.
+    /// A bad flag is refused with the message the same value gets in the file, and the flag.
     #[test]
-    fn bad_flags_name_their_key() {
-        let cases: [(&[&str], &str); 7] = [
+    fn bad_flags_name_their_key_and_flag() {
+        let cases: [(&[&str], &str); 11] = [
             (
                 &["--syslog-udp", "not-an-address"],
-                "invalid value for `syslog.udp`: \"not-an-address\" is not an address of the form IP:PORT",
+                "invalid value for `syslog.udp` (set by --syslog-udp): \"not-an-address\" is not an address of the form IP:PORT",
             ),
             (
                 &["--syslog-tcp", "none", "--syslog-tcp", "127.0.0.1:1"],
-                "invalid value for `syslog.tcp`: `none` cannot be combined with addresses",
+                "invalid value for `syslog.tcp` (set by --syslog-tcp): `none` cannot be combined with addresses",
             ),
             (
                 &["--gossip", "x"],
-                "invalid value for `cluster.gossip`: \"x\" is not an address of the form IP:PORT",
+                "invalid value for `cluster.gossip` (set by --gossip): \"x\" is not an address of the form IP:PORT",
             ),
             (
                 &["--seed", "noport"],
-                "invalid value for `cluster.seeds`: \"noport\" is not of the form HOST:PORT",
+                "invalid value for `cluster.seeds` (set by --seed): \"noport\" is not of the form HOST:PORT",
             ),
             (
                 &["--api", "bad"],
-                "invalid value for `api.listen`: \"bad\" is not an address of the form IP:PORT",
+                "invalid value for `api.listen` (set by --api): \"bad\" is not an address of the form IP:PORT",
             ),
             (
                 &["--rfc3164-timezone", "Mars/X"],
-                "invalid value for `syslog.rfc3164-timezone`: unknown time zone \"Mars/X\"",
+                "invalid value for `syslog.rfc3164-timezone` (set by --rfc3164-timezone): unknown time zone \"Mars/X\"",
             ),
-            (&["--idle-timeout", "soon"], "\"soon\" is not a duration"),
+            (
+                &["--idle-timeout", "soon"],
+                "invalid value for `syslog.idle-timeout` (set by --idle-timeout): \"soon\" is not a duration like",
+            ),
+            (
+                &["--max-message-bytes", "64x"],
+                "invalid value for `syslog.max-message-bytes` (set by --max-message-bytes): \"64x\" is not a size like 64KiB",
+            ),
+            (
+                &["--max-message-bytes", "100"],
+                "invalid value for `syslog.max-message-bytes` (set by --max-message-bytes): 100 bytes is outside",
+            ),
+            // rsyslog's spelling: it was accepted and silenced the node.
+            (
+                &["--log-level", "warning"],
+                "invalid value for `log.level` (set by --log-level): \"warning\" is not a log level",
+            ),
+            (
+                &["--gossip", "0.0.0.0:5515"],
+                "invalid value for `cluster.gossip` (set by --gossip): gossip listens on 0.0.0.0:5515, an address peers cannot reach",
+            ),
         ];
         for (flags, expected) in cases {
             let error = error_of(flags);
             assert!(error.starts_with(expected), "{flags:?}: {error:?}");
         }
+    }
+
+    #[test]
+    fn size_flags_take_units() {
+        let config = effective_config(&run_args(&[
+            "--max-message-bytes",
+            "64KiB",
+            "--spool-max-bytes",
+            "2GiB",
+            "--retention-total-max-bytes",
+            "1TB",
+        ]))
+        .unwrap();
+        assert_eq!(config.syslog.max_message_bytes, 64 * 1024);
+        assert_eq!(config.cluster.spool_max_bytes, 2 << 30);
+        assert_eq!(
+            config.store.retention.total_max_bytes,
+            Some(1_000_000_000_000)
+        );
     }
 
     #[test]

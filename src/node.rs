@@ -24,24 +24,91 @@ use crate::telemetry::PipelineMetrics;
 /// How long shutdown may take before the remaining work is abandoned.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 
-/// Runs a node until SIGTERM or SIGINT, then shuts it down.
-pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
-    let node = Node::start(config).await?;
+/// What SIGHUP needs: how to build the configuration again — the file under the flags,
+/// validated, exactly as at start — and where to apply its `[log]` section.
+pub struct Reload<'a> {
+    pub load: Box<dyn Fn() -> Result<Config, String> + 'a>,
+    pub log: &'a crate::logging::LogControl,
+}
+
+/// Runs a node until SIGTERM or SIGINT, then shuts it down. SIGHUP reloads the
+/// configuration ([`reload`]).
+pub async fn run_until_signal(config: Config, reload: Reload<'_>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Watched before anything starts: a HUP right after `ready` must not kill the node.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let node = Node::start(config.clone()).await?;
     node.announce();
-    wait_for_signal().await?;
+    let mut running = config;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => running = self::reload(running, &reload),
+        }
+    }
     tracing::info!("signal received, shutting down");
     node.shutdown().await
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGHUP: reads and validates the configuration again. A refused one is logged and the
+/// running configuration stays. Otherwise what can change without a restart changes now
+/// (`[log]`: level, format, colour), and the keys that changed but take effect only at the
+/// next start are named in one warning. Returns the configuration now in effect.
+pub fn reload(running: Config, reload: &Reload<'_>) -> Config {
+    let new = match (reload.load)() {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::error!(
+                %error,
+                "SIGHUP: the configuration was not reloaded; the running one stays"
+            );
+            return running;
+        }
+    };
+    if let Err(error) = reload.log.apply(&new.log) {
+        tracing::error!(%error, "SIGHUP: cannot apply the [log] section; it stays as it was");
+        return running;
     }
-    Ok(())
+    let restart = keys_needing_restart(&running, &new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            keys = %restart.join(", "),
+            "SIGHUP: changed in the configuration but applied only at the next start"
+        );
+    }
+    tracing::info!(log_level = %new.log.level, "SIGHUP: configuration reloaded");
+    Config {
+        log: new.log,
+        ..running
+    }
+}
+
+/// The keys (or sections) of `new` that differ from `running` and cannot change live.
+fn keys_needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, changed: bool| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check("node-id", running.node_id != new.node_id);
+    check("data-dir", running.data_dir != new.data_dir);
+    check("[syslog]", running.syslog != new.syslog);
+    check("[store]", running.store != new.store);
+    check("[cluster]", running.cluster != new.cluster);
+    check("[api]", running.api != new.api);
+    // Sections added later fall here, named as a whole.
+    let live = Config {
+        log: running.log.clone(),
+        ..new.clone()
+    };
+    if keys.is_empty() && live != *running {
+        keys.push("(other sections)");
+    }
+    keys
 }
 
 /// Where a started node listens.

@@ -7,17 +7,31 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 /// Parses a duration such as `10ms`, `1h` or `7days`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| format!("{text:?} is not a duration: {error}"))
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{text:?} is not {DURATION_FORM} ({error})"))
 }
 
-/// `#[serde(deserialize_with = "crate::timespec::duration")]`: a duration written as text.
+/// What a duration key accepts, in the words of the error messages.
+pub const DURATION_FORM: &str = "a duration like \"30s\", \"10m\" or \"7days\"";
+
+/// `#[serde(deserialize_with = "crate::timespec::duration")]`: a duration written as text; a
+/// value of another type is refused with the form expected ([`DURATION_FORM`]).
 pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Duration;
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str(DURATION_FORM)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(Text)
 }
 
 /// [`duration`] for a key that is off when absent (use with `#[serde(default)]`).

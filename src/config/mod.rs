@@ -5,8 +5,10 @@
 //! for every key so an empty file — or no file — is a working single-node collector. Every
 //! value is parsed while the file is read — addresses into `SocketAddr`, seed nodes into
 //! [`HostPort`], zones into `parse::Zone`, durations into `Duration` — and one that does not
-//! parse is refused with its key, value and line; `validate()` then checks ranges and names
-//! the offending key. `cli` parses command-line flags with the same functions and applies them
+//! parse is refused with its key, value and line; `validate()` then checks ranges and the
+//! keys against each other (everything `run` would refuse before binding) and names the
+//! offending key, which [`Origins::locate`] points at its file line or flag. Sizes take units
+//! in every `*-bytes` key (`file`, structurally); type errors are reworded for operators. `cli` parses command-line flags with the same functions and applies them
 //! on top (flag > file > default).
 //!
 //! Who owns which type: a section that is one subsystem's whole configuration is that
@@ -30,12 +32,14 @@ use crate::ingest::{IngestConfig, ShardBy};
 use crate::parse::Zone;
 use crate::store::StoreConfig;
 
+mod file;
 mod value;
 
+pub use file::KeyLines;
 use value::{de, invalid};
 pub use value::{
-    parse_address, parse_listeners, parse_optional_address, parse_value, parse_zone,
-    validate_node_id,
+    format_size, parse_address, parse_listeners, parse_log_level, parse_optional_address,
+    parse_size, parse_value, parse_zone, validate_node_id, LOG_LEVELS, SIZE_FORM,
 };
 
 /// Everything `starling run` needs.
@@ -312,9 +316,7 @@ impl std::str::FromStr for LogColor {
             "auto" => Ok(LogColor::Auto),
             "always" => Ok(LogColor::Always),
             "never" => Ok(LogColor::Never),
-            _ => Err(format!(
-                "log.color must be auto, always or never, not {text:?}"
-            )),
+            _ => Err(format!("{text:?} is not auto, always or never")),
         }
     }
 }
@@ -343,7 +345,7 @@ impl std::str::FromStr for LogFormat {
         match text {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            _ => Err(format!("log.format must be text or json, not {text:?}")),
+            _ => Err(format!("{text:?} is not text or json")),
         }
     }
 }
@@ -368,6 +370,62 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    /// An [`Invalid`](ConfigError::Invalid) value that a command-line flag set.
+    #[error("invalid value for `{key}` (set by {flag}): {message}")]
+    Flag {
+        flag: &'static str,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Where the values of an effective configuration came from — the file (and the line of
+/// each of its keys) or a command-line flag — so that a refusal points at what to edit.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    pub file: Option<PathBuf>,
+    pub lines: KeyLines,
+    /// Keys set by a flag (which wins over the file), with the flag.
+    pub flags: Vec<(&'static str, &'static str)>,
+}
+
+impl Origins {
+    /// Records that `flag` set `key`.
+    pub fn set_by_flag(&mut self, key: &'static str, flag: &'static str) {
+        self.flags.retain(|(known, _)| *known != key);
+        self.flags.push((key, flag));
+    }
+
+    /// Points an [`Invalid`](ConfigError::Invalid) error at the flag or the file line that
+    /// set its key; a key at its default keeps the error as it is.
+    pub fn locate(&self, error: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { key, message } = error else {
+            return error;
+        };
+        if let Some((_, flag)) = self.flags.iter().find(|(known, _)| *known == key) {
+            return ConfigError::Flag { flag, key, message };
+        }
+        match (&self.file, self.lines.line_of(key)) {
+            (Some(path), Some(line)) => ConfigError::Parse {
+                path: path.clone(),
+                message: format!("line {line}: invalid value for `{key}`: {message}"),
+            },
+            (Some(path), None) => ConfigError::Parse {
+                path: path.clone(),
+                message: format!("invalid value for `{key}`: {message}"),
+            },
+            (None, _) => ConfigError::Invalid { key, message },
+        }
+    }
+}
+
+/// A byte count in messages: `65536 bytes (64 KiB)`, or `100 bytes` below a KiB.
+fn bytes(count: u64) -> String {
+    if count < 1024 {
+        format!("{count} bytes")
+    } else {
+        format!("{count} bytes ({})", format_size(count))
+    }
 }
 
 /// Default `syslog.pipeline-max-bytes`: the records between the inputs and the store's commit
@@ -380,27 +438,30 @@ pub const MAX_MESSAGE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 impl Config {
     /// Reads and parses a TOML file (not yet validated).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_origins(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with where each key was written (for [`Origins::locate`]).
+    pub fn load_with_origins(path: &Path) -> Result<(Config, Origins), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse_toml(&text).map_err(|message| ConfigError::Parse {
+        let (config, lines) = file::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        let origins = Origins {
+            file: Some(path.to_owned()),
+            lines,
+            flags: Vec::new(),
+        };
+        Ok((config, origins))
     }
 
-    /// Parses TOML text; the error names the key and its line.
+    /// Parses TOML text; the error names the key, its line and the expected form.
     pub fn parse_toml(text: &str) -> Result<Config, String> {
-        toml::from_str::<Config>(text).map_err(|error| {
-            // toml's Display spans several lines; keep it to one with the location first.
-            let mut message = error.message().to_string();
-            if let Some(span) = error.span() {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                message = format!("line {line}: {message}");
-            }
-            message
-        })
+        file::parse(text).map(|(config, _)| config)
     }
 
     /// Checks every range the types do not; the first problem is returned with its key.
@@ -419,8 +480,9 @@ impl Config {
             return Err(invalid(
                 "syslog.max-message-bytes",
                 format!(
-                    "{} is outside 480..={MAX_MESSAGE_BYTES_LIMIT}",
-                    syslog.max_message_bytes
+                    "{} is outside 480 bytes to {}",
+                    bytes(syslog.max_message_bytes as u64),
+                    format_size(MAX_MESSAGE_BYTES_LIMIT as u64)
                 ),
             ));
         }
@@ -429,7 +491,8 @@ impl Config {
                 "syslog.pipeline-max-bytes",
                 format!(
                     "{} is less than syslog.max-message-bytes ({})",
-                    syslog.pipeline_max_bytes, syslog.max_message_bytes
+                    bytes(syslog.pipeline_max_bytes),
+                    bytes(syslog.max_message_bytes as u64)
                 ),
             ));
         }
@@ -449,7 +512,10 @@ impl Config {
         if store.segment_max_bytes < 64 * 1024 {
             return Err(invalid(
                 "store.segment-max-bytes",
-                format!("{} is below the minimum of 65536", store.segment_max_bytes),
+                format!(
+                    "{} is below the minimum of 64 KiB",
+                    bytes(store.segment_max_bytes)
+                ),
             ));
         }
         if store.segment_max_age.is_zero() {
@@ -483,7 +549,10 @@ impl Config {
         if store.commit_max_delay > Duration::from_secs(10) {
             return Err(invalid(
                 "store.commit-max-delay",
-                format!("{:?} is above the maximum of 10s", store.commit_max_delay),
+                format!(
+                    "{} is above the maximum of 10s",
+                    humantime::format_duration(store.commit_max_delay)
+                ),
             ));
         }
         if self.cluster.cluster_id.is_empty() {
@@ -515,6 +584,70 @@ impl Config {
                 "api.upload-max-journals",
                 "must be at least 1".into(),
             ));
+        }
+        parse_log_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
+        self.validate_addresses()?;
+        Ok(())
+    }
+
+    /// The checks across address keys that `run` would otherwise fail on after binding
+    /// some of its sockets: peers must be able to reach the advertised gossip address, and
+    /// no two listeners of one protocol may share an address.
+    fn validate_addresses(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        let advertised = cluster.gossip_advertise.unwrap_or(cluster.gossip);
+        if advertised.ip().is_unspecified() {
+            let (key, what) = match cluster.gossip_advertise {
+                Some(_) => ("cluster.gossip-advertise", "is"),
+                None => ("cluster.gossip", "listens on"),
+            };
+            return Err(invalid(
+                key,
+                format!(
+                    "gossip {what} {advertised}, an address peers cannot reach: set \
+                     cluster.gossip-advertise (--gossip-advertise) to this node's address, \
+                     e.g. 192.0.2.10:{}",
+                    advertised.port()
+                ),
+            ));
+        }
+        // (key, address) of every listener, by protocol; port 0 picks a free port.
+        let udp = self
+            .syslog
+            .udp
+            .iter()
+            .map(|listener| ("syslog.udp", listener.address))
+            .chain([("cluster.gossip", cluster.gossip)]);
+        let tcp = self
+            .syslog
+            .tcp
+            .iter()
+            .map(|listener| ("syslog.tcp", listener.address))
+            .chain([("cluster.forward", cluster.forward)])
+            .chain(self.api.listen.map(|address| ("api.listen", address)));
+        for (protocol, listeners) in [
+            ("UDP", udp.collect::<Vec<_>>()),
+            ("TCP", tcp.collect::<Vec<_>>()),
+        ] {
+            for (index, (key, address)) in listeners.iter().enumerate() {
+                let clash = listeners[..index].iter().find(|(_, other)| {
+                    address.port() != 0
+                        && other.port() == address.port()
+                        && other.is_ipv4() == address.is_ipv4()
+                        && (other.ip() == address.ip()
+                            || other.ip().is_unspecified()
+                            || address.ip().is_unspecified())
+                });
+                if let Some((other_key, other)) = clash {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{address} ({protocol}) is also {other_key}'s address ({other}): \
+                             give each listener its own port"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -289,14 +289,14 @@ fn unparseable_and_hostile_input_is_stored_raw_and_costs_one_connection() {
     assert!(status.success());
 }
 
+/// Bad values exit 2 with one line; clap's own usage errors are printed whole (see
+/// `validate::usage_errors_print_clap_s_whole_message_and_exit_2`).
 #[test]
 fn cli_contract_usage_errors_exit_2_with_one_line() {
     for args in [
-        &["run", "--bogus"][..],
-        &["run", "--syslog-udp", "not-an-address"],
+        &["run", "--syslog-udp", "not-an-address"][..],
         &["run", "--config", "/nonexistent/starling.toml"],
         &["read", "--since", "yesterday-ish", "--data-dir", "."],
-        &["validate"],
     ] {
         let output = Command::new(crate::sandbox::starling_bin())
             .args(args)

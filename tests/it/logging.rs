@@ -153,11 +153,11 @@ fn validate_and_run_name_a_bad_log_value() {
     for (toml, expected) in [
         (
             "[log]\ncolor = \"blue\"\n",
-            "log.color must be auto, always or never, not \"blue\"",
+            "line 2: invalid value for `log.color`: \"blue\" is not auto, always or never",
         ),
         (
             "[log]\nformat = \"xml\"\n",
-            "log.format must be text or json, not \"xml\"",
+            "line 2: invalid value for `log.format`: \"xml\" is not text or json",
         ),
     ] {
         let config = work.path().join("bad.toml");
@@ -177,7 +177,10 @@ fn validate_and_run_name_a_bad_log_value() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("log.color must be"), "{stderr}");
+    assert!(
+        stderr.contains("'--log-color <WHEN>': \"blue\" is not auto, always or never"),
+        "{stderr}"
+    );
 }
 
 /// Runs `script` with `sh` as PID 1 of a new PID and mount namespace (so `/run` can be a
