@@ -212,6 +212,11 @@ pub struct ClusterSection {
     pub spool_max_bytes: u64,
     #[serde(deserialize_with = "crate::timespec::duration")]
     pub spool_retention: Duration,
+    /// Gossip keyring file: one base64 32-byte key per line; the first seals, all open; re-read
+    /// when it changes. Absent: gossip is plaintext.
+    pub gossip_keys_file: Option<PathBuf>,
+    /// With `gossip-keys-file`, also accept plaintext gossip (while turning encryption on).
+    pub gossip_accept_plaintext: bool,
 }
 
 impl Default for ClusterSection {
@@ -226,6 +231,8 @@ impl Default for ClusterSection {
             may_be_master: true,
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_retention: Duration::from_secs(24 * 3600),
+            gossip_keys_file: None,
+            gossip_accept_plaintext: false,
         }
     }
 }
@@ -483,6 +490,12 @@ impl Config {
         }
         if self.cluster.cluster_id.is_empty() {
             return Err(invalid("cluster.cluster-id", "must not be empty".into()));
+        }
+        if self.cluster.gossip_accept_plaintext && self.cluster.gossip_keys_file.is_none() {
+            return Err(invalid(
+                "cluster.gossip-accept-plaintext",
+                "needs cluster.gossip-keys-file (without keys gossip is plaintext anyway)".into(),
+            ));
         }
         if self.api.max_connections == 0 {
             return Err(invalid("api.max-connections", "must be at least 1".into()));
