@@ -19,6 +19,7 @@ mod pipeline_bounds;
 mod prometheus;
 mod rsyslog;
 mod sandbox;
+mod sender_guard;
 mod shard_flood;
 mod store_crash;
 mod store_disk;
