@@ -4,6 +4,9 @@
 #
 #   bench/failover.sh [KILLS]          (default 10; env RATE=20000 msg/s, ROUND_SECONDS=8)
 #
+# GOSSIP_KEYS=1 seals gossip (a cluster.gossip-keys-file with one key, issue 14) to compare
+# failover with and without it; PROFILE=debug uses the debug build instead of release.
+#
 # Three `starling` nodes on loopback, each with its own data directory in a temporary
 # directory, gossip on fixed free ports and seed each other; everything else is default. In
 # each round a loadgen sender (`--rate RATE` for ROUND_SECONDS, one TCP connection, host
@@ -31,9 +34,15 @@ for tool in curl python3; do
     command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 2; }
 done
 
-cargo build --release --quiet --bin starling --example loadgen
-starling=$PWD/target/release/starling
-loadgen=$PWD/target/release/examples/loadgen
+if [ "${PROFILE:-release}" = debug ]; then
+    cargo build --quiet --bin starling --example loadgen
+    target=$PWD/target/debug
+else
+    cargo build --release --quiet --bin starling --example loadgen
+    target=$PWD/target/release
+fi
+starling=$target/starling
+loadgen=$target/examples/loadgen
 work=$(mktemp -d)
 lg_pid=
 # shellcheck source=bench/cluster_lib.sh
@@ -50,7 +59,12 @@ cluster_args() { # INDEX: the gossip address and the two other nodes as seeds
     local j
     echo "--gossip 127.0.0.1:${gossip[$1]}"
     for j in 0 1 2; do [ "$j" = "$1" ] || echo "--seed 127.0.0.1:${gossip[j]}"; done
+    [ -z "${GOSSIP_KEYS:-}" ] || echo "--config $work/gossip.toml"
 }
+if [ -n "${GOSSIP_KEYS:-}" ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 >"$work/gossip.keys")
+    printf '[cluster]\ngossip-keys-file = "%s"\n' "$work/gossip.keys" >"$work/gossip.toml"
+fi
 for i in 0 1 2; do
     # shellcheck disable=SC2046 # word splitting of the flags is wanted
     start_node "$i" $(cluster_args "$i")

@@ -67,6 +67,7 @@ fn context(
         },
         records_tx,
         metrics: ListenerMetrics::detached("bench", transport),
+        guard: Default::default(),
     });
     let num_records = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&num_records);

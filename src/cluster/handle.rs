@@ -23,7 +23,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use super::election::{ElectionConfig, Elector};
-use super::transport::{open_socket, GossipFaults, PreopenedTransport};
+use super::seal::Keyring;
+use super::transport::{
+    open_socket, spawn_key_reload, GossipFaults, GossipSeal, PreopenedTransport,
+};
 use super::view::{members_from_nodes, ClusterView, NodeSnapshot};
 use super::{keys, ClusterConfig, ClusterError};
 
@@ -40,6 +43,7 @@ pub struct ClusterHandle {
     gossip_addr: SocketAddr,
     generation: u64,
     master_changes: Arc<AtomicU64>,
+    seal: Arc<GossipSeal>,
     task: JoinHandle<()>,
     _stop_on_drop: DropGuard,
 }
@@ -67,13 +71,30 @@ pub async fn start_with_faults(
     if config.node_id.is_empty() {
         return Err(ClusterError::EmptyNodeId);
     }
-    let (socket, bound_addr) =
-        open_socket(config.gossip_listen, faults)
-            .await
-            .map_err(|error| ClusterError::Bind {
-                addr: config.gossip_listen,
-                reason: format!("{error:#}"),
-            })?;
+    let keys = match &config.gossip_keys_file {
+        Some(path) => {
+            let keys_error = |reason: String| ClusterError::Keys {
+                path: path.clone(),
+                reason,
+            };
+            let text =
+                std::fs::read_to_string(path).map_err(|error| keys_error(error.to_string()))?;
+            let keyring = Keyring::parse(&text).map_err(keys_error)?;
+            Some((path.clone(), text, keyring))
+        }
+        None => None,
+    };
+    let seal = Arc::new(GossipSeal::new(
+        keys.as_ref().map(|(_, _, keyring)| keyring.clone()),
+        config.gossip_accept_plaintext,
+        config.cluster_id.clone(),
+    ));
+    let (socket, bound_addr) = open_socket(config.gossip_listen, seal.clone(), faults)
+        .await
+        .map_err(|error| ClusterError::Bind {
+            addr: config.gossip_listen,
+            reason: format!("{error:#}"),
+        })?;
     let advertise = config.gossip_advertise.unwrap_or(bound_addr);
     if advertise.ip().is_unspecified() {
         return Err(ClusterError::UnspecifiedAdvertise { addr: advertise });
@@ -144,6 +165,10 @@ pub async fn start_with_faults(
     let (view_tx, view_rx) = watch::channel(initial_view);
     let (command_tx, command_rx) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let cancel = CancellationToken::new();
+    if let Some((path, text, keyring)) = keys {
+        info!(path = %path.display(), keys = keyring.len(), accept_plaintext = config.gossip_accept_plaintext, "gossip is sealed");
+        spawn_key_reload(seal.clone(), path, text, cancel.clone());
+    }
     info!(node_id = %config.node_id, generation, gossip = %advertise, seeds = ?config.seeds, "joining cluster");
     let master_changes = Arc::new(AtomicU64::new(0));
     let membership = Membership {
@@ -163,6 +188,7 @@ pub async fn start_with_faults(
         gossip_addr: advertise,
         generation,
         master_changes,
+        seal,
         task,
         _stop_on_drop: cancel.drop_guard(),
     })
@@ -211,7 +237,37 @@ impl ClusterHandle {
     /// Registers the cluster's families (members, mastership, master changes) in the node's
     /// metrics registry; they read this handle's view at scrape time.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        super::metrics::register(registry, self.watch(), self.master_changes.clone());
+        super::metrics::register(
+            registry,
+            self.watch(),
+            self.master_changes.clone(),
+            self.seal.clone(),
+        );
+    }
+
+    /// The sealed transport's counters (tests).
+    #[cfg(test)]
+    pub(crate) fn seal_stats(&self) -> &super::transport::SealStats {
+        &self.seal.stats
+    }
+
+    /// Sets a key of this node's gossip state (tests).
+    #[cfg(test)]
+    pub(crate) async fn set_key(&self, key: &str, value: &str) {
+        self.chitchat.lock().await.self_node_state().set(key, value);
+    }
+
+    /// The value of `key` in the state of the newest incarnation of `node_id` (tests).
+    #[cfg(test)]
+    pub(crate) async fn key_of(&self, node_id: &str, key: &str) -> Option<String> {
+        let chitchat = self.chitchat.lock().await;
+        let state = chitchat
+            .node_states()
+            .iter()
+            .filter(|(id, _)| &*id.node_id == node_id)
+            .max_by_key(|(id, _)| id.generation_id)?
+            .1;
+        state.get(key).map(str::to_string)
     }
 
     /// Publishes this node's spool size and forward lag for `starling status` (rate-limit the

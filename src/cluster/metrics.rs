@@ -1,7 +1,8 @@
 //! The cluster's families in the node's metrics registry: members by liveness, whether this
 //! node is (or follows) a master, and how often the master changed, read from the live
-//! [`ClusterView`] and the membership task's change counter at scrape time. Owns the names
-//! and help texts; it changes no cluster state.
+//! [`ClusterView`] and the membership task's change counter at scrape time; and the sealed
+//! gossip transport's counters (datagrams dropped by reason, messages cut, keys loaded, key
+//! file reloads). Owns the names and help texts; it changes no cluster state.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use super::seal::Refusal;
+use super::transport::GossipSeal;
 use super::ClusterView;
 
 /// Registers the cluster's families in `registry`.
@@ -21,10 +24,12 @@ pub(super) fn register(
     registry: &mut Registry,
     view: watch::Receiver<ClusterView>,
     master_changes: Arc<AtomicU64>,
+    seal: Arc<GossipSeal>,
 ) {
     registry.register_collector(Box::new(ClusterCollector {
         view,
         master_changes,
+        seal,
     }));
 }
 
@@ -32,6 +37,25 @@ pub(super) fn register(
 struct ClusterCollector {
     view: watch::Receiver<ClusterView>,
     master_changes: Arc<AtomicU64>,
+    seal: Arc<GossipSeal>,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    labelled: &[(Option<(&str, &str)>, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (label, value) in labelled {
+        match label {
+            Some(label) => ConstCounter::new(*value).encode(family.encode_family(&[*label])?)?,
+            None => {
+                ConstCounter::new(*value).encode(family.encode_family::<[(&str, &str); 0]>(&[])?)?
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Collector for ClusterCollector {
@@ -78,6 +102,49 @@ impl Collector for ClusterCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.master_changes.load(Ordering::Relaxed)).encode(metric)?;
+        let stats = &self.seal.stats;
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        let dropped: Vec<_> = Refusal::ALL
+            .iter()
+            .zip(&stats.dropped)
+            .map(|(refusal, count)| (Some(("reason", refusal.label())), load(count)))
+            .collect();
+        counter(
+            &mut encoder,
+            "starling_gossip_dropped",
+            "Gossip datagrams dropped: plaintext (not sealed, and plaintext not accepted), key \
+             (no key of the ring opens it), stale (sent outside the replay window), malformed.",
+            &dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "starling_gossip_cut",
+            "Gossip messages sent as several sealed datagrams because one would pass the UDP \
+             limit.",
+            &[(None, load(&stats.cut))],
+        )?;
+        counter(
+            &mut encoder,
+            "starling_gossip_unsendable",
+            "Gossip messages not sent because they are too large to seal.",
+            &[(None, load(&stats.unsendable))],
+        )?;
+        counter(
+            &mut encoder,
+            "starling_gossip_key_reloads",
+            "Reloads of the gossip key file, by result (failed: the keys in use stayed).",
+            &[
+                (Some(("result", "ok")), load(&stats.reloads_ok)),
+                (Some(("result", "failed")), load(&stats.reloads_failed)),
+            ],
+        )?;
+        let metric = encoder.encode_descriptor(
+            "starling_gossip_keys",
+            "Gossip keys loaded (0: gossip is not encrypted).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(self.seal.num_keys()).unwrap_or(i64::MAX)).encode(metric)?;
         Ok(())
     }
 }
@@ -116,7 +183,8 @@ mod tests {
         });
         let changes = Arc::new(AtomicU64::new(2));
         let mut registry = Registry::default();
-        register(&mut registry, view_rx, changes);
+        let seal = Arc::new(GossipSeal::new(None, false, "c".into()));
+        register(&mut registry, view_rx, changes, seal);
         let text = render(&registry, Format::Text);
         crate::testutil::assert_has_lines(
             &text,
@@ -128,6 +196,10 @@ mod tests {
                 "starling_cluster_master_known 1",
                 "# TYPE starling_cluster_master_changes_total counter",
                 "starling_cluster_master_changes_total 2",
+                "starling_gossip_dropped_total{reason=\"key\"} 0",
+                "starling_gossip_key_reloads_total{result=\"failed\"} 0",
+                "starling_gossip_cut_total 0",
+                "starling_gossip_keys 0",
             ],
         );
         // Read live: a new view shows at the next scrape.

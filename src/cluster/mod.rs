@@ -3,18 +3,22 @@
 //! `start` runs chitchat over UDP with settings for a log cluster, publishes this node's keys
 //! (`keys`), and keeps a typed `ClusterView` (members keyed by node id, newest generation only,
 //! plus the elected master) behind a `ClusterHandle`. The election rule lives in `election`
-//! (pure), the view in `view` (pure), the fault-injection seam in `transport`. This module does
-//! not forward records, touch the store or know about HTTP.
+//! (pure), the view in `view` (pure), the UDP socket with its sealing and fault-injection seam
+//! in `transport`, the keyring and the sealed datagram format in `seal` (pure). This module
+//! does not forward records, touch the store or know about HTTP; the only file it reads is
+//! the gossip keyring.
 
 mod election;
 mod handle;
 pub mod keys;
 mod metrics;
+pub mod seal;
 pub mod status;
 mod transport;
 mod view;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use election::{choose, ElectionConfig, Elector};
@@ -42,6 +46,12 @@ pub struct ClusterConfig {
     /// Published for `starling status`.
     pub api_addr: SocketAddr,
     pub timing: ClusterTiming,
+    /// Gossip keyring file (one base64 key per line, first seals, all open; re-read when it
+    /// changes); `None`: plaintext gossip.
+    pub gossip_keys_file: Option<PathBuf>,
+    /// With a keyring, also accept plaintext gossip (turning encryption on in a running
+    /// cluster).
+    pub gossip_accept_plaintext: bool,
 }
 
 /// Gossip, failure detection and election timing. The defaults gossip twice a second with a
@@ -91,6 +101,8 @@ pub enum ClusterError {
     Bind { addr: SocketAddr, reason: String },
     #[error("gossip listens on {addr}: set a gossip advertise address peers can reach")]
     UnspecifiedAdvertise { addr: SocketAddr },
+    #[error("cannot load the gossip keys from {path}: {reason}")]
+    Keys { path: PathBuf, reason: String },
     #[error("cannot start gossip on {addr}: {reason}")]
     Start { addr: SocketAddr, reason: String },
 }

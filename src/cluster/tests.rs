@@ -34,6 +34,8 @@ fn config(node_id: &str, seeds: Vec<String>) -> ClusterConfig {
         forward_addr: "127.0.0.1:5516".parse().unwrap(),
         api_addr: "127.0.0.1:5517".parse().unwrap(),
         timing: ClusterTiming::default(),
+        gossip_keys_file: None,
+        gossip_accept_plaintext: false,
     }
 }
 
@@ -245,4 +247,210 @@ fn handles_can_be_shared_across_tasks() {
     assert_send_sync::<ClusterHandle>();
     assert_send_sync::<ClusterView>();
     assert_send_sync::<GossipFaults>();
+}
+
+const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_B: &str = "HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+
+fn key_file(dir: &tempfile::TempDir, name: &str, keys: &[&str]) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, keys.join("\n")).unwrap();
+    path
+}
+
+async fn start_sealed(
+    node_id: &str,
+    seeds: Vec<String>,
+    keys_file: Option<std::path::PathBuf>,
+    accept_plaintext: bool,
+) -> TestNode {
+    let mut cfg = config(node_id, seeds);
+    cfg.gossip_keys_file = keys_file;
+    cfg.gossip_accept_plaintext = accept_plaintext;
+    TestNode {
+        handle: Some(start(cfg).await.unwrap()),
+        faults: GossipFaults::new(),
+        node_id: node_id.to_string(),
+    }
+}
+
+fn dropped(node: &TestNode, refusal: seal::Refusal) -> u64 {
+    let index = seal::Refusal::ALL
+        .iter()
+        .position(|r| *r == refusal)
+        .unwrap();
+    node.handle().seal_stats().dropped[index].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn sees_alive(node: &TestNode, other: &str) -> bool {
+    node.handle()
+        .view()
+        .member(other)
+        .is_some_and(|member| member.alive)
+}
+
+/// chitchat fills a datagram up to 65,507 bytes (its limit, not configurable): with a state
+/// far larger than one datagram it sends messages close to that limit, and the whole state
+/// still arrives sealed (a sealed datagram past the limit fails with EMSGSIZE and its part of
+/// the state would never arrive). How close chitchat comes depends on how well the pending
+/// zstd block compresses, so a message within the seal's overhead of the limit is not forced
+/// here: `seal::tests` cuts one of exactly 65,507 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_gossip_moves_a_state_larger_than_a_datagram() {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(&dir, "keys", &[KEY_A]);
+    let a = start_sealed("a", Vec::new(), Some(keys.clone()), false).await;
+    // 200 values of 1,000 base64 characters (random, so zstd cannot shrink them much):
+    // about 200 KB of state, three or more full datagrams.
+    let mut values = Vec::new();
+    for index in 0..200 {
+        let mut bytes = [0u8; 750];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let value = base64::engine::general_purpose::STANDARD.encode(bytes);
+        a.handle().set_key(&format!("big.{index:03}"), &value).await;
+        values.push(value);
+    }
+    let seed = a.handle().gossip_addr().to_string();
+    let b = start_sealed("b", vec![seed], Some(keys), false).await;
+    let mut all_arrived = false;
+    for _ in 0..600 {
+        let mut arrived = 0;
+        for (index, value) in values.iter().enumerate() {
+            if b.handle()
+                .key_of("a", &format!("big.{index:03}"))
+                .await
+                .as_deref()
+                == Some(value.as_str())
+            {
+                arrived += 1;
+            }
+        }
+        if arrived == values.len() {
+            all_arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = a.handle().seal_stats();
+    let largest = stats
+        .largest_message
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let cut = stats.cut.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("largest chitchat message {largest} bytes, {cut} messages cut");
+    assert!(all_arrived, "the state did not arrive");
+    // The datagrams were filled: the state took full messages, not a trickle of small ones.
+    assert!(largest > 50_000, "{largest}");
+    assert!(largest <= seal::MAX_DATAGRAM as u64, "{largest}");
+    for refusal in seal::Refusal::ALL {
+        assert_eq!(dropped(&a, refusal), 0, "{refusal:?}");
+        assert_eq!(dropped(&b, refusal), 0, "{refusal:?}");
+    }
+}
+
+/// A node with another key, and a node without keys, never become members of a sealed
+/// cluster; their datagrams are counted. With `accept_plaintext`, a sealed node and a
+/// plaintext node see each other (turning encryption on in a running cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_and_plaintext_nodes_stay_outside_unless_plaintext_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys_a = key_file(&dir, "a", &[KEY_A]);
+    let keys_b = key_file(&dir, "b", &[KEY_B]);
+    let first = start_sealed("first", Vec::new(), Some(keys_a.clone()), false).await;
+    let seed = vec![first.handle().gossip_addr().to_string()];
+    let second = start_sealed("second", seed.clone(), Some(keys_a.clone()), false).await;
+    let wrong = start_sealed("wrong", seed.clone(), Some(keys_b), false).await;
+    let _plain = start_sealed("plain", seed.clone(), None, false).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || sees_alive(&first, "second")
+            && sees_alive(&second, "first")
+            && dropped(&first, seal::Refusal::Key) > 0
+            && dropped(&first, seal::Refusal::Plaintext) > 0)
+        .await
+    );
+    // Several more gossip rounds: still outside.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for outsider in ["wrong", "plain"] {
+        assert!(
+            first.handle().view().member(outsider).is_none(),
+            "{outsider}"
+        );
+        assert!(
+            second.handle().view().member(outsider).is_none(),
+            "{outsider}"
+        );
+    }
+    assert!(wrong.handle().view().member("first").is_none());
+    assert_eq!(first.master().as_deref(), Some("first"));
+
+    let lenient = start_sealed("lenient", seed, Some(keys_a), true).await;
+    let lenient_seed = vec![lenient.handle().gossip_addr().to_string()];
+    let plain2 = start_sealed("plain2", lenient_seed, None, false).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || sees_alive(&lenient, "plain2")
+            && sees_alive(&plain2, "lenient")
+            && sees_alive(&lenient, "first")
+            && sees_alive(&first, "lenient"))
+        .await
+    );
+}
+
+/// The key file is re-read: a rotation (add a key, move it first, remove the old one) keeps
+/// both nodes members, with nothing dropped; a broken file keeps the ring in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_in_place_keeps_members_and_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path_a = key_file(&dir, "node-a", &[KEY_A]);
+    let path_b = key_file(&dir, "node-b", &[KEY_A]);
+    let a = start_sealed("a", Vec::new(), Some(path_a.clone()), false).await;
+    let b = start_sealed(
+        "b",
+        vec![a.handle().gossip_addr().to_string()],
+        Some(path_b.clone()),
+        false,
+    )
+    .await;
+    let both_alive = || sees_alive(&a, "b") && sees_alive(&b, "a");
+    assert!(wait_until(Duration::from_secs(10), both_alive).await);
+    let reloads = |node: &TestNode| {
+        node.handle()
+            .seal_stats()
+            .reloads_ok
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for (step, keys) in [[KEY_A, KEY_B].as_slice(), &[KEY_B, KEY_A], &[KEY_B]]
+        .iter()
+        .enumerate()
+    {
+        // One node after the other, as an operator would.
+        for (node, path) in [(&a, &path_a), (&b, &path_b)] {
+            std::fs::write(path, keys.join("\n")).unwrap();
+            let expected = step as u64 + 1;
+            assert!(wait_until(Duration::from_secs(5), || reloads(node) == expected).await);
+        }
+        assert!(wait_until(Duration::from_secs(5), both_alive).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(both_alive());
+    for refusal in seal::Refusal::ALL {
+        assert_eq!(dropped(&a, refusal), 0, "{refusal:?}");
+        assert_eq!(dropped(&b, refusal), 0, "{refusal:?}");
+    }
+    assert_eq!(a.handle().master_changes(), 1);
+    assert_eq!(b.handle().master_changes(), 1);
+    // A broken file is refused; the ring in use stays.
+    std::fs::write(&path_a, "not a key\n").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || a
+            .handle()
+            .seal_stats()
+            .reloads_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(both_alive());
+    assert_eq!(dropped(&b, seal::Refusal::Key), 0);
 }

@@ -84,6 +84,39 @@ pub enum ListenerEntry {
 pub struct ListenerTable {
     pub address: String,
     pub rfc3164_timezone: Option<String>,
+    /// Sender networks (CIDR) allowed; absent or empty: every sender.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+/// A listener's per-source rate limit (`rate-limit = { messages-per-second, burst, by,
+/// max-keys }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateLimitSpec {
+    pub messages_per_second: u32,
+    /// Messages a source may send at once above the rate; `messages-per-second` when absent.
+    pub burst: Option<u32>,
+    /// `address` (the peer's IP, default) or `source` (the record's source name).
+    #[serde(default)]
+    pub by: RateLimitBy,
+    /// Sources tracked at most; past it, untracked sources share one bucket.
+    #[serde(default = "default_rate_limit_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_rate_limit_max_keys() -> usize {
+    65_536
+}
+
+/// `rate-limit.by`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitBy {
+    #[default]
+    Address,
+    Source,
 }
 
 /// One syslog listener, parsed.
@@ -92,6 +125,9 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Its own zone; `syslog.rfc3164-timezone` when `None`.
     pub rfc3164_timezone: Option<Zone>,
+    /// Sender networks allowed; empty: every sender.
+    pub allow: Vec<ipnet::IpNet>,
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// A listener as the node starts it: its address and how it turns messages into records.
@@ -101,6 +137,9 @@ pub struct ListenerSpec {
     /// The listener's own zone, else `syslog.rfc3164-timezone`.
     pub rfc3164_timezone: Zone,
     pub shard_by: ShardBy,
+    /// Sender networks allowed; empty: every sender.
+    pub allow: Vec<ipnet::IpNet>,
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 impl ListenerSpec {
@@ -147,6 +186,8 @@ impl Default for SyslogConfig {
         let any = Listener {
             address: SocketAddr::from(([0, 0, 0, 0], 5514)),
             rfc3164_timezone: None,
+            allow: Vec::new(),
+            rate_limit: None,
         };
         SyslogConfig {
             udp: vec![any.clone()],
@@ -216,6 +257,11 @@ pub struct ClusterSection {
     pub spool_max_bytes: u64,
     #[serde(deserialize_with = "crate::timespec::duration")]
     pub spool_retention: Duration,
+    /// Gossip keyring file: one base64 32-byte key per line; the first seals, all open; re-read
+    /// when it changes. Absent: gossip is plaintext.
+    pub gossip_keys_file: Option<PathBuf>,
+    /// With `gossip-keys-file`, also accept plaintext gossip (while turning encryption on).
+    pub gossip_accept_plaintext: bool,
 }
 
 impl Default for ClusterSection {
@@ -230,6 +276,8 @@ impl Default for ClusterSection {
             may_be_master: true,
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_retention: Duration::from_secs(24 * 3600),
+            gossip_keys_file: None,
+            gossip_accept_plaintext: false,
         }
     }
 }
@@ -558,6 +606,12 @@ impl Config {
         if self.cluster.cluster_id.is_empty() {
             return Err(invalid("cluster.cluster-id", "must not be empty".into()));
         }
+        if self.cluster.gossip_accept_plaintext && self.cluster.gossip_keys_file.is_none() {
+            return Err(invalid(
+                "cluster.gossip-accept-plaintext",
+                "needs cluster.gossip-keys-file (without keys gossip is plaintext anyway)".into(),
+            ));
+        }
         if self.api.max_connections == 0 {
             return Err(invalid("api.max-connections", "must be at least 1".into()));
         }
@@ -671,6 +725,8 @@ impl Config {
                     .rfc3164_timezone
                     .unwrap_or(self.syslog.rfc3164_timezone),
                 shard_by: self.syslog.shard_by,
+                allow: listener.allow.clone(),
+                rate_limit: listener.rate_limit,
             })
             .collect()
     }

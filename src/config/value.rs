@@ -32,12 +32,27 @@ pub fn parse_listeners(
 ) -> Result<Vec<Listener>, ConfigError> {
     let mut listeners: Vec<Listener> = Vec::new();
     for entry in entries {
-        let (address, zone) = match entry {
-            ListenerEntry::Address(address) => (address.as_str(), None),
-            ListenerEntry::Table(table) => {
-                (table.address.as_str(), table.rfc3164_timezone.as_deref())
-            }
+        let (address, zone, allow, rate_limit) = match entry {
+            ListenerEntry::Address(address) => (address.as_str(), None, &[][..], None),
+            ListenerEntry::Table(table) => (
+                table.address.as_str(),
+                table.rfc3164_timezone.as_deref(),
+                table.allow.as_slice(),
+                table.rate_limit,
+            ),
         };
+        let allow = allow
+            .iter()
+            .map(|network| parse_value(key, network, parse_network))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(limit) = &rate_limit {
+            if limit.messages_per_second == 0 || limit.burst == Some(0) || limit.max_keys == 0 {
+                return Err(invalid(
+                    key,
+                    "rate-limit: messages-per-second, burst and max-keys must be at least 1".into(),
+                ));
+            }
+        }
         if address == "none" {
             if entries.len() > 1 {
                 return Err(invalid(
@@ -62,9 +77,19 @@ pub fn parse_listeners(
         listeners.push(Listener {
             address,
             rfc3164_timezone,
+            allow,
+            rate_limit,
         });
     }
     Ok(listeners)
+}
+
+/// Parses a CIDR network (`10.0.0.0/8`, `fd00::/8`) or a single address (`192.0.2.7`, taken
+/// as `/32` or `/128`).
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not a network (10.0.0.0/8) or an address"))
 }
 
 /// Parses `ip:port` (a socket address; host names are not resolved for listen addresses).

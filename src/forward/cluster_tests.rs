@@ -48,6 +48,8 @@ impl Node {
             forward_addr,
             api_addr: "127.0.0.1:1".parse().unwrap(),
             timing: ClusterTiming::default(),
+            gossip_keys_file: None,
+            gossip_accept_plaintext: false,
         })
         .await
         .unwrap();

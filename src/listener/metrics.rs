@@ -39,6 +39,10 @@ pub struct ListenerFamilies {
     connections_refused: Counters,
     connections_open: Family<ListenerLabels, Gauge>,
     idle_timeouts: Counters,
+    senders_refused: Counters,
+    rate_limited: Counters,
+    rate_limit_waits: Counters,
+    rate_limit_untracked: Counters,
     pipeline: PipelineMetrics,
 }
 
@@ -58,6 +62,10 @@ impl ListenerFamilies {
             connections_refused: Counters::default(),
             connections_open: Family::default(),
             idle_timeouts: Counters::default(),
+            senders_refused: Counters::default(),
+            rate_limited: Counters::default(),
+            rate_limit_waits: Counters::default(),
+            rate_limit_untracked: Counters::default(),
             pipeline: pipeline.clone(),
         };
         // Names without `_total` (the encoder appends it to counters); `register` appends the
@@ -107,6 +115,26 @@ impl ListenerFamilies {
                 "starling_tcp_connections_refused",
                 "TCP connections closed at once because the connection cap was reached",
                 &families.connections_refused,
+            ),
+            (
+                "starling_senders_refused",
+                "TCP connections (at accept) and UDP datagrams refused by the listener's allow list",
+                &families.senders_refused,
+            ),
+            (
+                "starling_rate_limited_messages",
+                "UDP datagrams dropped by the listener's per-source rate limit",
+                &families.rate_limited,
+            ),
+            (
+                "starling_rate_limit_waits",
+                "Times a TCP connection stopped reading until its source's rate limit allowed more",
+                &families.rate_limit_waits,
+            ),
+            (
+                "starling_rate_limit_untracked_messages",
+                "Messages of sources beyond rate-limit.max-keys, limited together in one shared bucket",
+                &families.rate_limit_untracked,
             ),
         ] {
             registry.register(name, help, family.clone());
@@ -158,6 +186,10 @@ impl ListenerFamilies {
                 Gauge::default()
             },
             idle_timeouts: only(&self.idle_timeouts, Transport::Tcp),
+            senders_refused: all(&self.senders_refused),
+            rate_limited: only(&self.rate_limited, Transport::Udp),
+            rate_limit_waits: only(&self.rate_limit_waits, Transport::Tcp),
+            rate_limit_untracked: all(&self.rate_limit_untracked),
             dropped_queue_full: self
                 .pipeline
                 .dropped(name, transport, DropReason::QueueFull),
@@ -192,6 +224,10 @@ pub struct ListenerMetrics {
     connections_refused: Counter,
     connections_open: Gauge<i64, AtomicI64>,
     idle_timeouts: Counter,
+    senders_refused: Counter,
+    rate_limited: Counter,
+    rate_limit_waits: Counter,
+    rate_limit_untracked: Counter,
     dropped_queue_full: Counter,
     dropped_pipeline_closed: Counter,
     dropped_shutdown_unread: Counter,
@@ -270,6 +306,37 @@ impl ListenerMetrics {
     pub fn idle_timeout(&self, peer: SocketAddr) {
         self.idle_timeouts.inc();
         tracing::debug!(listener = %self.name, %peer, "idle timeout, closing connection");
+    }
+
+    pub fn sender_refused(&self, peer: SocketAddr) {
+        self.senders_refused.inc();
+        tracing::debug!(listener = %self.name, %peer, "sender refused: not in the allow list");
+    }
+
+    pub fn rate_limited(&self, key: &dyn std::fmt::Debug) {
+        self.rate_limited.inc();
+        tracing::debug!(listener = %self.name, ?key, "datagram dropped: rate limit");
+    }
+
+    pub fn rate_limit_wait(&self, peer: SocketAddr, wait: std::time::Duration) {
+        self.rate_limit_waits.inc();
+        tracing::debug!(listener = %self.name, %peer, ?wait, "connection paused: rate limit");
+    }
+
+    pub fn rate_limit_untracked(&self, num_messages: u64) {
+        self.rate_limit_untracked.inc_by(num_messages);
+    }
+
+    pub fn num_senders_refused(&self) -> u64 {
+        self.senders_refused.get()
+    }
+
+    pub fn num_rate_limited(&self) -> u64 {
+        self.rate_limited.get()
+    }
+
+    pub fn num_rate_limit_waits(&self) -> u64 {
+        self.rate_limit_waits.get()
     }
 
     pub fn num_received(&self) -> u64 {

@@ -7,6 +7,9 @@
 //! sender), UDP cannot wait and drops and counts. On cancellation a listener stops reading, hands over what it has read
 //! and returns.
 //!
+//! Who may send and how fast (`allow`, `ratelimit`, joined in `guard::SenderGuard`) is
+//! checked through small hooks: at TCP accept, per UDP datagram, per TCP batch read.
+//!
 //! Wiring: the node registers one [`metrics::ListenerFamilies`] in its registry and starts
 //! every configured listener with [`syslog::SyslogListeners::start`], which binds each address
 //! and spawns [`tcp::run`] / [`udp::run`] with a [`ListenerContext`] (counters fetched once, a
@@ -14,7 +17,10 @@
 //! channel into the store until every listener ended (a TCP connection may be waiting for
 //! room in the channel), then close the store.
 
+pub mod allow;
+pub mod guard;
 pub mod metrics;
+pub mod ratelimit;
 pub mod syslog;
 pub mod tcp;
 pub mod udp;
@@ -46,6 +52,8 @@ pub struct ListenerContext {
     /// node's `pipeline`).
     pub records_tx: Intake,
     pub metrics: Arc<ListenerMetrics>,
+    /// The listener's allow list and per-source rate limit (`guard`).
+    pub guard: guard::SenderGuard,
 }
 
 impl ListenerContext {

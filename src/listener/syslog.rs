@@ -12,9 +12,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::allow::AllowList;
+use super::guard::{RateBy, SenderGuard};
 use super::metrics::ListenerFamilies;
+use super::ratelimit::RateLimit;
 use super::{tcp, udp, ListenerContext};
-use crate::config::{ListenerSpec, SyslogConfig};
+use crate::config::{ListenerSpec, RateLimitBy, SyslogConfig};
 use crate::pipeline::Intake;
 use crate::record::Transport;
 
@@ -48,6 +51,23 @@ pub struct SyslogListeners {
     pub tcp: Vec<SocketAddr>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+}
+
+/// The allow list and rate limit of `spec`.
+fn guard(spec: &ListenerSpec) -> SenderGuard {
+    let limit = spec.rate_limit.map(|limit| {
+        let rate = RateLimit {
+            messages_per_second: f64::from(limit.messages_per_second),
+            burst: f64::from(limit.burst.unwrap_or(limit.messages_per_second)),
+            max_keys: limit.max_keys,
+        };
+        let by = match limit.by {
+            RateLimitBy::Address => RateBy::Address,
+            RateLimitBy::Source => RateBy::Source,
+        };
+        (rate, by)
+    });
+    SenderGuard::new(AllowList::new(spec.allow.clone()), limit)
 }
 
 impl SyslogListeners {
@@ -95,6 +115,7 @@ impl SyslogListeners {
                 name,
                 ingest: spec.ingest_config(start.origin),
                 records_tx: start.records_tx.clone(),
+                guard: guard(spec),
             })
         };
         let mut listeners = SyslogListeners {

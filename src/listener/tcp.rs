@@ -85,6 +85,10 @@ pub async fn run(
                 }
             }
         };
+        if !ctx.guard.admit_connection(peer, &ctx.metrics) {
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             ctx.metrics
                 .connection_refused(peer, options.max_connections);
@@ -171,11 +175,24 @@ impl Connection {
             };
             let (batch, failed) = self.records(chunk);
             num_messages += batch.len() as u64;
+            let wait = self
+                .ctx
+                .guard
+                .tcp_wait(self.peer.addr, &batch, &self.ctx.metrics);
             if !batch.is_empty() && !self.send(batch).await {
                 break End::Done;
             }
             if failed {
                 break End::Done;
+            }
+            if !wait.is_zero() {
+                // Over the source's rate limit: read nothing until it allows more (what was
+                // read is handed over above; the sender is slowed by TCP flow control).
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break End::Cancelled,
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         };
         if matches!(end, End::Cancelled) {

@@ -40,6 +40,7 @@ pub(crate) fn context_with_budget(
             rfc3164_zone: Zone::Utc,
         },
         records_tx,
+        guard: Default::default(),
     };
     (Arc::new(ctx), records_rx)
 }

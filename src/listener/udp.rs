@@ -278,6 +278,9 @@ fn receive_loop(
             );
             for i in 0..num_received {
                 let datagram = receiver.datagram(i);
+                if !ctx.guard.admit_datagram(datagram.peer, &ctx.metrics) {
+                    continue;
+                }
                 let Some((payload, truncated)) =
                     message(datagram.data, datagram.cut, max, &mut arena)
                 else {
@@ -289,7 +292,15 @@ fn receive_loop(
                     }
                 }
                 let peer = datagram.peer.and(last_peer.as_ref());
-                batch.push(ctx.record(payload, truncated, peer, Transport::Udp, now, max));
+                let record = ctx.record(payload, truncated, peer, Transport::Udp, now, max);
+                if ctx.guard.limits()
+                    && !ctx
+                        .guard
+                        .take_datagram(datagram.peer, &record, &ctx.metrics)
+                {
+                    continue;
+                }
+                batch.push(record);
             }
             if num_received < options.recv_batch {
                 break;

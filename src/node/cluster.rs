@@ -108,6 +108,8 @@ impl NodeCluster {
                         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                 ),
                 timing: ClusterTiming::default(),
+                gossip_keys_file: section.gossip_keys_file.clone(),
+                gossip_accept_plaintext: section.gossip_accept_plaintext,
             },
             faults.clone(),
         )

@@ -53,15 +53,21 @@ impl Cluster {
     }
 
     fn start_with_env(env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(env, |_| Vec::new())
+    }
+
+    /// Like `start_with_env`, with extra arguments per node (by index).
+    fn start_with(env: &[(&str, &str)], extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let ports: Vec<u16> = (0..NUM_NODES).map(|_| free_udp_port()).collect();
         let nodes = (0..NUM_NODES)
             .map(|index| {
-                let mut args = vec![
+                let mut args = extra(index);
+                args.extend([
                     "--node-id".to_string(),
                     node_id(index),
                     "--gossip".to_string(),
                     format!("127.0.0.1:{}", ports[index]),
-                ];
+                ]);
                 for (other, port) in ports.iter().enumerate() {
                     if other != index {
                         args.push("--seed".to_string());
@@ -1022,4 +1028,194 @@ fn a_failed_sync_on_the_master_refuses_the_forwarded_batches_and_their_resend_is
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+const GOSSIP_KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const GOSSIP_KEY_B: &str = "HxwdHhsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+const GOSSIP_KEY_C: &str = "ZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmZmY=";
+
+/// Writes `keys` to `path` the way an operator's tool should (a new file renamed over the
+/// old), so a reload never reads half a file.
+fn write_keys(path: &std::path::Path, keys: &[&str]) {
+    let staging = path.with_extension("new");
+    std::fs::write(
+        &staging,
+        format!("# gossip keys, first seals\n{}\n", keys.join("\n")),
+    )
+    .unwrap();
+    std::fs::rename(&staging, path).unwrap();
+}
+
+/// A config file naming a gossip key file, in `dir`.
+fn gossip_key_config(
+    dir: &std::path::Path,
+    name: &str,
+    keys: &[&str],
+) -> (String, std::path::PathBuf) {
+    let key_path = dir.join(format!("{name}.keys"));
+    write_keys(&key_path, keys);
+    let config_path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config_path,
+        format!(
+            "[cluster]\ngossip-keys-file = {:?}\n",
+            key_path.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (config_path.to_str().unwrap().to_string(), key_path)
+}
+
+fn members_alive(node: &Node) -> Vec<String> {
+    let status = node.status();
+    let mut alive: Vec<String> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|member| member["alive"] == true)
+        .map(|member| member["node_id"].as_str().unwrap().to_string())
+        .collect();
+    alive.sort();
+    alive
+}
+
+/// Item 5 of issue 14, end to end: three real nodes gossip sealed under a keyring file; a
+/// node with another key stays outside (never a member, its datagrams counted); the keys
+/// rotate in place (add a key, make it first, remove the old one; each step written to each
+/// node's file in turn and picked up by the file poll, no restart) with three live members,
+/// the same master and no datagram dropped throughout.
+#[test]
+fn gossip_keys_rotate_in_place_and_a_node_with_a_wrong_key_stays_outside() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(String, std::path::PathBuf)> = (0..NUM_NODES)
+        .map(|index| gossip_key_config(dir.path(), &node_id(index), &[GOSSIP_KEY_A]))
+        .collect();
+    let cluster = Cluster::start_with(&[], |index| {
+        vec!["--config".to_string(), files[index].0.clone()]
+    });
+    let master = cluster
+        .wait_for_master(&cluster.all(), WAIT)
+        .unwrap_or_else(|| panic!("no master\n{}", cluster.stderr_dump()));
+    let everyone: Vec<String> = (0..NUM_NODES).map(node_id).collect();
+    assert!(wait_until(WAIT, || cluster
+        .nodes
+        .iter()
+        .all(|node| members_alive(node) == everyone)));
+    let changes: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.metric("starling_cluster_master_changes_total"))
+        .collect();
+    for node in &cluster.nodes {
+        assert_eq!(node.metric("starling_gossip_keys"), 1.0);
+        // The key never shows in the status or the logs.
+        let status = node.status().to_string();
+        assert!(!status.contains(GOSSIP_KEY_A) && !node.stderr().contains(GOSSIP_KEY_A));
+    }
+
+    // An intruder with another key, seeded with every node: it stays outside.
+    let (intruder_config, _) = gossip_key_config(dir.path(), "intruder", &[GOSSIP_KEY_C]);
+    let mut intruder_args = vec!["--node-id", "intruder", "--config", &intruder_config];
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.gossip.unwrap().to_string())
+        .collect();
+    for seed in &seeds {
+        intruder_args.extend(["--seed", seed]);
+    }
+    let mut intruder = Node::start(&intruder_args);
+    assert!(
+        wait_until(WAIT, || cluster.nodes.iter().all(|node| node
+            .metric("starling_gossip_dropped_total{reason=\"key\"}")
+            >= 3.0)),
+        "the intruder's datagrams were not counted"
+    );
+    let intruder_seen = || {
+        cluster.nodes.iter().any(|node| {
+            node.status()["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|member| member["node_id"] == "intruder")
+        })
+    };
+    // Well over the time a node takes to join (about one second): still outside.
+    assert!(!wait_until(Duration::from_secs(5), intruder_seen));
+    assert_eq!(members_alive(&intruder), vec!["intruder".to_string()]);
+    intruder.kill();
+    let dropped_key: Vec<f64> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.metric("starling_gossip_dropped_total{reason=\"key\"}"))
+        .collect();
+
+    // Rotation in place: add, promote, remove; one node after the other at each step.
+    for (step, keys) in [
+        [GOSSIP_KEY_A, GOSSIP_KEY_B].as_slice(),
+        &[GOSSIP_KEY_B, GOSSIP_KEY_A],
+        &[GOSSIP_KEY_B],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (index, node) in cluster.nodes.iter().enumerate() {
+            write_keys(&files[index].1, keys);
+            let reloaded = (step + 1) as f64;
+            assert!(
+                wait_until(WAIT, || node
+                    .metric("starling_gossip_key_reloads_total{result=\"ok\"}")
+                    == reloaded),
+                "node-{index} did not reload step {step}"
+            );
+            assert_eq!(node.metric("starling_gossip_keys"), keys.len() as f64);
+            assert_eq!(members_alive(node), everyone, "node-{index} step {step}");
+        }
+    }
+    // A few gossip rounds under the new key alone.
+    assert!(!wait_until(Duration::from_secs(3), || cluster
+        .nodes
+        .iter()
+        .any(|node| members_alive(node) != everyone)));
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        assert_eq!(master_of(node).as_deref(), Some(master.as_str()));
+        assert_eq!(
+            node.metric("starling_cluster_master_changes_total"),
+            changes[index],
+            "node-{index}: the master changed during the rotation"
+        );
+        assert_eq!(
+            node.metric("starling_gossip_dropped_total{reason=\"key\"}"),
+            dropped_key[index],
+            "node-{index} dropped datagrams during the rotation"
+        );
+        for reason in ["plaintext", "stale", "malformed"] {
+            let series = format!("starling_gossip_dropped_total{{reason=\"{reason}\"}}");
+            assert_eq!(node.metric(&series), 0.0, "node-{index} {reason}");
+        }
+    }
+    // A node that has only the retired key is now outside too.
+    let (stale_config, _) = gossip_key_config(dir.path(), "retired", &[GOSSIP_KEY_A]);
+    let mut retired_args = vec!["--node-id", "retired", "--config", &stale_config];
+    for seed in &seeds {
+        retired_args.extend(["--seed", seed]);
+    }
+    let retired = Node::start(&retired_args);
+    assert!(wait_until(WAIT, || cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .all(|(index, node)| node
+            .metric("starling_gossip_dropped_total{reason=\"key\"}")
+            > dropped_key[index])));
+    assert!(!wait_until(Duration::from_secs(3), || members_alive(
+        &retired
+    )
+    .len()
+        > 1));
+    assert!(cluster
+        .nodes
+        .iter()
+        .all(|node| members_alive(node) == everyone));
 }

@@ -20,6 +20,7 @@ mod prometheus;
 mod reload;
 mod rsyslog;
 mod sandbox;
+mod sender_guard;
 mod shard_flood;
 mod store_crash;
 mod store_disk;

@@ -98,6 +98,9 @@ pub struct Node {
     pub extra_env: Vec<(String, String)>,
     stdout_lines: Arc<Mutex<Vec<String>>>,
     stderr_text: Arc<Mutex<String>>,
+    /// The syslog listeners come from the config file: no `--syslog-udp`/`--syslog-tcp`
+    /// defaults (a flag would replace the file's listener list).
+    listeners_from_config: bool,
 }
 
 impl Node {
@@ -108,9 +111,15 @@ impl Node {
 
     /// Like `start`, with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut node = Node::unstarted(args, env);
+        node.spawn();
+        node
+    }
+
+    fn unstarted(args: &[&str], env: &[(&str, &str)]) -> Node {
         let work = tempfile::tempdir().expect("temp dir");
         let data_dir = work.path().join("data");
-        let mut node = Node {
+        Node {
             child: None,
             work,
             data_dir,
@@ -126,7 +135,22 @@ impl Node {
                 .collect(),
             stdout_lines: Arc::default(),
             stderr_text: Arc::default(),
-        };
+            listeners_from_config: false,
+        }
+    }
+
+    /// Starts a node with `config` (TOML) as its config file, whose `[syslog]` section lists
+    /// the listeners, plus `args`.
+    #[allow(dead_code, reason = "used by some test modules only")]
+    pub fn start_with_config(config: &str, args: &[&str]) -> Node {
+        let mut node = Node::unstarted(args, &[]);
+        let config_path = node.work.path().join("starling.toml");
+        std::fs::write(&config_path, config).unwrap();
+        node.extra_args.extend([
+            "--config".to_string(),
+            config_path.to_str().unwrap().to_string(),
+        ]);
+        node.listeners_from_config = true;
         node.spawn();
         node
     }
@@ -155,7 +179,8 @@ impl Node {
             ("--gossip", "127.0.0.1:0"),
             ("--forward", "127.0.0.1:0"),
         ] {
-            if !self.has_flag(flag) {
+            let from_config = self.listeners_from_config && flag.starts_with("--syslog-");
+            if !self.has_flag(flag) && !from_config {
                 command.args([flag, default]);
             }
         }
