@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// TCP syslog listener (repeatable; `none` turns TCP off).
     #[arg(long, value_name = "ADDR")]
     pub syslog_tcp: Vec<String>,
+    /// Syslog over TLS listener (repeatable; `syslog.tls`), with the `[tls]` certificates.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tls: Vec<String>,
     /// Gossip listen address (`cluster.gossip`).
     #[arg(long, value_name = "ADDR")]
     pub gossip: Option<String>,
@@ -319,6 +322,7 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     }
     listeners(&mut config.syslog.udp, &args.syslog_udp, "syslog.udp")?;
     listeners(&mut config.syslog.tcp, &args.syslog_tcp, "syslog.tcp")?;
+    listeners(&mut config.syslog.tls, &args.syslog_tls, "syslog.tls")?;
     let cluster = &mut config.cluster;
     parsed(
         &mut cluster.gossip,
@@ -409,6 +413,9 @@ fn run(args: RunArgs, log_control: &crate::logging::LogControl) -> Result<ExitCo
 fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     let config = Config::load(&args.config).map_err(usage)?;
     config.validate().map_err(usage)?;
+    if config.tls_in_use() {
+        crate::tls::check(&config.tls).map_err(usage)?;
+    }
     println!("{}: valid", args.config.display());
     Ok(ExitCode::SUCCESS)
 }

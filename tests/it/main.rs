@@ -23,3 +23,4 @@ mod shard_flood;
 mod store_crash;
 mod store_disk;
 mod store_faults;
+mod tls;
