@@ -183,7 +183,8 @@ mod tests {
                 ],
                 "message": "hello",
                 "raw": String::from_utf8_lossy(raw),
-                "truncated": false
+                "truncated": false,
+                "tls_peer": null
             })
         );
     }

@@ -23,8 +23,9 @@ const SERVER: &str = "localhost";
 
 /// Runs a `sh` snippet of the guide in `dir` with `collector1.example.com` replaced by
 /// `name` and `-days 397` by `days`.
-fn run_snippet(dir: &Path, name: &str, cert_name: &str, days: &str) {
+fn run_snippet(dir: &Path, name: &str, cert_name: &str, days: &str, ca: &str) {
     let script = snippet(GUIDE, name)
+        .replace("Example Syslog CA", ca)
         .replace("collector1.example.com", cert_name)
         .replace("-days 397", &format!("-days {days}"));
     let output = Command::new("sh")
@@ -40,16 +41,16 @@ fn run_snippet(dir: &Path, name: &str, cert_name: &str, days: &str) {
     );
 }
 
-/// A CA in `dir` (the guide's commands) with the collector's and senders' certificates:
-/// `localhost` (the collector), `web1.example.com`, `db1.other.test` (not permitted) and
-/// `expired.example.com` (expired yesterday).
-fn make_pki(dir: &Path) {
+/// A CA named `ca` in `dir` (the guide's commands) with the collector's and senders'
+/// certificates: `localhost` (the collector), `web1.example.com`, `db1.other.test` (not
+/// permitted) and `expired.example.com` (expired yesterday).
+fn make_pki(dir: &Path, ca: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    run_snippet(dir, "make-ca", "", "397");
+    run_snippet(dir, "make-ca", "", "397", ca);
     for name in [SERVER, "web1.example.com", "db1.other.test"] {
-        run_snippet(dir, "make-cert", name, "397");
+        run_snippet(dir, "make-cert", name, "397", ca);
     }
-    run_snippet(dir, "make-cert", "expired.example.com", "-1");
+    run_snippet(dir, "make-cert", "expired.example.com", "-1", ca);
 }
 
 /// A node with the guide's `[tls]` configuration (plus `extra` TOML lines in `[tls]`), its
@@ -155,7 +156,10 @@ impl Drop for Rsyslogd {
 
 /// rsyslog's forwarding snippet `name` with the test's paths, port and certificate.
 fn rsyslog_forwarding(name: &str, pki: &Path, client_pki: &Path, port: u16) -> String {
+    // x509/name checks the certificate against StreamDriverPermittedPeers, not the target:
+    // connect to the address the node listens on (localhost may resolve to ::1 first).
     snippet(GUIDE, name)
+        .replace("target=\"collector1.example.com\"", "target=\"127.0.0.1\"")
         .replace("collector1.example.com", SERVER)
         .replace("port=\"6514\"", &format!("port=\"{port}\""))
         .replace(
@@ -180,7 +184,7 @@ fn rsyslog_is_accepted(driver: &str, package: &str) {
     }
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
-    make_pki(&pki);
+    make_pki(&pki, "Example Syslog CA");
     let (node, tls) = start_node(work.path(), &pki, "");
     let forwarding = rsyslog_forwarding(&format!("rsyslog-{driver}"), &pki, &pki, tls.port());
     let rsyslogd = Rsyslogd::start(work.path(), &forwarding);
@@ -245,8 +249,8 @@ fn rsyslog_with_a_certificate_from_another_ca_is_refused_and_counted() {
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
     let rogue = work.path().join("rogue");
-    make_pki(&pki);
-    make_pki(&rogue);
+    make_pki(&pki, "Example Syslog CA");
+    make_pki(&rogue, "Another CA");
     let (node, tls) = start_node(work.path(), &pki, "");
     let forwarding = rsyslog_forwarding("rsyslog-gtls", &pki, &rogue, tls.port());
     let rsyslogd = Rsyslogd::start(work.path(), &forwarding);
@@ -281,7 +285,7 @@ fn syslog_ng_with_a_client_certificate_is_accepted() {
     }
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
-    make_pki(&pki);
+    make_pki(&pki, "Example Syslog CA");
     let (node, tls) = start_node(work.path(), &pki, "");
     let destination = snippet(GUIDE, "syslog-ng-tls")
         .replace("collector1.example.com", SERVER)
@@ -390,8 +394,8 @@ fn openssl_refusals_are_counted_and_never_block_other_senders() {
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
     let rogue = work.path().join("rogue");
-    make_pki(&pki);
-    make_pki(&rogue);
+    make_pki(&pki, "Example Syslog CA");
+    make_pki(&rogue, "Another CA");
     std::fs::copy(rogue.join("web1.example.com.pem"), pki.join("rogue.pem")).unwrap();
     std::fs::copy(rogue.join("web1.example.com.key"), pki.join("rogue.key")).unwrap();
     let (node, tls) = start_node(work.path(), &pki, "handshake-timeout = \"1s\"");
