@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// TCP syslog listener (repeatable; `none` turns TCP off).
     #[arg(long, value_name = "ADDR")]
     pub syslog_tcp: Vec<String>,
+    /// Syslog over TLS listener (repeatable; `syslog.tls`), with the `[tls]` certificates.
+    #[arg(long, value_name = "ADDR")]
+    pub syslog_tls: Vec<String>,
     /// Gossip listen address (`cluster.gossip`).
     #[arg(long, value_name = "ADDR")]
     pub gossip: Option<String>,
@@ -275,6 +278,9 @@ pub fn effective_config(args: &RunArgs) -> Result<Config, Failure> {
     config
         .validate()
         .map_err(|error| usage(origins.locate(error)))?;
+    if config.tls_in_use() {
+        crate::tls::check(&config.tls).map_err(usage)?;
+    }
     Ok(config)
 }
 
@@ -362,6 +368,11 @@ fn apply_flags(
         &mut config.syslog.tcp,
         &args.syslog_tcp,
         ("syslog.tcp", "--syslog-tcp"),
+    )?;
+    f.listeners(
+        &mut config.syslog.tls,
+        &args.syslog_tls,
+        ("syslog.tls", "--syslog-tls"),
     )?;
     let cluster = &mut config.cluster;
     f.parsed(

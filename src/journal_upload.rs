@@ -609,6 +609,7 @@ impl UploadState {
             ),
             raw: entry.raw,
             lost_from: None,
+            tls_peer: None,
         })
     }
 }
@@ -648,6 +649,7 @@ mod tests {
             source: journal.into(),
             raw: format!("__CURSOR=s={journal};i={sequence:x}\nMESSAGE=m\n").into(),
             lost_from: None,
+            tls_peer: None,
         }
     }
 
@@ -899,6 +901,7 @@ mod tests {
             source: Arc::from("host1"),
             raw: bytes::Bytes::from(format!("<13>spooled {i}")),
             lost_from: None,
+            tls_peer: None,
         }
     }
 

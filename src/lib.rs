@@ -15,6 +15,8 @@
 //! - `forward`: node-to-node forwarding (protocol, master server, forwarder client, the
 //!   forwarder's progress and its `forward.acked` file).
 //! - `cluster`: chitchat membership and master election; the only user of chitchat.
+//! - `tls`: the TLS server configuration from `[tls]` (rustls, `ring` only), client
+//!   certificate policy and identity, the handshake with its refusals counted.
 //! - `logging`, `config`: where logs go; the TOML file and flags, parsed once into typed
 //!   values.
 //! - `store`: preallocated, CRC-checked segment files sharded by source, in layers
@@ -50,3 +52,4 @@ pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod timespec;
+pub mod tls;

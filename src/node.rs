@@ -120,6 +120,7 @@ pub struct BoundAddresses {
     /// The gossip address peers use (the advertised one).
     pub gossip: Option<SocketAddr>,
     pub forward: Option<SocketAddr>,
+    pub syslog_tls: Vec<SocketAddr>,
 }
 
 pub struct Node {
@@ -211,6 +212,14 @@ impl Node {
             },
             budget,
         );
+        let tls_families = crate::tls::TlsFamilies::register(&mut registry);
+        let tls_server = if config.tls_in_use() {
+            let server = crate::tls::TlsServer::load(&config.tls)
+                .context("cannot load the TLS certificates")?;
+            Some(Arc::new(server))
+        } else {
+            None
+        };
         let listeners = SyslogListeners::start(SyslogStart {
             syslog: &config.syslog,
             udp: config.udp_listeners(),
@@ -218,8 +227,11 @@ impl Node {
             origin: &node_id,
             families: &listener_metrics,
             records_tx,
+            tls: config.tls_listeners(),
+            tls_server: tls_server.clone().map(|server| (server, &tls_families)),
         })
         .await?;
+        addresses.syslog_tls.clone_from(&listeners.tls);
         addresses.syslog_udp.clone_from(&listeners.udp);
         addresses.syslog_tcp.clone_from(&listeners.tcp);
 
@@ -290,6 +302,9 @@ impl Node {
         }
         for address in &self.addresses.syslog_tcp {
             let _ = writeln!(out, "starling: listening syslog-tcp {address}");
+        }
+        for address in &self.addresses.syslog_tls {
+            let _ = writeln!(out, "starling: listening syslog-tls {address}");
         }
         if let Some(address) = self.addresses.api {
             let _ = writeln!(out, "starling: listening api {address}");

@@ -110,6 +110,11 @@ pub struct Record {
     /// `lost_from..=origin_seq`, which were lost before they were forwarded (gone from the
     /// origin's spool). Its raw bytes say so in words. `None` on every received message.
     pub lost_from: Option<u64>,
+    /// The sender's identity as its TLS client certificate proved it (a permitted name, the
+    /// subject's DNS name or common name, or the certificate's `sha-256:` fingerprint, per
+    /// `tls.client-auth`); `None` for a message that did not come over an authenticated TLS
+    /// connection.
+    pub tls_peer: Option<Arc<str>>,
 }
 
 impl Record {
@@ -135,6 +140,7 @@ impl Record {
             source: Arc::from(origin),
             raw: gap_marker_text(origin, from, to),
             lost_from: Some(from),
+            tls_peer: None,
         }
     }
 }

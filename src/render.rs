@@ -53,6 +53,7 @@ pub fn record_json(_stored_shard_seq: u64, record: &Record, parsed: &Parsed) -> 
         object.insert("raw_base64".into(), json!(encoded));
     }
     object.insert("truncated".into(), json!(record.truncated));
+    object.insert("tls_peer".into(), json!(record.tls_peer));
     Value::Object(object)
 }
 
@@ -88,7 +89,7 @@ fn structured_data_json(elements: &[SdElement]) -> Value {
 /// The keys of the documented JSON record shape (README), in its order: what the tests hold the
 /// renderer (and the real binary's output) to. The renderer does not use this list.
 #[doc(hidden)]
-pub const JSON_KEYS: [&str; 20] = [
+pub const JSON_KEYS: [&str; 21] = [
     "received_at",
     "source",
     "origin",
@@ -109,6 +110,7 @@ pub const JSON_KEYS: [&str; 20] = [
     "message",
     "raw",
     "truncated",
+    "tls_peer",
 ];
 
 #[cfg(test)]
@@ -139,6 +141,7 @@ mod tests {
             source: "web1".into(),
             raw: Bytes::copy_from_slice(raw),
             lost_from: None,
+            tls_peer: None,
         };
         (record, parsed)
     }
@@ -180,7 +183,8 @@ mod tests {
                 ],
                 "message": "hello",
                 "raw": String::from_utf8_lossy(raw),
-                "truncated": false
+                "truncated": false,
+                "tls_peer": null
             })
         );
     }

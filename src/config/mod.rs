@@ -54,6 +54,7 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub api: ApiSection,
     pub log: LogSection,
+    pub tls: TlsSection,
 }
 
 impl Default for Config {
@@ -66,6 +67,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -179,6 +181,9 @@ pub struct SyslogConfig {
     #[serde(deserialize_with = "de::rfc3164_timezone")]
     pub rfc3164_timezone: Zone,
     pub shard_by: ShardBy,
+    /// Syslog over TLS (RFC 5425) listeners, with the `[tls]` certificates; none by default.
+    #[serde(deserialize_with = "de::tls")]
+    pub tls: Vec<Listener>,
 }
 
 impl Default for SyslogConfig {
@@ -200,6 +205,7 @@ impl Default for SyslogConfig {
             udp_recv_buffer_bytes: 8 * 1024 * 1024,
             rfc3164_timezone: Zone::Local,
             shard_by: ShardBy::Hostname,
+            tls: Vec::new(),
         }
     }
 }
@@ -404,6 +410,112 @@ impl<'de> Deserialize<'de> for LogFormat {
             .parse()
             .map_err(serde::de::Error::custom)
     }
+}
+
+/// `[tls]`: the certificate, key and client authentication of every TLS surface (the syslog
+/// TLS listeners; see `docs/security.md`). The files are read by the `tls` module, not here.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSection {
+    /// PEM certificate chain of this node (leaf first).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to (`ca`, `ca+name`).
+    pub client_ca: Option<PathBuf>,
+    /// How a TLS client must authenticate.
+    pub client_auth: ClientAuth,
+    /// `ca+name`: names (or `*.example.com` wildcards of one left label) that a client
+    /// certificate's DNS names (its common name when it has none) must match.
+    pub permitted_peers: Vec<String>,
+    /// `fingerprint`: SHA-256 fingerprints of the permitted client certificates,
+    /// `sha-256:AB:CD:…` (colons and case optional), normalised to that form.
+    #[serde(deserialize_with = "de::fingerprints")]
+    pub fingerprints: Vec<String>,
+    /// A TLS handshake that has not finished in this long is abandoned (and counted).
+    #[serde(deserialize_with = "crate::timespec::duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Ca,
+            permitted_peers: Vec::new(),
+            fingerprints: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `tls.client-auth`: what a TLS client must prove (rsyslog's `StreamDriver.AuthMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for (the connection is encrypted, the sender unknown).
+    None,
+    /// A client certificate that chains to `client-ca` and is within its validity.
+    Ca,
+    /// As `Ca`, and one of its names matches `permitted-peers`.
+    CaName,
+    /// Any certificate (self-signed too) whose SHA-256 fingerprint is in `fingerprints`.
+    Fingerprint,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Ca => "ca",
+            ClientAuth::CaName => "ca+name",
+            ClientAuth::Fingerprint => "fingerprint",
+        }
+    }
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(ClientAuth::None),
+            "ca" => Ok(ClientAuth::Ca),
+            "ca+name" => Ok(ClientAuth::CaName),
+            "fingerprint" => Ok(ClientAuth::Fingerprint),
+            _ => Err(format!(
+                "tls.client-auth must be none, ca, ca+name or fingerprint, not {text:?}"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientAuth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A SHA-256 fingerprint in the form the docs show (`sha-256:AB:CD:…`, 32 bytes), from that
+/// form or bare hex, any case, with or without colons.
+pub fn parse_fingerprint(text: &str) -> Result<String, String> {
+    let hex = text
+        .strip_prefix("sha-256:")
+        .or_else(|| text.strip_prefix("SHA-256:"))
+        .or_else(|| text.strip_prefix("sha256:"))
+        .unwrap_or(text);
+    let digits: String = hex.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a SHA-256 fingerprint (sha-256: and 32 bytes in hex)"
+        ));
+    }
+    let upper = digits.to_ascii_uppercase();
+    let pairs: Vec<&str> = (0..32).map(|i| &upper[2 * i..2 * i + 2]).collect();
+    Ok(format!("sha-256:{}", pairs.join(":")))
 }
 
 /// Why a configuration was refused.
@@ -641,6 +753,9 @@ impl Config {
         }
         parse_log_level(&self.log.level).map_err(|message| invalid("log.level", message))?;
         self.validate_addresses()?;
+        if self.tls_in_use() {
+            self.validate_tls()?;
+        }
         Ok(())
     }
 
@@ -677,6 +792,12 @@ impl Config {
             .tcp
             .iter()
             .map(|listener| ("syslog.tcp", listener.address))
+            .chain(
+                self.syslog
+                    .tls
+                    .iter()
+                    .map(|listener| ("syslog.tls", listener.address)),
+            )
             .chain([("cluster.forward", cluster.forward)])
             .chain(self.api.listen.map(|address| ("api.listen", address)));
         for (protocol, listeners) in [
@@ -706,6 +827,66 @@ impl Config {
         Ok(())
     }
 
+    /// Whether a TLS surface is configured (so `[tls]` must be complete).
+    pub fn tls_in_use(&self) -> bool {
+        !self.syslog.tls.is_empty()
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if tls.cert.is_none() {
+            return Err(invalid(
+                "tls.cert",
+                "is required with syslog.tls listeners".into(),
+            ));
+        }
+        if tls.key.is_none() {
+            return Err(invalid(
+                "tls.key",
+                "is required with syslog.tls listeners".into(),
+            ));
+        }
+        if matches!(tls.client_auth, ClientAuth::Ca | ClientAuth::CaName) && tls.client_ca.is_none()
+        {
+            return Err(invalid(
+                "tls.client-ca",
+                format!(
+                    "is required with tls.client-auth = {:?} (or set client-auth = \"none\")",
+                    tls.client_auth.as_str()
+                ),
+            ));
+        }
+        if tls.client_auth == ClientAuth::CaName && tls.permitted_peers.is_empty() {
+            return Err(invalid(
+                "tls.permitted-peers",
+                "must name at least one peer with tls.client-auth = \"ca+name\"".into(),
+            ));
+        }
+        if let Some(bad) = tls.permitted_peers.iter().find(|name| {
+            name.is_empty()
+                || name.chars().skip(1).any(|c| c == '*')
+                || (name.starts_with('*') && !name.starts_with("*."))
+        }) {
+            return Err(invalid(
+                "tls.permitted-peers",
+                format!("{bad:?}: a name, or `*.` followed by a name"),
+            ));
+        }
+        if tls.client_auth == ClientAuth::Fingerprint && tls.fingerprints.is_empty() {
+            return Err(invalid(
+                "tls.fingerprints",
+                "must list at least one fingerprint with tls.client-auth = \"fingerprint\"".into(),
+            ));
+        }
+        if tls.handshake_timeout.is_zero() {
+            return Err(invalid(
+                "tls.handshake-timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The UDP listeners to start (none when UDP is off).
     pub fn udp_listeners(&self) -> Vec<ListenerSpec> {
         self.listener_specs(&self.syslog.udp)
@@ -714,6 +895,11 @@ impl Config {
     /// The TCP listeners to start (none when TCP is off).
     pub fn tcp_listeners(&self) -> Vec<ListenerSpec> {
         self.listener_specs(&self.syslog.tcp)
+    }
+
+    /// The syslog TLS listeners to start (none unless configured).
+    pub fn tls_listeners(&self) -> Vec<ListenerSpec> {
+        self.listener_specs(&self.syslog.tls)
     }
 
     fn listener_specs(&self, listeners: &[Listener]) -> Vec<ListenerSpec> {

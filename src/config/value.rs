@@ -155,6 +155,23 @@ pub(super) mod de {
         listeners(deserializer, "syslog.tcp")
     }
 
+    pub fn tls<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Listener>, D::Error> {
+        listeners(deserializer, "syslog.tls")
+    }
+
+    pub fn fingerprints<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<String>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|text| {
+                crate::config::parse_fingerprint(text)
+                    .map_err(|message| format!("tls.fingerprints: {message}"))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(serde::de::Error::custom)
+    }
+
     pub fn rfc3164_timezone<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Zone, D::Error> {
         keyed(deserializer, "syslog.rfc3164-timezone", parse_zone)
     }

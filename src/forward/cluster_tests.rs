@@ -115,6 +115,7 @@ impl Node {
                     source: format!("host-{}", i % 2).into(),
                     raw: Bytes::from(format!("{} says {}", self.id, chunk * 100 + i)),
                     lost_from: None,
+                    tls_peer: None,
                 })
                 .collect();
             append_durable(&self.store.handle(), records).await;

@@ -13,11 +13,12 @@
 //! arrive, never by an announced length, so a stranger's length prefix costs nothing.
 //!
 //! A record travels as: receive time, event time (flag + fields), origin, origin sequence,
-//! first lost sequence (flag + `u64`, only on a gap marker), peer (flag + string), transport,
+//! first lost sequence (flag + `u64`, only on a gap marker), peer (flag + string), TLS peer
+//! (flag + string), transport,
 //! parse status, truncated flag, source, raw bytes. Every record the store accepts fits one
 //! default frame (`DEFAULT_MAX_FRAME_BYTES`); one that does not fit a sender's frame or caps
 //! (`unsendable`) is sent as a gap marker instead, so it never stalls its origin. Version 2
-//! added the first lost sequence, version 3 the `u32` source length; a peer speaking another
+//! added the first lost sequence, version 3 the `u32` source length, version 4 the TLS peer; a peer speaking another
 //! version is `Rejected` in the handshake (`Hello` and its answers keep one layout in every
 //! version, so the refusal is understood), and nothing is forwarded between them.
 //!
@@ -34,7 +35,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::record::{EventTime, ParseStatus, Record, SharedStr, Transport};
 
 /// Current protocol version, sent in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Magic at the start of every `Hello`, so a stray client is recognised at once.
 pub const HELLO_MAGIC: [u8; 4] = *b"STRL";
 /// Longest source name a record carries: a source is taken from a message (syslog HOSTNAME,
@@ -58,7 +59,7 @@ const LENGTH_PREFIX_BYTES: usize = 4;
 /// the buffer of a large frame grows as its bytes arrive.
 const READ_AHEAD_BYTES: usize = 64 * 1024;
 /// Smallest possible encoded record (every field empty or absent), used to bound allocations.
-const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 1 + 4 + 4;
+const MIN_RECORD_BYTES: usize = 8 + 1 + 2 + 8 + 1 + 1 + 1 + 1 + 1 + 1 + 4 + 4;
 
 const TYPE_HELLO: u8 = 1;
 const TYPE_HELLO_ACK: u8 = 2;
@@ -239,6 +240,7 @@ pub fn encoded_record_len(record: &Record) -> usize {
         + record.lost_from.map_or(0, |_| 8)
         + record.origin.len()
         + record.peer.as_ref().map_or(0, |peer| 2 + peer.len())
+        + record.tls_peer.as_ref().map_or(0, |peer| 2 + peer.len())
         + record.source.len()
         + record.raw.len()
 }
@@ -253,6 +255,7 @@ pub fn unsendable(record: &Record, max_frame_bytes: usize) -> Option<String> {
     let names = [
         ("origin", Some(&record.origin)),
         ("peer", record.peer.as_ref()),
+        ("tls peer", record.tls_peer.as_ref()),
     ];
     for (field, value) in names {
         if let Some(value) = value.filter(|value| value.len() > u16::MAX as usize) {
@@ -388,6 +391,13 @@ fn put_record(dst: &mut BytesMut, record: &Record) -> Result<(), ProtocolError> 
             put_str(dst, "peer", peer)?;
         }
     }
+    match &record.tls_peer {
+        None => dst.put_u8(0),
+        Some(tls_peer) => {
+            dst.put_u8(1);
+            put_str(dst, "tls peer", tls_peer)?;
+        }
+    }
     dst.put_u8(record.transport as u8);
     dst.put_u8(record.parse as u8);
     dst.put_u8(u8::from(record.truncated));
@@ -414,6 +424,7 @@ struct Reader {
     /// The last origin, peer and source read (a batch repeats them), shared by the records.
     origins: SharedStr,
     peers: SharedStr,
+    tls_peers: SharedStr,
     sources: SharedStr,
 }
 
@@ -537,6 +548,11 @@ impl Reader {
         } else {
             None
         };
+        let tls_peer = if self.flag("tls peer flag")? {
+            Some(self.shared_string("tls peer", |reader| &mut reader.tls_peers)?)
+        } else {
+            None
+        };
         let transport_code = self.u8("transport")?;
         let transport = Transport::from_u8(transport_code).ok_or(ProtocolError::InvalidValue {
             field: "transport",
@@ -571,6 +587,7 @@ impl Reader {
             source,
             raw,
             lost_from,
+            tls_peer,
         })
     }
 }
@@ -580,6 +597,7 @@ fn decode_payload(payload: Bytes) -> Result<Message, ProtocolError> {
         buf: payload,
         origins: SharedStr::default(),
         peers: SharedStr::default(),
+        tls_peers: SharedStr::default(),
         sources: SharedStr::default(),
     };
     let kind = reader.u8("message type")?;

@@ -86,6 +86,7 @@ pub(super) fn message(i: u64) -> Record {
             "x".repeat((i % 50) as usize)
         )),
         lost_from: None,
+        tls_peer: None,
     }
 }
 
@@ -476,7 +477,7 @@ async fn server_handshakes_refusals_and_bad_peers() {
     );
     // Version 1 (records without the gap-marker field) and 2 (a u16 source length) are
     // refused with a clear reason.
-    for version in [1, 2, 99] {
+    for version in [1, 2, 3, 99] {
         let mut conn = connect(master.addr).await;
         conn.send(Message::Hello {
             version,
@@ -486,7 +487,7 @@ async fn server_handshakes_refusals_and_bad_peers() {
         .await
         .unwrap();
         let answer = conn.next().await.unwrap().unwrap();
-        let want = format!("unsupported forward protocol version {version}, this node speaks 3");
+        let want = format!("unsupported forward protocol version {version}, this node speaks 4");
         assert!(
             matches!(&answer, Message::Rejected { reason } if reason.starts_with(&want)),
             "{answer:?}"

@@ -1,5 +1,5 @@
 //! Every syslog listener of the `[syslog]` section, bound and running as one piece: binds
-//! each configured UDP and TCP address (UDP with its `SO_REUSEPORT` sockets), gives each its
+//! each configured UDP, TCP and TLS address (UDP with its `SO_REUSEPORT` sockets), gives each its
 //! [`ListenerContext`] (name, ingest settings, counters fetched once, a clone of the records
 //! sender) and spawns it on one `TaskTracker` under one `CancellationToken`.
 //!
@@ -20,6 +20,7 @@ use super::{tcp, udp, ListenerContext};
 use crate::config::{ListenerSpec, RateLimitBy, SyslogConfig};
 use crate::pipeline::Intake;
 use crate::record::Transport;
+use crate::tls::{TlsAcceptor, TlsFamilies, TlsServer};
 
 /// A listener address that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub struct SyslogStart<'a> {
     pub families: &'a ListenerFamilies,
     /// Where every listener hands its batches (bounded).
     pub records_tx: Intake,
+    /// Syslog over TLS listeners, with the node's TLS configuration (required when any).
+    pub tls: Vec<ListenerSpec>,
+    pub tls_server: Option<(Arc<TlsServer>, &'a TlsFamilies)>,
 }
 
 /// The running syslog listeners.
@@ -49,6 +53,8 @@ pub struct SyslogListeners {
     pub udp: Vec<SocketAddr>,
     /// Bound TCP addresses, in configuration order.
     pub tcp: Vec<SocketAddr>,
+    /// Bound syslog TLS addresses, in configuration order.
+    pub tls: Vec<SocketAddr>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -105,22 +111,37 @@ impl SyslogListeners {
             let local = listener.local_addr().map_err(bind_error)?;
             bound_tcp.push((spec, listener, local));
         }
+        let mut bound_tls = Vec::new();
+        for spec in &start.tls {
+            let bind_error = |source| BindError {
+                transport: "tls",
+                address: spec.address,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(spec.address)
+                .await
+                .map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            bound_tls.push((spec, listener, local));
+        }
 
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let context = |transport: Transport, local: SocketAddr, spec: &ListenerSpec| {
-            let name = format!("{}:{local}", transport.as_str());
-            Arc::new(ListenerContext {
-                metrics: start.families.listener(&name, transport),
-                name,
-                ingest: spec.ingest_config(start.origin),
-                records_tx: start.records_tx.clone(),
-                guard: guard(spec),
-            })
-        };
+        let context =
+            |prefix: &str, transport: Transport, local: SocketAddr, spec: &ListenerSpec| {
+                let name = format!("{prefix}:{local}");
+                Arc::new(ListenerContext {
+                    metrics: start.families.listener(&name, transport),
+                    name,
+                    ingest: spec.ingest_config(start.origin),
+                    records_tx: start.records_tx.clone(),
+                    guard: guard(spec),
+                })
+            };
         let mut listeners = SyslogListeners {
             udp: Vec::new(),
             tcp: Vec::new(),
+            tls: Vec::new(),
             tasks: tasks.clone(),
             cancel: cancel.clone(),
         };
@@ -129,7 +150,7 @@ impl SyslogListeners {
                 max_message_bytes: syslog.max_message_bytes,
                 ..Default::default()
             };
-            let context = context(Transport::Udp, local, spec);
+            let context = context("udp", Transport::Udp, local, spec);
             tasks.spawn(udp::run(sockets, context, options, cancel.clone()));
             listeners.udp.push(local);
         }
@@ -140,9 +161,36 @@ impl SyslogListeners {
                 idle_timeout: syslog.idle_timeout,
                 ..Default::default()
             };
-            let context = context(Transport::Tcp, local, spec);
+            let context = context("tcp", Transport::Tcp, local, spec);
             tasks.spawn(tcp::run(listener, context, options, cancel.clone()));
             listeners.tcp.push(local);
+        }
+        for (spec, listener, local) in bound_tls {
+            let Some((server, families)) = &start.tls_server else {
+                return Err(BindError {
+                    transport: "tls",
+                    address: spec.address,
+                    source: std::io::Error::other("no TLS configuration"),
+                });
+            };
+            let options = tcp::TcpOptions {
+                max_message_bytes: syslog.max_message_bytes,
+                max_connections: syslog.max_connections,
+                idle_timeout: syslog.idle_timeout,
+                ..Default::default()
+            };
+            // Records of a TLS listener are transport `tcp` (RFC 5425 runs over TCP); the
+            // listener's name in logs and metrics is `tls:ADDR`.
+            let context = context("tls", Transport::Tcp, local, spec);
+            let acceptor = TlsAcceptor::new(Arc::clone(server), families.listener(&context.name));
+            tasks.spawn(tcp::run_tls(
+                listener,
+                context,
+                options,
+                acceptor,
+                cancel.clone(),
+            ));
+            listeners.tls.push(local);
         }
         tasks.close();
         Ok(listeners)

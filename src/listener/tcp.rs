@@ -1,16 +1,21 @@
-//! Syslog over TCP (RFC 6587): one task per connection, framing per frame, backpressure.
+//! Syslog over TCP (RFC 6587) and over TLS (RFC 5425): one task per connection, framing per
+//! frame, backpressure.
 //!
 //! Owns accepting (with a cap on open connections: over it, a new connection is closed at
 //! once and counted), the per-connection read loop (idle timeout, `FramedRead` with the
 //! framing decoder, records batched per read) and closing a connection whose stream cannot
 //! be framed without touching the others. It awaits room in the records channel, so when the
-//! pipeline falls behind it stops reading and TCP flow control slows the sender.
+//! pipeline falls behind it stops reading and TCP flow control slows the sender. A TLS
+//! listener is the same loop with a [`TlsAcceptor`]: each connection's handshake runs in the
+//! connection's own task (never on the accept loop) under the handshake timeout, and the
+//! decrypted stream is framed like any other, its records carrying the client's identity.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
@@ -22,6 +27,7 @@ use super::{ListenerContext, DEFAULT_MAX_BATCH_RECORDS, DRAIN_DEADLINE};
 use crate::framing::{Frame, FrameDecoder, FramingError, FramingMode, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::ingest::Peer;
 use crate::record::{Record, Transport};
+use crate::tls::TlsAcceptor;
 
 /// Read buffer of one connection (grows to hold a frame up to the maximum message size).
 /// On shutdown, a connection keeps reading what is already buffered until it has been idle
@@ -67,6 +73,27 @@ pub async fn run(
     options: TcpOptions,
     cancel: CancellationToken,
 ) {
+    accept_loop(listener, ctx, options, None, cancel).await;
+}
+
+/// [`run`] for syslog over TLS: every connection is a TLS handshake first.
+pub async fn run_tls(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    options: TcpOptions,
+    tls: TlsAcceptor,
+    cancel: CancellationToken,
+) {
+    accept_loop(listener, ctx, options, Some(tls), cancel).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    options: TcpOptions,
+    tls: Option<TlsAcceptor>,
+    cancel: CancellationToken,
+) {
     let connections = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
     loop {
@@ -101,9 +128,16 @@ pub async fn run(
             ctx: Arc::clone(&ctx),
             options: options.clone(),
             peer: Peer::new(peer),
+            tls_peer: None,
             _permit: permit,
         };
-        connections.spawn(connection.run(stream, cancel.clone()).instrument(span));
+        let cancel = cancel.clone();
+        match tls.clone() {
+            None => connections.spawn(connection.run(stream, cancel).instrument(span)),
+            Some(tls) => {
+                connections.spawn(connection.run_tls(stream, tls, cancel).instrument(span))
+            }
+        };
     }
     drop(listener);
     connections.close();
@@ -119,9 +153,7 @@ pub async fn run(
 /// frame shorter than its count is truncated, but an unterminated last line is taken as a
 /// complete message, as rsyslog's imtcp does ("missing LF at the end of message may occur"),
 /// since senders of non-transparent framing may end the stream without a final LF.
-fn cut_frames(
-    reader: &mut FramedRead<TcpStream, FrameDecoder>,
-) -> Vec<Result<Frame, FramingError>> {
+fn cut_frames<S>(reader: &mut FramedRead<S, FrameDecoder>) -> Vec<Result<Frame, FramingError>> {
     let mut decoder = reader.decoder().clone();
     let buffer = reader.read_buffer_mut();
     let mut frames = Vec::new();
@@ -140,6 +172,8 @@ struct Connection {
     ctx: Arc<ListenerContext>,
     options: TcpOptions,
     peer: Peer,
+    /// The client's verified TLS identity, carried by every record of the connection.
+    tls_peer: Option<Arc<str>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -154,7 +188,19 @@ enum End {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, cancel: CancellationToken) {
+    /// The TLS handshake, then the connection as any other; a refused handshake closes it
+    /// (already counted by reason).
+    async fn run_tls(mut self, stream: TcpStream, tls: TlsAcceptor, cancel: CancellationToken) {
+        match tls.accept(stream, self.peer.addr, &cancel).await {
+            Some(Ok((stream, identity))) => {
+                self.tls_peer = identity;
+                self.run(stream, cancel).await;
+            }
+            Some(Err(_)) | None => self.ctx.metrics.connection_closed(self.peer.addr, 0),
+        }
+    }
+
+    async fn run<S: AsyncRead + Unpin>(self, stream: S, cancel: CancellationToken) {
         let decoder = FrameDecoder::with_mode(self.options.max_message_bytes, self.options.framing);
         let reader = FramedRead::with_capacity(stream, decoder, READ_BUFFER_BYTES);
         let mut chunks = reader.ready_chunks(self.options.max_batch_records.max(1));
@@ -235,14 +281,18 @@ impl Connection {
         let mut failed = false;
         for item in chunk {
             match item {
-                Ok(frame) => batch.push(self.ctx.record(
-                    frame.payload,
-                    frame.truncated,
-                    Some(&self.peer),
-                    Transport::Tcp,
-                    received_at,
-                    self.options.max_message_bytes,
-                )),
+                Ok(frame) => {
+                    let mut record = self.ctx.record(
+                        frame.payload,
+                        frame.truncated,
+                        Some(&self.peer),
+                        Transport::Tcp,
+                        received_at,
+                        self.options.max_message_bytes,
+                    );
+                    record.tls_peer.clone_from(&self.tls_peer);
+                    batch.push(record);
+                }
                 Err(error @ FramingError::InvalidLength { .. }) => {
                     self.ctx.metrics.framing_error(self.peer.addr, &error);
                     failed = true;

@@ -26,3 +26,4 @@ mod store_crash;
 mod store_disk;
 mod store_faults;
 mod validate;
+mod tls;

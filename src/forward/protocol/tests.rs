@@ -21,6 +21,7 @@ fn record(seq: u64) -> Record {
         source: "host-1".into(),
         raw: Bytes::from(format!("<13>1 - host-1 app - - - message {seq}")),
         lost_from: None,
+        tls_peer: (seq % 2 == 1).then(|| "client1.example.test".into()),
     }
 }
 
@@ -37,6 +38,7 @@ fn bare_record() -> Record {
         source: String::new().into(),
         raw: Bytes::new(),
         lost_from: None,
+        tls_peer: None,
     }
 }
 
@@ -207,7 +209,12 @@ fn bad_record_fields_are_refused() {
     // Offsets inside the payload: type 1, batch id 8, count 4, then the record.
     let record_start = 1 + 8 + 4;
     let lost_flag_at = record_start + 8 + 1 + 2 + 8;
-    let transport_at = lost_flag_at + 1 + 1;
+    // lost flag, peer flag, TLS peer flag (version 4), then the transport.
+    let tls_peer_flag_at = lost_flag_at + 1 + 1;
+    let transport_at = tls_peer_flag_at + 1;
+    let mut bad_tls_flag = payload.to_vec();
+    bad_tls_flag[tls_peer_flag_at] = 2;
+    check(&frame(&bad_tls_flag), Err("invalid tls peer flag: 2"));
     let mut bad_lost_flag = payload.to_vec();
     bad_lost_flag[lost_flag_at] = 2;
     check(&frame(&bad_lost_flag), Err("invalid lost flag: 2"));

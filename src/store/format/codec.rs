@@ -1,6 +1,7 @@
 //! Record encoding inside a frame payload: a length-prefixed body per record holding receive
 //! time, event time, origin, origin sequence, peer, transport, parse status, truncated flag,
-//! the first lost sequence of a gap marker and the raw bytes. The shard (source) is not stored per record: it is the shard's name,
+//! the first lost sequence of a gap marker, the sender's verified TLS identity (flag 32) and
+//! the raw bytes. The shard (source) is not stored per record: it is the shard's name,
 //! except for a source too long to name its shard (`shardname::shard_name`), whose records
 //! keep it (flag 16).
 //!
@@ -20,6 +21,9 @@ const FLAG_LOST: u8 = 8;
 /// The record's source name follows the peer (u32 length + bytes): its shard is named by a
 /// shortened form.
 const FLAG_SOURCE: u8 = 16;
+/// The sender's verified TLS identity follows the peer (and the source, if kept): u16 length +
+/// UTF-8, like the peer.
+const FLAG_TLS_PEER: u8 = 32;
 const FIXED: usize = 4 + 4 + 8 + 8;
 
 /// Longest origin or peer string a record may carry.
@@ -30,6 +34,10 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
     if record.origin.len() > MAX_NAME_BYTES
         || record
             .peer
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_NAME_BYTES)
+        || record
+            .tls_peer
             .as_ref()
             .is_some_and(|p| p.len() > MAX_NAME_BYTES)
     {
@@ -44,6 +52,9 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
     }
     if let Some(peer) = &record.peer {
         n += 2 + peer.len();
+    }
+    if let Some(tls_peer) = &record.tls_peer {
+        n += 2 + tls_peer.len();
     }
     Some(n)
 }
@@ -76,6 +87,9 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     if keep_source {
         flags |= FLAG_SOURCE;
     }
+    if record.tls_peer.is_some() {
+        flags |= FLAG_TLS_PEER;
+    }
     out[4] = flags;
     out[5] = record.transport as u8;
     out[6] = record.parse as u8;
@@ -101,6 +115,9 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
         out[at..at + 4].copy_from_slice(&(source.len() as u32).to_le_bytes());
         out[at + 4..at + 4 + source.len()].copy_from_slice(source);
         at += 4 + source.len();
+    }
+    if let Some(tls_peer) = &record.tls_peer {
+        at = put_str(out, at, tls_peer);
     }
     out[at..].copy_from_slice(&record.raw);
 }
@@ -206,6 +223,7 @@ fn get_str(rec: &[u8], at: usize) -> Result<(&[u8], usize), String> {
 pub struct DecodeShared {
     origin: SharedStr,
     peer: SharedStr,
+    tls_peer: SharedStr,
 }
 
 /// Decodes one record. `payload` is the whole frame payload (so `raw` can share it) and
@@ -218,7 +236,8 @@ pub fn decode(
 ) -> Result<Record, String> {
     let rec = &payload[range.clone()];
     let flags = rec[4];
-    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST | FLAG_SOURCE) != 0
+    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST | FLAG_SOURCE | FLAG_TLS_PEER)
+        != 0
         || rec[7] != 0
     {
         return Err(format!("unknown record flags {flags:#04x}"));
@@ -278,6 +297,15 @@ pub fn decode(
         source = Arc::from(std::str::from_utf8(name).map_err(|_| "source is not utf-8")?);
         at += 4 + len;
     }
+    let mut tls_peer = None;
+    if flags & FLAG_TLS_PEER != 0 {
+        let (p, next) = get_str(rec, at)?;
+        let p = (shared.tls_peer)
+            .get_utf8(p)
+            .map_err(|_| "tls peer is not utf-8".to_string())?;
+        tls_peer = Some(p);
+        at = next;
+    }
     Ok(Record {
         received_at_micros,
         event_time,
@@ -290,6 +318,7 @@ pub fn decode(
         source,
         raw: payload.slice(range.start + at..range.end),
         lost_from,
+        tls_peer,
     })
 }
 
@@ -313,6 +342,7 @@ pub(crate) mod tests {
             source: source.to_string().into(),
             raw: Bytes::from(raw.to_string()),
             lost_from: None,
+            tls_peer: None,
         }
     }
 
@@ -326,6 +356,7 @@ pub(crate) mod tests {
         // A gap marker, with and without an event time before its first lost sequence.
         let mut c = Record::gap_marker("n", 5, 9, 7);
         c.source = "h".into();
+        b.tls_peer = Some("client1.example.test".into());
         let mut d = c.clone();
         d.event_time = a.event_time;
         d.origin_seq = 12;
@@ -371,6 +402,7 @@ pub(crate) mod tests {
         let mut a = record(&"long-".repeat(30_000), "node-1", 3, "<13>1 hello");
         let b = record("short", "node-1", 4, "next");
         a.peer = None;
+        a.tls_peer = Some("sha-256:AB:CD".into());
         let mut payload = vec![0u8; encoded_len_keeping_source(&a).unwrap()];
         assert_eq!(payload.len(), encoded_len(&a).unwrap() + 4 + a.source.len());
         encode_into(&a, &mut payload);
