@@ -17,6 +17,7 @@ mod layering;
 mod logging;
 mod pipeline_bounds;
 mod prometheus;
+mod query;
 mod rsyslog;
 mod sandbox;
 mod shard_flood;
