@@ -8,7 +8,7 @@
 //! mapped to exit codes (2 for bad usage or configuration, 1 for everything else). Nothing
 //! below this module prints to stdout except through the values it returns.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub enum Command {
     /// Run a node: accept syslog, join the cluster, store (as master) or forward.
     Run(Box<RunArgs>),
     /// Print stored records.
-    Read(ReadArgs),
+    Read(Box<ReadArgs>),
     /// Check every segment of a data directory; exit 1 if anything is corrupt.
     Verify(VerifyArgs),
     /// Check a configuration file; exit 2 with the reason if it is invalid.
@@ -160,22 +160,60 @@ fn shard_by_parser() -> impl TypedValueParser<Value = ShardBy> {
 
 #[derive(Debug, Args)]
 pub struct ReadArgs {
-    #[arg(long, value_name = "DIR", default_value = "./starling-data")]
-    pub data_dir: PathBuf,
-    /// Only this source (shard), as shown by `verify`.
-    #[arg(long, value_name = "HOST")]
-    pub source: Option<String>,
-    /// Records received at or after T (RFC 3339, or relative: 15m, 1h, 2days).
+    /// Data directory; by default the one of `--config`, else of the packaged
+    /// /etc/starling/starling.toml if it exists, else ./starling-data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file whose `data-dir` to read.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only sources (shards) matching this glob, as shown by `verify` (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub source: Vec<String>,
+    /// Records received at or after T (RFC 3339, relative: 15m, 1h, 2days, or `now`).
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
-    /// Records received before T (RFC 3339, or relative).
+    /// Records received before T (RFC 3339, relative, or `now`).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
-    /// Keep printing records as they become durable.
+    /// Only records whose raw message contains TEXT.
+    #[arg(long, visible_alias = "grep", value_name = "TEXT")]
+    pub contains: Option<String>,
+    /// `--contains` ignores case.
+    #[arg(short = 'i', long)]
+    pub ignore_case: bool,
+    /// Only records whose raw message matches this regular expression (linear-time engine).
+    #[arg(long, value_name = "RE")]
+    pub regex: Option<String>,
+    /// Only records of this severity or more severe (`err`, `3`), or in a range (`warning..err`).
+    #[arg(long, value_name = "SEV")]
+    pub severity: Option<String>,
+    /// Only records whose APP-NAME matches this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub app: Vec<String>,
+    /// Only records received over this transport: udp, tcp or journal (repeatable).
+    #[arg(long, value_name = "T")]
+    pub transport: Vec<String>,
+    /// Print at most N records (0: all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: u64,
+    /// Newest first.
     #[arg(long)]
+    pub reverse: bool,
+    /// Keep printing records as they become durable: first the newest `-n` records (or,
+    /// with `--since`, the history from then), then new ones; stops at a future `--until`.
+    #[arg(short = 'f', long)]
     pub follow: bool,
+    /// With `--follow` and no `--since`: how many of the newest records to print first.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+    pub lines: u64,
+    /// `raw`: the message, one line per record (control characters escaped as rsyslog does,
+    /// `#012` for a newline); `json`: the documented record shape.
     #[arg(long, value_enum, default_value = "raw")]
     pub format: ReadFormat,
+    /// With `--format raw`: the stored bytes exactly, unescaped.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -252,7 +290,7 @@ pub fn main() -> ExitCode {
     let log_control = crate::logging::init();
     let result = match cli.command {
         Command::Run(args) => run(*args, &log_control),
-        Command::Read(args) => read(args),
+        Command::Read(args) => read(*args),
         Command::Verify(args) => verify(args),
         Command::Validate(args) => validate(args),
         Command::Status(args) => status(args),
@@ -584,126 +622,277 @@ fn validate(args: ValidateArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The packaged configuration file, read by `starling read` when neither `--data-dir` nor
+/// `--config` is given.
+pub const PACKAGED_CONFIG: &str = "/etc/starling/starling.toml";
+
+/// The data directory `read` reads: `--data-dir`, else `--config`'s, else the packaged
+/// configuration's if it exists, else ./starling-data.
+fn read_data_dir(args: &ReadArgs) -> Result<PathBuf, Failure> {
+    if let Some(dir) = &args.data_dir {
+        return Ok(dir.clone());
+    }
+    let packaged = std::path::Path::new(PACKAGED_CONFIG);
+    let config = match &args.config {
+        Some(path) => Some(path.as_path()),
+        None => packaged.exists().then_some(packaged),
+    };
+    match config {
+        Some(path) => Ok(Config::load(path).map_err(usage)?.data_dir),
+        None => Ok(PathBuf::from("./starling-data")),
+    }
+}
+
+/// `read`'s flags as the query parameters of `GET /v1/logs`: one parser for both.
+fn read_params(args: &ReadArgs) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut push = |name: &str, value: &str| pairs.push((name.to_string(), value.to_string()));
+    for (name, value) in [
+        ("since", &args.since),
+        ("until", &args.until),
+        ("contains", &args.contains),
+        ("regex", &args.regex),
+        ("severity", &args.severity),
+    ] {
+        if let Some(value) = value {
+            push(name, value);
+        }
+    }
+    if args.ignore_case {
+        push("case-sensitive", "false");
+    }
+    for (name, values) in [
+        ("source", &args.source),
+        ("app", &args.app),
+        ("transport", &args.transport),
+    ] {
+        for value in values {
+            push(name, value);
+        }
+    }
+    push("limit", &args.limit.to_string());
+    push("order", if args.reverse { "desc" } else { "asc" });
+    push(
+        "format",
+        match args.format {
+            ReadFormat::Raw => "raw",
+            ReadFormat::Json => "json",
+        },
+    );
+    if args.exact {
+        push("exact", "true");
+    }
+    pairs
+}
+
 fn read(args: ReadArgs) -> Result<ExitCode, Failure> {
     let now = chrono::Utc::now();
-    let since = args
-        .since
-        .as_deref()
-        .map(|text| crate::timespec::parse_time(text, now))
-        .transpose()
-        .map_err(|message| usage(anyhow::anyhow!("--since: {message}")))?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|text| crate::timespec::parse_time(text, now))
-        .transpose()
-        .map_err(|message| usage(anyhow::anyhow!("--until: {message}")))?;
-    if !args.data_dir.is_dir() {
+    let request = crate::query::parse_request(&read_params(&args), &[], now)
+        .map_err(|error| usage(anyhow::anyhow!("--{error}")))?;
+    let data_dir = read_data_dir(&args)?;
+    if !data_dir.is_dir() {
         return Err(usage(anyhow::anyhow!(
             "data directory {} does not exist",
-            args.data_dir.display()
+            data_dir.display()
         )));
     }
-    let options = crate::store::ReadOptions {
-        source: args.source.clone(),
-        since_micros: since,
-        until_micros: until,
-    };
-    let reader = crate::store::StoreReader::open(&args.data_dir)
-        .with_context(|| format!("cannot open data directory {}", args.data_dir.display()))?;
-    if let Some(source) = &args.source {
-        if !args.follow && !reader.shards().iter().any(|shard| &shard.source == source) {
-            return Err(usage(anyhow::anyhow!(
-                "no source named {source:?} in {}",
-                args.data_dir.display()
-            )));
-        }
+    let reader = crate::store::StoreReader::open(&data_dir)
+        .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
+    let filter = &request.query.filter;
+    if !args.source.is_empty()
+        && !args.follow
+        && !reader
+            .shards()
+            .iter()
+            .any(|shard| filter.source_matches(&shard.source))
+    {
+        return Err(usage(anyhow::anyhow!(
+            "no source named {} in {}",
+            args.source.join(" or "),
+            data_dir.display()
+        )));
     }
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let mut skipped = Skipped::default();
-    let outcome = (|| -> io::Result<()> {
-        if args.follow {
-            let mut follower = reader.follow(&options);
-            loop {
-                let items = follower.poll();
-                if items.is_empty() {
-                    out.flush()?;
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-                for item in items {
-                    print_item(&mut out, item, args.format, &mut skipped)?;
-                }
-            }
-        }
-        for item in reader.read(&options) {
-            print_item(&mut out, item, args.format, &mut skipped)?;
-        }
-        out.flush()
-    })();
-    match outcome {
-        Ok(()) => {}
+    let mut printer = Printer {
+        out: io::stdout().lock(),
+        buffer: Vec::with_capacity(256 * 1024),
+        format: request.format,
+        broken: None,
+    };
+    let now_micros = now.timestamp_micros();
+    let follow = args.follow && filter.until.is_none_or(|until| until > now_micros);
+    let summary = if follow {
+        read_follow(&reader, &args, request.query, now_micros, &mut printer)
+    } else {
+        let summary = crate::query::run(&reader, &request.query, &|| false, &mut |hit| {
+            printer.print(hit)
+        });
+        printer.flush();
+        summary
+    };
+    match printer.broken {
+        None => {}
         // A closed pipe (`starling read | head`) is a normal way to stop reading.
-        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-        Err(error) => {
+        Some(error) if error.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Some(error) => {
             return Err(anyhow::Error::new(error)
                 .context("cannot write to stdout")
                 .into())
         }
     }
-    if skipped.corrupt > 0 {
+    for problem in &summary.problems {
+        eprintln!("starling: {problem}");
+    }
+    if summary.corrupt > 0 {
         eprintln!(
             "starling: {} corrupt frame(s) skipped; run `starling verify`",
-            skipped.corrupt
+            summary.corrupt
         );
     }
-    if skipped.unreadable > 0 {
+    if summary.unreadable > 0 {
         eprintln!(
-            "starling: {} segment file(s) or shard(s) could not be read (I/O errors above)",
-            skipped.unreadable
+            "starling: {} segment file(s) or shard(s) could not be read",
+            summary.unreadable
         );
     }
-    if skipped.corrupt + skipped.unreadable > 0 {
+    if summary.returned == 0 && !follow {
+        eprintln!(
+            "starling: no records {} in {}",
+            describe_range(&args),
+            data_dir.display()
+        );
+    }
+    if summary.corrupt + summary.unreadable > 0 {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `read` skipped: corrupt frames, and files it could not open or read (an I/O error
-/// is not damage: the data may be fine, e.g. after EMFILE or EACCES).
-#[derive(Debug, Default)]
-struct Skipped {
-    corrupt: u64,
-    unreadable: u64,
+/// "received since 1h and matching the filters", for the empty-result message.
+fn describe_range(args: &ReadArgs) -> String {
+    let mut text = match (&args.since, &args.until) {
+        (None, None) => "stored".to_string(),
+        (Some(since), None) => format!("received since {since}"),
+        (None, Some(until)) => format!("received before {until}"),
+        (Some(since), Some(until)) => format!("received between {since} and {until}"),
+    };
+    let filtered = args.contains.is_some()
+        || args.regex.is_some()
+        || args.severity.is_some()
+        || !args.app.is_empty()
+        || !args.transport.is_empty()
+        || !args.source.is_empty();
+    if filtered {
+        text.push_str(" match the filters");
+    }
+    text
 }
 
-fn print_item(
-    out: &mut impl Write,
-    item: Result<crate::store::StoredRecord, crate::store::ReadError>,
-    format: ReadFormat,
-    skipped: &mut Skipped,
-) -> io::Result<()> {
-    match item {
-        Ok(stored) => match format {
-            ReadFormat::Raw => {
-                out.write_all(&stored.record.raw)?;
-                out.write_all(b"\n")
+/// `read --follow`: the history (with `--since`) or the newest `-n` records, both received
+/// before `start`, then every record received from `start` on as it becomes durable (the
+/// split by receive time means none is printed twice), until a future `--until` passes.
+fn read_follow(
+    reader: &crate::store::StoreReader,
+    args: &ReadArgs,
+    mut query: crate::query::Query,
+    start: i64,
+    printer: &mut Printer<impl Write>,
+) -> crate::query::Summary {
+    let until = query.filter.until;
+    let mut history = query.clone();
+    history.filter.until = Some(until.map_or(start, |until| until.min(start)));
+    let summary = if args.since.is_some() {
+        crate::query::run(reader, &history, &|| false, &mut |hit| printer.print(hit))
+    } else {
+        history.order = crate::query::Order::Desc;
+        history.limit = args.lines;
+        let mut newest = Vec::new();
+        let summary = if args.lines > 0 {
+            crate::query::run(reader, &history, &|| false, &mut |hit| {
+                newest.push(hit.clone());
+                true
+            })
+        } else {
+            crate::query::Summary::default()
+        };
+        for hit in newest.iter().rev() {
+            if !printer.print(hit) {
+                break;
             }
-            ReadFormat::Json => {
-                let parsed = parsed_fields(&stored.record);
-                let value = crate::render::record_json(stored.shard_seq, &stored.record, &parsed);
-                serde_json::to_writer(&mut *out, &value).map_err(io::Error::other)?;
-                out.write_all(b"\n")
+        }
+        summary
+    };
+    printer.flush();
+    query.filter.since = Some(start);
+    let options = crate::store::ReadOptions {
+        source: None,
+        since_micros: Some(start),
+        until_micros: until,
+    };
+    let mut follower = reader.follow(&options);
+    let mut items = Vec::new();
+    let mut printed = summary.returned;
+    // A record received just before `--until` may become durable a little later.
+    const COMMIT_GRACE_MICROS: i64 = 2_000_000;
+    while printer.broken.is_none() {
+        items.clear();
+        follower.poll_into(&mut items);
+        if items.is_empty() {
+            printer.flush();
+            if until.is_some_and(|until| {
+                chrono::Utc::now().timestamp_micros() > until + COMMIT_GRACE_MICROS
+            }) {
+                break;
             }
-        },
-        Err(error) => {
-            match error {
-                crate::store::ReadError::Corrupt { .. } => skipped.corrupt += 1,
-                crate::store::ReadError::Io { .. } => skipped.unreadable += 1,
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        for item in items.drain(..) {
+            match item {
+                Ok(stored) => {
+                    if let Some(hit) = query.filter.check(stored) {
+                        if query.limit > 0 && printed >= query.limit {
+                            return summary;
+                        }
+                        printer.print(&hit);
+                        printed += 1;
+                    }
+                }
+                Err(error) => eprintln!("starling: {error}"),
             }
-            eprintln!("starling: {error}");
-            Ok(())
+        }
+    }
+    summary
+}
+
+/// Writes records to stdout in `read`'s format, buffered; remembers a write error (and
+/// then refuses more, which stops the scan).
+struct Printer<W: Write> {
+    out: W,
+    buffer: Vec<u8>,
+    format: crate::query::Format,
+    broken: Option<io::Error>,
+}
+
+impl<W: Write> Printer<W> {
+    fn print(&mut self, hit: &crate::query::Hit) -> bool {
+        crate::query::output::write_hit(&mut self.buffer, hit, self.format);
+        if self.buffer.len() >= 128 * 1024 {
+            self.flush();
+        }
+        self.broken.is_none()
+    }
+
+    fn flush(&mut self) {
+        if self.broken.is_some() {
+            return;
+        }
+        let result = self
+            .out
+            .write_all(&self.buffer)
+            .and_then(|()| self.out.flush());
+        self.buffer.clear();
+        if let Err(error) = result {
+            self.broken = Some(error);
         }
     }
 }
@@ -743,19 +932,6 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
 /// A stored record's fields, re-derived from its raw bytes: journal entries by the export
 /// format, syslog by the parser. The event time printed is the one resolved at receive time
 /// and stored with the record, so the zone given to the parser here does not matter.
-fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
-    if record.parse == crate::record::ParseStatus::Journal {
-        return crate::journal::to_parsed(&record.raw);
-    }
-    let received_at =
-        chrono::DateTime::from_timestamp_micros(record.received_at_micros).unwrap_or_default();
-    let context = crate::parse::ParseContext {
-        received_at,
-        rfc3164_zone: crate::parse::Zone::Utc,
-    };
-    crate::parse::parse(&record.raw, &context)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@
 //! - `node`: wires a running node: opens the store, starts the listeners, the pipeline, the
 //!   cluster and the API, and drives shutdown; builds no metric and maps no config field.
 //! - `journal_upload`, `api`: HTTP (`POST /upload`; `/metrics`, `/healthz`, `/v1/status`).
+//! - `query`: reading stored records back (`GET /v1/logs` and `starling read`): one filter,
+//!   one scan engine, one output writer.
 //! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`), all of them
 //!   bound and run by `listener::syslog`.
 //! - `pipeline`: the one way every input's records reach the store (spool gate, append,
@@ -45,6 +47,7 @@ pub mod logging;
 pub mod node;
 pub mod parse;
 pub mod pipeline;
+pub mod query;
 pub mod record;
 pub mod render;
 pub mod store;

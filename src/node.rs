@@ -254,9 +254,12 @@ impl Node {
             );
             // Uploads wait until the cursors of the journal records already stored are known.
             upload.remember_stored(data_dir.clone());
+            let query_metrics = crate::query::http::QueryMetrics::register(&mut registry);
+            let logs = crate::query::http::LogsState::new(store_reader(&data_dir)?, query_metrics);
             let state =
                 crate::api::ApiState::new(Arc::new(registry)).with_status(cluster.status_fn());
             let mut router = crate::api::router(state).merge(crate::journal_upload::router(upload));
+            router = router.merge(crate::query::http::router(logs));
             if let Some(faults) = cluster.faults() {
                 router = router.merge(crate::api::fault_router(faults));
             }
@@ -359,4 +362,10 @@ pub fn local_host_name() -> String {
         .map(|name| name.trim().to_string())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "starling".to_string())
+}
+
+/// A reader of the node's own data directory, for the query API.
+fn store_reader(data_dir: &std::path::Path) -> anyhow::Result<crate::store::StoreReader> {
+    crate::store::StoreReader::open(data_dir)
+        .with_context(|| format!("cannot read the store in {}", data_dir.display()))
 }

@@ -41,9 +41,12 @@ pub fn optional_duration<'de, D: Deserializer<'de>>(
     duration(deserializer).map(Some)
 }
 
-/// Parses `text` into microseconds since the Unix epoch (UTC).
+/// Parses `text` (RFC 3339, relative, or `now`) into microseconds since the Unix epoch (UTC).
 pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<i64, String> {
     let trimmed = text.trim();
+    if trimmed == "now" {
+        return Ok(now.timestamp_micros());
+    }
     if let Ok(instant) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(instant.timestamp_micros());
     }
@@ -94,6 +97,7 @@ mod tests {
         check("15m", Ok("2026-11-26T11:45:00Z"));
         check("2days", Ok("2026-11-24T12:00:00Z"));
         check("90s ago", Ok("2026-11-26T11:58:30Z"));
+        check("now", Ok("2026-11-26T12:00:00Z"));
         check("yesterday", Err("neither"));
         check("", Err("neither"));
         check("2026-13-01T00:00:00Z", Err("neither"));

@@ -133,9 +133,16 @@ impl StoreReader {
     /// Records of the selected shards in `[since, until)` by receive time, merged across
     /// shards by receive time. Corrupt frames come as `Err` items; reading continues.
     pub fn read(&self, opts: &ReadOptions) -> ReadIter {
+        self.read_where(opts, |_| true)
+    }
+
+    /// `read` over the selected shards whose source name `keep` accepts (a query's source
+    /// patterns): the other shards are never opened.
+    pub fn read_where(&self, opts: &ReadOptions, keep: impl Fn(&str) -> bool) -> ReadIter {
         let iters: Vec<ShardIter> = self
             .selected(opts)
             .into_iter()
+            .filter(|(source, _)| keep(source))
             .map(|(source, dir)| ShardIter::new(&source, dir, opts))
             .collect();
         ReadIter {
@@ -256,6 +263,17 @@ impl ReadIter {
     pub fn peak_open_files(&self) -> usize {
         self.peak_open
     }
+
+    /// The oldest and newest receive times of the frames and sealed segments this read has
+    /// looked at so far, including those it skipped as outside the range; `None` if none.
+    /// Once the read is finished, the selected shards held nothing received outside these
+    /// bounds when it ran (every segment's footer or every frame was looked at).
+    pub fn recv_bounds_seen(&self) -> Option<(i64, i64)> {
+        self.iters
+            .iter()
+            .filter_map(|iter| iter.recv_seen)
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    }
 }
 
 impl Iterator for ReadIter {
@@ -301,6 +319,8 @@ pub(crate) struct ShardIter {
     next_base: u64,
     /// Set when the scan reached the end of the last listed segment without a seal.
     resume: Option<(u64, u64, u64)>,
+    /// The oldest `min_recv` and newest `max_recv` of the frames and footers looked at.
+    recv_seen: Option<(i64, i64)>,
 }
 
 impl ShardIter {
@@ -333,6 +353,7 @@ impl ShardIter {
             out,
             next_base: 0,
             resume: None,
+            recv_seen: None,
         }
     }
 
@@ -343,6 +364,13 @@ impl ShardIter {
             next_base: self.resume.map_or(self.next_base, |(base, ..)| base),
             resume: self.resume,
         }
+    }
+
+    fn saw(&mut self, min: i64, max: i64) {
+        self.recv_seen = Some(match self.recv_seen {
+            None => (min, max),
+            Some((a, b)) => (a.min(min), b.max(max)),
+        });
     }
 
     /// Whether a segment file is open.
@@ -457,6 +485,9 @@ impl ShardIter {
             self.expected = None;
             if let Ok(Some((data_end, footer))) = read_footer(&scanner_src(&scanner), header.nonce)
             {
+                if footer.num_records > 0 {
+                    self.saw(footer.min_recv, footer.max_recv);
+                }
                 if footer.num_records > 0
                     && (footer.max_recv < self.since || footer.min_recv >= self.until)
                 {
@@ -495,6 +526,7 @@ impl ShardIter {
                 header,
                 payload,
             })) => {
+                self.saw(header.min_recv, header.max_recv);
                 if header.max_recv < self.since || header.min_recv >= self.until {
                     return;
                 }
