@@ -43,6 +43,7 @@ fn record(i: u64) -> Record {
             i % 8
         )),
         lost_from: None,
+        file: None,
     }
 }
 

@@ -44,6 +44,7 @@ fn record(i: u64, source: &str) -> Record {
         source: source.to_string().into(),
         raw: Bytes::from(raw),
         lost_from: None,
+        file: None,
     }
 }
 

@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// Gossip address announced to others (`cluster.gossip-advertise`).
     #[arg(long, value_name = "ADDR")]
     pub gossip_advertise: Option<String>,
+    /// A local file to tail, as an absolute glob (repeatable; one `[[input.file]]` table
+    /// with its defaults each).
+    #[arg(long, value_name = "GLOB")]
+    pub file: Vec<String>,
     /// Seed node gossip address, HOST:PORT (repeatable; `cluster.seeds`).
     #[arg(long, value_name = "ADDR")]
     pub seed: Vec<String>,
@@ -319,6 +323,10 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), String> {
     }
     listeners(&mut config.syslog.udp, &args.syslog_udp, "syslog.udp")?;
     listeners(&mut config.syslog.tcp, &args.syslog_tcp, "syslog.tcp")?;
+    for glob in &args.file {
+        let input = config::FileInput::from_glob(glob).map_err(|error| error.to_string())?;
+        config.input.file.push(input);
+    }
     let cluster = &mut config.cluster;
     parsed(
         &mut cluster.gossip,
@@ -575,6 +583,16 @@ fn status(args: StatusArgs) -> Result<ExitCode, Failure> {
 fn parsed_fields(record: &crate::record::Record) -> crate::parse::Parsed {
     if record.parse == crate::record::ParseStatus::Journal {
         return crate::journal::to_parsed(&record.raw);
+    }
+    if let Some(file) = &record.file {
+        let mut parsed =
+            crate::parse::Parsed::unparsed(String::from_utf8_lossy(&record.raw).into());
+        parsed.pri = Some(file.pri);
+        parsed.facility = Some(file.pri >> 3);
+        parsed.severity = Some(file.pri & 7);
+        parsed.hostname = Some(record.source.to_string());
+        parsed.app_name = Some(file.app_name.to_string());
+        return parsed;
     }
     let received_at =
         chrono::DateTime::from_timestamp_micros(record.received_at_micros).unwrap_or_default();

@@ -152,6 +152,7 @@ pub fn build_record_from(
         source,
         raw,
         lost_from: None,
+        file: None,
     }
 }
 

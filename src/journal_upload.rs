@@ -572,6 +572,7 @@ impl UploadState {
             ),
             raw: entry.raw,
             lost_from: None,
+            file: None,
         })
     }
 }
@@ -795,6 +796,7 @@ mod tests {
             source: Arc::from("host1"),
             raw: bytes::Bytes::from(format!("<13>spooled {i}")),
             lost_from: None,
+            file: None,
         }
     }
 

@@ -8,6 +8,9 @@
 //! - `node`: wires a running node: opens the store, starts the listeners, the pipeline, the
 //!   cluster and the API, and drives shutdown; builds no metric and maps no config field.
 //! - `journal_upload`, `api`: HTTP (`POST /upload`; `/metrics`, `/healthz`, `/v1/status`).
+//! - `input_file`: local files as an input (`[[input.file]]`): tailing with rotation and
+//!   truncation, read positions recovered from the store's file records; imports
+//!   `pipeline`, `config`, `store` (its reader) and `record`.
 //! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`), all of them
 //!   bound and run by `listener::syslog`.
 //! - `pipeline`: the one way every input's records reach the store (spool gate, append,
@@ -36,6 +39,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzzcheck;
 pub mod ingest;
+pub mod input_file;
 pub mod journal;
 pub mod journal_upload;
 pub mod listener;

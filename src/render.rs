@@ -53,6 +53,12 @@ pub fn record_json(_stored_shard_seq: u64, record: &Record, parsed: &Parsed) -> 
         object.insert("raw_base64".into(), json!(encoded));
     }
     object.insert("truncated".into(), json!(record.truncated));
+    let file = record.file.as_deref();
+    object.insert(
+        "file".into(),
+        json!(file.map(|f| String::from_utf8_lossy(&f.path))),
+    );
+    object.insert("offset".into(), json!(file.map(|f| f.offset)));
     Value::Object(object)
 }
 
@@ -88,7 +94,7 @@ fn structured_data_json(elements: &[SdElement]) -> Value {
 /// The keys of the documented JSON record shape (README), in its order: what the tests hold the
 /// renderer (and the real binary's output) to. The renderer does not use this list.
 #[doc(hidden)]
-pub const JSON_KEYS: [&str; 20] = [
+pub const JSON_KEYS: [&str; 22] = [
     "received_at",
     "source",
     "origin",
@@ -109,6 +115,8 @@ pub const JSON_KEYS: [&str; 20] = [
     "message",
     "raw",
     "truncated",
+    "file",
+    "offset",
 ];
 
 #[cfg(test)]
@@ -139,6 +147,7 @@ mod tests {
             source: "web1".into(),
             raw: Bytes::copy_from_slice(raw),
             lost_from: None,
+            file: None,
         };
         (record, parsed)
     }
@@ -180,7 +189,9 @@ mod tests {
                 ],
                 "message": "hello",
                 "raw": String::from_utf8_lossy(raw),
-                "truncated": false
+                "truncated": false,
+                "file": null,
+                "offset": null
             })
         );
     }

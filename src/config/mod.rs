@@ -30,8 +30,10 @@ use crate::ingest::{IngestConfig, ShardBy};
 use crate::parse::Zone;
 use crate::store::StoreConfig;
 
+mod input;
 mod value;
 
+pub use input::{parse_glob, FileInput, Glob, InputSection, StartAt, DEFAULT_MAX_LINE_BYTES};
 use value::{de, invalid};
 pub use value::{
     parse_address, parse_listeners, parse_optional_address, parse_value, parse_zone,
@@ -50,6 +52,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub api: ApiSection,
     pub log: LogSection,
+    /// `[input]`: `[[input.file]]` tables of files to tail.
+    pub input: InputSection,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             api: ApiSection::default(),
             log: LogSection::default(),
+            input: InputSection::default(),
         }
     }
 }
@@ -510,6 +515,9 @@ impl Config {
                 "api.upload-max-journals",
                 "must be at least 1".into(),
             ));
+        }
+        for file in &self.input.file {
+            input::validate_file_input(file)?;
         }
         Ok(())
     }

@@ -113,6 +113,7 @@ impl Node {
                     source: format!("host-{}", i % 2).into(),
                     raw: Bytes::from(format!("{} says {}", self.id, chunk * 100 + i)),
                     lost_from: None,
+                    file: None,
                 })
                 .collect();
             append_durable(&self.store.handle(), records).await;

@@ -571,6 +571,7 @@ impl Reader {
             source,
             raw,
             lost_from,
+            file: None,
         })
     }
 }

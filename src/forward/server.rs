@@ -460,6 +460,7 @@ mod tests {
             source: "h".into(),
             raw: Bytes::from_static(b"x"),
             lost_from: None,
+            file: None,
         }
     }
 

@@ -86,6 +86,7 @@ pub(super) fn message(i: u64) -> Record {
             "x".repeat((i % 50) as usize)
         )),
         lost_from: None,
+        file: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn check_render(data: &[u8], parsed: &Parsed) {
         source: "fuzz".into(),
         raw: Bytes::copy_from_slice(data),
         lost_from: None,
+        file: None,
     };
     let json = record_json(0, &record, parsed);
     let raw_back = match json.get("raw_base64") {

@@ -95,6 +95,7 @@ mod tests {
                     source: "fuzz".into(),
                     raw: bytes::Bytes::from(format!("record {i} {k}")),
                     lost_from: None,
+                    file: None,
                 })
                 .collect();
             store

@@ -378,6 +378,7 @@ mod tests {
             source: Arc::from("host1"),
             raw: bytes::Bytes::from(format!("MESSAGE=entry {i}\n")),
             lost_from: None,
+            file: None,
         }
     }
 

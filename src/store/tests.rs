@@ -27,6 +27,7 @@ pub(crate) fn rec(source: &str, origin: &str, origin_seq: u64, t: i64, raw: &str
         source: source.to_string().into(),
         raw: Bytes::from(raw.to_string()),
         lost_from: None,
+        file: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn forwarded(seq: u64) -> Record {
         source: "host-b".into(),
         raw: Bytes::from(format!("record {seq}")),
         lost_from: None,
+        file: None,
     }
 }
 

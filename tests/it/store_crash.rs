@@ -34,6 +34,7 @@ fn record(source: &str, origin: &str, origin_seq: u64, i: u64) -> Record {
             "p".repeat((i % 97) as usize)
         )),
         lost_from: None,
+        file: None,
     }
 }
 

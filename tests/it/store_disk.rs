@@ -24,6 +24,7 @@ fn record(i: u64) -> Record {
         source: "full".into(),
         raw: Bytes::from(vec![b'x'; 1000]),
         lost_from: None,
+        file: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn record(seq: u64) -> Record {
         source: "host-1".into(),
         raw: Bytes::from(format!("<13>1 - host-1 app - - - message {seq}")),
         lost_from: None,
+        file: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn bare_record() -> Record {
         source: String::new().into(),
         raw: Bytes::new(),
         lost_from: None,
+        file: None,
     }
 }
 
