@@ -17,15 +17,12 @@ pub enum LostReason {
     /// The file was truncated (copytruncate, `> file`) before its tail was read, and no
     /// rotated copy held it.
     Truncate,
-    /// The file was deleted before it was read to its end.
-    Deleted,
 }
 
 impl LostReason {
     pub fn as_str(self) -> &'static str {
         match self {
             LostReason::Truncate => "truncate",
-            LostReason::Deleted => "deleted",
         }
     }
 }
@@ -45,6 +42,10 @@ pub struct FileMetrics {
 impl FileMetrics {
     pub fn register(registry: &mut Registry) -> FileMetrics {
         let metrics = FileMetrics::default();
+        // Every reason is present from the start (0 until something is lost).
+        for reason in [LostReason::Truncate] {
+            metrics.lost(reason, 0);
+        }
         registry.register(
             "starling_file_watched",
             "Files the file input has open (tailed, or rotated and still being drained)",

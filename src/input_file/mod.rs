@@ -17,6 +17,9 @@ pub mod metrics;
 pub mod positions;
 pub mod tail;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,8 +34,6 @@ use crate::record::Transport;
 pub use metrics::FileMetrics;
 pub use tail::{BatchLimits, FileStatus, TailInput, Tailer};
 
-/// How often the globs are expanded again to find new files.
-const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 /// First wait before a batch the store failed is submitted again (doubling up to 5 s).
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 
@@ -164,11 +165,14 @@ fn run(
         positions.sources_seen,
         start.metrics.clone(),
     );
+    tailer.set_newest_by_path(positions.newest_by_path);
     tailer.discover(true);
     let mut last_discovery = Instant::now();
     let limits = BatchLimits::default();
     while !cancel.is_cancelled() {
-        if last_discovery.elapsed() >= DISCOVERY_INTERVAL {
+        // The globs are expanded again every poll interval: a file created and rotated away
+        // before any discovery saw it would never be read.
+        if last_discovery.elapsed() >= poll {
             tailer.discover(false);
             last_discovery = Instant::now();
         }

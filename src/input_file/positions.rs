@@ -24,6 +24,8 @@ pub type FileKey = (u64, u64);
 pub struct Positions {
     /// The newest durable line of each file identity.
     pub by_key: HashMap<FileKey, Arc<FileOrigin>>,
+    /// The receive time of the newest durable line of each path (µs).
+    pub newest_by_path: HashMap<bytes::Bytes, i64>,
     /// Sources with at least one file record: their inputs are not at their first start.
     pub sources_seen: HashSet<String>,
     /// Records read to find them (all windows together).
@@ -75,6 +77,11 @@ pub fn recover(
                 }
                 let Some(file) = record.file else { continue };
                 found.sources_seen.insert(record.source.to_string());
+                let newest = found
+                    .newest_by_path
+                    .entry(file.path.clone())
+                    .or_insert(i64::MIN);
+                *newest = (*newest).max(record.received_at_micros);
                 // Append order within a shard: the later record is the newer position.
                 found.by_key.insert((file.dev, file.ino), file);
             }
@@ -83,6 +90,7 @@ pub fn recover(
         positions.unreadable = found.unreadable;
         positions.by_key = found.by_key;
         positions.sources_seen = found.sources_seen;
+        positions.newest_by_path = found.newest_by_path;
         let complete = wanted.iter().all(|key| positions.by_key.contains_key(key))
             && sources.iter().all(|s| positions.sources_seen.contains(s));
         if complete {

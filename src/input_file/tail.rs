@@ -28,13 +28,15 @@ use bytes::Bytes;
 
 use super::metrics::{FileMetrics, LostReason};
 use super::positions::FileKey;
-use crate::config::{FileInput, StartAt};
+use crate::config::{FileInput, Glob, StartAt};
 use crate::record::{FileOrigin, ParseStatus, Record, Transport};
 
 /// Bytes of a file's head its fingerprint covers.
 pub const FINGERPRINT_BYTES: u64 = 1024;
 /// Bytes read from one file in one pass (fairness between files).
 const READ_PER_FILE: usize = 1 << 20;
+/// Remembered positions of released files kept before gone ones are forgotten.
+const MEMORY_PRUNE_AT: usize = 10_000;
 /// Bytes of one `pread`.
 const CHUNK: usize = 64 * 1024;
 
@@ -87,6 +89,32 @@ struct Tracked {
     last_growth: Instant,
 }
 
+impl Tracked {
+    /// Its position as a stored line would carry it.
+    fn position(&self, key: FileKey) -> Arc<FileOrigin> {
+        Arc::new(FileOrigin {
+            path: self.path_bytes.clone(),
+            offset: self.line_start,
+            dev: key.0,
+            ino: key.1,
+            fingerprint: self.fingerprint,
+            fingerprint_len: self.fingerprint_len,
+            pri: 0,
+            app_name: self.app_name.clone(),
+            partial: false,
+        })
+    }
+}
+
+/// What is known of a file's head when it is found truncated: where its unread bytes
+/// start, how far it was seen, and its fingerprint before.
+struct Head {
+    from: u64,
+    seen: u64,
+    fingerprint: u32,
+    fingerprint_len: u32,
+}
+
 /// A file's position for `/v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FileStatus {
@@ -103,6 +131,8 @@ pub struct Tailer {
     files: HashMap<FileKey, Tracked>,
     /// Positions recovered from the store, used when a file is first opened.
     memory: HashMap<FileKey, Arc<FileOrigin>>,
+    /// Receive time of the newest stored line of each path (from the store, at start).
+    newest_by_path: HashMap<Bytes, i64>,
     /// Sources with file records in the store already (their inputs are past their first
     /// start, so `start-at` no longer applies).
     sources_seen: HashSet<String>,
@@ -129,6 +159,48 @@ fn fingerprint_of(file: &File, len: u64) -> std::io::Result<Option<u32>> {
         at += n;
     }
     Ok(Some(crc32fast::hash(&buf)))
+}
+
+fn match_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    }
+}
+
+/// The paths `glob` matches: its literal leading directories, then a walk as deep as its
+/// other components (any depth with `**`), matching names that need not be UTF-8 (a
+/// wildcard matches a byte that is not, as U+FFFD).
+fn expand(glob: &Glob) -> Vec<PathBuf> {
+    let text = &glob.text;
+    let components: Vec<&str> = text.split('/').filter(|c| !c.is_empty()).collect();
+    let wild = |c: &&str| c.contains(['*', '?', '[']);
+    let literal = components.iter().take_while(|c| !wild(c)).count();
+    if literal == components.len() {
+        return vec![PathBuf::from(text)];
+    }
+    let base: PathBuf = std::iter::once("/")
+        .chain(components[..literal].iter().copied())
+        .collect();
+    let rest = &components[literal..];
+    let depth = if rest.iter().any(|c| c.contains("**")) {
+        usize::MAX
+    } else {
+        rest.len()
+    };
+    walkdir::WalkDir::new(&base)
+        .min_depth(1)
+        .max_depth(depth)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| !entry.file_type().is_dir())
+        .map(walkdir::DirEntry::into_path)
+        .filter(|path| {
+            glob.pattern
+                .matches_with(&path.to_string_lossy(), match_options())
+        })
+        .collect()
 }
 
 fn file_stem(path: &Path) -> Arc<str> {
@@ -158,10 +230,17 @@ impl Tailer {
             origin,
             files: HashMap::new(),
             memory,
+            newest_by_path: HashMap::new(),
             sources_seen,
             metrics,
             order: Vec::new(),
         }
+    }
+
+    /// Tells the receive time of the newest stored line of each path (from the store), so
+    /// that at start a rotated file written after it but never read is found.
+    pub fn set_newest_by_path(&mut self, newest: HashMap<Bytes, i64>) {
+        self.newest_by_path = newest;
     }
 
     /// Every file the globs match now, with its identity (first input wins a file matched
@@ -171,16 +250,12 @@ impl Tailer {
         let mut seen = HashSet::new();
         for (index, input) in self.inputs.iter().enumerate() {
             for glob in &input.config.paths {
-                let Ok(paths) = glob::glob(&glob.text) else {
-                    continue;
-                };
-                for path in paths.flatten() {
-                    if input
-                        .config
-                        .exclude
-                        .iter()
-                        .any(|ex| ex.pattern.matches_path(&path))
-                    {
+                for path in expand(glob) {
+                    let excluded = input.config.exclude.iter().any(|ex| {
+                        ex.pattern
+                            .matches_with(&path.to_string_lossy(), match_options())
+                    });
+                    if excluded {
                         continue;
                     }
                     let Ok(meta) = std::fs::metadata(&path) else {
@@ -213,6 +288,7 @@ impl Tailer {
         }
         if at_start {
             self.find_renamed();
+            self.find_unread_rotations();
         }
         self.metrics.files.set(self.files.len() as i64);
     }
@@ -273,6 +349,86 @@ impl Tailer {
         }
     }
 
+    /// Rotated siblings (`NAME.*`, not compressed) of a path with stored lines that are not
+    /// open, have no stored position and were modified after that path's newest stored line:
+    /// a file renamed away while the node was down before any of its lines was durable. They
+    /// are read from their start.
+    fn find_unread_rotations(&mut self) {
+        let paths: Vec<(usize, PathBuf, i64)> = self
+            .newest_by_path
+            .iter()
+            .map(|(path, newest)| {
+                let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
+                let input = self
+                    .inputs
+                    .iter()
+                    .position(|input| {
+                        let text = path.to_string_lossy();
+                        let options = match_options();
+                        input
+                            .config
+                            .paths
+                            .iter()
+                            .any(|g| g.pattern.matches_with(&text, options))
+                    })
+                    .unwrap_or(0);
+                (input, path, *newest)
+            })
+            .collect();
+        for (input, path, newest) in paths {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let mut prefix = name.as_bytes().to_vec();
+            prefix.push(b'.');
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let entry_name = entry.file_name();
+                let bytes = entry_name.as_bytes();
+                let compressed = [&b".gz"[..], b".bz2", b".xz", b".zst", b".lz4"]
+                    .iter()
+                    .any(|ext| bytes.ends_with(ext));
+                if !bytes.starts_with(&prefix) || compressed {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let key = (meta.dev(), meta.ino());
+                // Written, or renamed (ctime), after the path's newest stored line.
+                let modified = (meta.mtime() * 1_000_000 + meta.mtime_nsec() / 1000)
+                    .max(meta.ctime() * 1_000_000 + meta.ctime_nsec() / 1000);
+                if !meta.is_file()
+                    || self.files.contains_key(&key)
+                    || self.memory.contains_key(&key)
+                    || modified <= newest
+                {
+                    continue;
+                }
+                let rotated = entry.path();
+                // A copy of a known file (copytruncate) is not unread: its head is known.
+                let is_copy = File::open(&rotated).is_ok_and(|file| {
+                    self.memory.values().any(|o| {
+                        fingerprint_of(&file, u64::from(o.fingerprint_len))
+                            .ok()
+                            .flatten()
+                            == Some(o.fingerprint)
+                    })
+                });
+                if is_copy {
+                    continue;
+                }
+                tracing::info!(
+                    path = %rotated.display(),
+                    "reading a file rotated while the node was down before any of its lines was stored"
+                );
+                if let Err(error) = self.open(input, &rotated, key, false, true) {
+                    tracing::warn!(path = %rotated.display(), %error, "cannot open a rotated file");
+                }
+            }
+        }
+    }
+
     fn source_of(&self, _origin: &FileOrigin) -> Arc<str> {
         self.inputs
             .first()
@@ -297,10 +453,15 @@ impl Tailer {
         let size = meta.len();
         let config = &self.inputs[input].config;
         let mut start = 0;
+        let mut rewritten = None;
         if let Some(origin) = self.memory.get(&key) {
             let len = u64::from(origin.fingerprint_len);
             if fingerprint_of(&file, len)? == Some(origin.fingerprint) && origin.offset <= size {
                 start = origin.offset;
+            } else {
+                // Truncated or rewritten while the node was down (copytruncate): its unread
+                // tail may be in a rotated copy.
+                rewritten = Some(origin.clone());
             }
         } else if at_start
             && config.start_at == StartAt::End
@@ -335,6 +496,16 @@ impl Tailer {
             },
         );
         self.order.push(key);
+        if let Some(origin) = rewritten {
+            self.metrics.truncations.inc();
+            let head = Head {
+                from: origin.offset,
+                seen: origin.offset,
+                fingerprint: origin.fingerprint,
+                fingerprint_len: origin.fingerprint_len,
+            };
+            self.recover_from_copy(key, input, &head)?;
+        }
         Ok(())
     }
 
@@ -374,10 +545,14 @@ impl Tailer {
             }
         }
         for key in released {
-            self.files.remove(&key);
-            self.memory.remove(&key);
+            if let Some(tracked) = self.files.remove(&key) {
+                // Remembered as read to its end: matched again (a glob that also matches
+                // rotated names), it is not read twice.
+                self.memory.insert(key, tracked.position(key));
+            }
             self.order.retain(|k| *k != key);
         }
+        self.prune_memory();
         // Start the next pass after the first file of this one.
         if !self.order.is_empty() {
             self.order.rotate_left(1);
@@ -432,60 +607,17 @@ impl Tailer {
     /// else count it lost; read the file again from its start.
     fn truncated(&mut self, key: FileKey, size: u64) -> std::io::Result<()> {
         self.metrics.truncations.inc();
-        let (dir, from, seen, fingerprint, fingerprint_len, input) = {
+        let (head, input) = {
             let t = &self.files[&key];
-            (
-                t.path.parent().map(Path::to_path_buf),
-                t.line_start,
-                t.size_seen.max(t.pos),
-                t.fingerprint,
-                t.fingerprint_len,
-                t.input,
-            )
+            let head = Head {
+                from: t.line_start,
+                seen: t.size_seen.max(t.pos),
+                fingerprint: t.fingerprint,
+                fingerprint_len: t.fingerprint_len,
+            };
+            (head, t.input)
         };
-        let mut copy = None;
-        if let Some(dir) = dir {
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    let Ok(meta) = entry.metadata() else { continue };
-                    let candidate = (meta.dev(), meta.ino());
-                    if !meta.is_file() || candidate == key || meta.len() < from {
-                        continue;
-                    }
-                    if self.files.contains_key(&candidate) {
-                        continue;
-                    }
-                    let Ok(file) = File::open(entry.path()) else {
-                        continue;
-                    };
-                    if fingerprint_of(&file, u64::from(fingerprint_len))? == Some(fingerprint) {
-                        copy = Some((entry.path(), candidate, meta.len()));
-                        break;
-                    }
-                }
-            }
-        }
-        let lost = match &copy {
-            Some((_, _, copy_len)) => seen.saturating_sub(*copy_len),
-            None => seen.saturating_sub(from),
-        };
-        if lost > 0 {
-            self.metrics.lost(LostReason::Truncate, lost);
-        }
-        tracing::warn!(
-            path = %self.files[&key].path.display(),
-            from,
-            lost,
-            copy = ?copy.as_ref().map(|c| c.0.display().to_string()),
-            "tailed file truncated; reading it again from its start"
-        );
-        if let Some((path, copy_key, _)) = copy {
-            self.open(input, &path, copy_key, false, true)?;
-            if let Some(copied) = self.files.get_mut(&copy_key) {
-                copied.pos = from;
-                copied.line_start = from;
-            }
-        }
+        self.recover_from_copy(key, input, &head)?;
         let tracked = self.files.get_mut(&key).expect("tracked");
         tracked.pos = 0;
         tracked.line_start = 0;
@@ -495,6 +627,65 @@ impl Tailer {
         let len = size.min(FINGERPRINT_BYTES);
         tracked.fingerprint = fingerprint_of(&tracked.file, len)?.unwrap_or(0);
         tracked.fingerprint_len = len as u32;
+        Ok(())
+    }
+
+    /// The bytes of `key` from `head.from` on that were not read before it was truncated:
+    /// read from a rotated copy in the same directory whose first bytes match (opened as a
+    /// rotated file at `head.from`), else counted lost (as far as `head.seen` tells).
+    fn recover_from_copy(
+        &mut self,
+        key: FileKey,
+        input: usize,
+        head: &Head,
+    ) -> std::io::Result<()> {
+        let path = self.files[&key].path.clone();
+        let mut copy = None;
+        if let Some(dir) = path.parent() {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let candidate = (meta.dev(), meta.ino());
+                    if !meta.is_file() || candidate == key || meta.len() < head.from {
+                        continue;
+                    }
+                    if self.files.contains_key(&candidate) {
+                        continue;
+                    }
+                    let Ok(file) = File::open(entry.path()) else {
+                        continue;
+                    };
+                    let len = u64::from(head.fingerprint_len);
+                    if fingerprint_of(&file, len)? == Some(head.fingerprint) {
+                        copy = Some((entry.path(), candidate, meta.len()));
+                        break;
+                    }
+                }
+            }
+        }
+        let lost = match &copy {
+            Some((_, _, copy_len)) => head.seen.saturating_sub(*copy_len),
+            None => head.seen.saturating_sub(head.from),
+        };
+        if lost > 0 {
+            self.metrics.lost(LostReason::Truncate, lost);
+        }
+        tracing::warn!(
+            path = %path.display(),
+            from = head.from,
+            lost,
+            copy = ?copy.as_ref().map(|c| c.0.display().to_string()),
+            "tailed file truncated; reading it again from its start"
+        );
+        if let Some((copy_path, copy_key, _)) = copy {
+            // A copy already read from before a restart resumes at its own position.
+            let resumed = self.memory.contains_key(&copy_key);
+            self.open(input, &copy_path, copy_key, false, true)?;
+            if let Some(copied) = self.files.get_mut(&copy_key).filter(|_| !resumed) {
+                copied.pos = head.from;
+                copied.line_start = head.from;
+            }
+        }
         Ok(())
     }
 
@@ -530,6 +721,19 @@ impl Tailer {
             emit.line(key, tracked, end, true, batch);
         }
         true
+    }
+
+    /// Forgets remembered positions of files that are gone, once there are many.
+    fn prune_memory(&mut self) {
+        if self.memory.len() <= MEMORY_PRUNE_AT + self.files.len() {
+            return;
+        }
+        let files = &self.files;
+        self.memory.retain(|key, origin| {
+            let path = Path::new(std::ffi::OsStr::from_bytes(&origin.path));
+            files.contains_key(key)
+                || std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == *key)
+        });
     }
 
     /// Each open file's position, for `/v1/status`.
