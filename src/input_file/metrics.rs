@@ -43,9 +43,7 @@ impl FileMetrics {
     pub fn register(registry: &mut Registry) -> FileMetrics {
         let metrics = FileMetrics::default();
         // Every reason is present from the start (0 until something is lost).
-        for reason in [LostReason::Truncate] {
-            metrics.lost(reason, 0);
-        }
+        metrics.lost(LostReason::Truncate, 0);
         registry.register(
             "starling_file_watched",
             "Files the file input has open (tailed, or rotated and still being drained)",

@@ -166,6 +166,7 @@ fn run(
         start.metrics.clone(),
     );
     tailer.set_newest_by_path(positions.newest_by_path);
+    tailer.set_heads(positions.heads);
     tailer.discover(true);
     let mut last_discovery = Instant::now();
     let limits = BatchLimits::default();

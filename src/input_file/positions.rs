@@ -26,6 +26,9 @@ pub struct Positions {
     pub by_key: HashMap<FileKey, Arc<FileOrigin>>,
     /// The receive time of the newest durable line of each path (µs).
     pub newest_by_path: HashMap<bytes::Bytes, i64>,
+    /// Every file head stored lines were read under: fingerprint length → fingerprints. A
+    /// file whose head is one of them is a copy of a file already read (copytruncate).
+    pub heads: HashMap<u32, HashSet<u32>>,
     /// Sources with at least one file record: their inputs are not at their first start.
     pub sources_seen: HashSet<String>,
     /// Records read to find them (all windows together).
@@ -83,6 +86,7 @@ pub fn recover(
                     .or_insert(i64::MIN);
                 *newest = (*newest).max(record.received_at_micros);
                 // Append order within a shard: the later record is the newer position.
+                (found.heads.entry(file.fingerprint_len).or_default()).insert(file.fingerprint);
                 found.by_key.insert((file.dev, file.ino), file);
             }
         }
@@ -91,6 +95,7 @@ pub fn recover(
         positions.by_key = found.by_key;
         positions.sources_seen = found.sources_seen;
         positions.newest_by_path = found.newest_by_path;
+        positions.heads = found.heads;
         let complete = wanted.iter().all(|key| positions.by_key.contains_key(key))
             && sources.iter().all(|s| positions.sources_seen.contains(s));
         if complete {

@@ -82,8 +82,9 @@ struct Tracked {
     pending: Vec<u8>,
     /// The pending line is over `max-line-bytes`: the rest is skipped up to its terminator.
     skipping: bool,
-    /// The file's size when last looked at.
+    /// The file's size and modification time when last looked at.
     size_seen: u64,
+    mtime_seen: (i64, i64),
     /// Renamed away or deleted (or a rotated copy being drained): since when.
     rotated: Option<Instant>,
     last_growth: Instant,
@@ -133,6 +134,8 @@ pub struct Tailer {
     memory: HashMap<FileKey, Arc<FileOrigin>>,
     /// Receive time of the newest stored line of each path (from the store, at start).
     newest_by_path: HashMap<Bytes, i64>,
+    /// Heads (fingerprint length → fingerprints) of files stored lines were read from.
+    heads: HashMap<u32, HashSet<u32>>,
     /// Sources with file records in the store already (their inputs are past their first
     /// start, so `start-at` no longer applies).
     sources_seen: HashSet<String>,
@@ -231,6 +234,7 @@ impl Tailer {
             files: HashMap::new(),
             memory,
             newest_by_path: HashMap::new(),
+            heads: HashMap::new(),
             sources_seen,
             metrics,
             order: Vec::new(),
@@ -241,6 +245,12 @@ impl Tailer {
     /// that at start a rotated file written after it but never read is found.
     pub fn set_newest_by_path(&mut self, newest: HashMap<Bytes, i64>) {
         self.newest_by_path = newest;
+    }
+
+    /// Tells the heads of the files stored lines were read from, so that at start a copy of
+    /// one (copytruncate) is not taken for a rotated file never read.
+    pub fn set_heads(&mut self, heads: HashMap<u32, HashSet<u32>>) {
+        self.heads = heads;
     }
 
     /// Every file the globs match now, with its identity (first input wins a file matched
@@ -408,11 +418,11 @@ impl Tailer {
                 let rotated = entry.path();
                 // A copy of a known file (copytruncate) is not unread: its head is known.
                 let is_copy = File::open(&rotated).is_ok_and(|file| {
-                    self.memory.values().any(|o| {
-                        fingerprint_of(&file, u64::from(o.fingerprint_len))
+                    self.heads.iter().any(|(len, fingerprints)| {
+                        fingerprint_of(&file, u64::from(*len))
                             .ok()
                             .flatten()
-                            == Some(o.fingerprint)
+                            .is_some_and(|fp| fingerprints.contains(&fp))
                     })
                 });
                 if is_copy {
@@ -491,6 +501,7 @@ impl Tailer {
                 pending: Vec::new(),
                 skipping: false,
                 size_seen: size,
+                mtime_seen: (meta.mtime(), meta.mtime_nsec()),
                 rotated: rotated.then_some(now),
                 last_growth: now,
             },
@@ -578,9 +589,13 @@ impl Tailer {
                 tracing::debug!(path = %tracked.path.display(), "tailed file rotated away");
             }
         }
-        let size = tracked.file.metadata()?.len();
+        let meta = tracked.file.metadata()?;
+        let size = meta.len();
+        let mtime = (meta.mtime(), meta.mtime_nsec());
         let mut truncated = size < tracked.pos;
-        if !truncated && size != tracked.size_seen {
+        // Rewritten to the same size between two looks shows only in the modification time.
+        if !truncated && (size != tracked.size_seen || mtime != tracked.mtime_seen) {
+            tracked.mtime_seen = mtime;
             // The head must still be what it was; a shorter fingerprint grows with the file.
             let len = u64::from(tracked.fingerprint_len);
             truncated = fingerprint_of(&tracked.file, len)? != Some(tracked.fingerprint);

@@ -47,7 +47,13 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>, per_ms:
 }
 
 /// Runs `logrotate -f` with `config` every `every` until `stop`; returns the rotations run.
-fn rotator(dir: PathBuf, config: String, stop: Arc<AtomicBool>, every: Duration) -> u64 {
+fn rotator(
+    dir: PathBuf,
+    config: String,
+    stop: Arc<AtomicBool>,
+    rotated: Arc<AtomicU64>,
+    every: Duration,
+) -> u64 {
     let conf = dir.join("logrotate.conf");
     std::fs::write(&conf, config).unwrap();
     let state = dir.join("logrotate.state");
@@ -63,6 +69,7 @@ fn rotator(dir: PathBuf, config: String, stop: Arc<AtomicBool>, every: Duration)
             .expect("run logrotate");
         assert!(status.success(), "logrotate failed: {status}");
         rotations += 1;
+        rotated.store(rotations, Ordering::Relaxed);
     }
     rotations
 }
@@ -111,13 +118,18 @@ fn kill9_loop(test: &str, rotate_config: &str, kills: usize, final_wait: Duratio
         let (log, stop, written) = (log.clone(), stop.clone(), written.clone());
         std::thread::spawn(move || writer(log, stop, written, 10))
     };
+    let rotated = Arc::new(AtomicU64::new(0));
     let rotator_thread = {
         let config = rotate_config.replace("{log}", &glob);
         let (dir, stop) = (logs.path().to_path_buf(), stop.clone());
-        std::thread::spawn(move || rotator(dir, config, stop, Duration::from_secs(2)))
+        let rotated = rotated.clone();
+        std::thread::spawn(move || rotator(dir, config, stop, rotated, Duration::from_secs(2)))
     };
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for kill in 0..kills {
+    // At least `kills` kills, and on until logrotate has rotated three times.
+    let mut kill = 0;
+    while kill < kills || (rotated.load(Ordering::Relaxed) < 3 && kill < kills + 10_000) {
+        kill += 1;
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
