@@ -44,6 +44,7 @@ fn record(i: u64) -> Record {
         )),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn record(i: u64, source: &str) -> Record {
         raw: Bytes::from(raw),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

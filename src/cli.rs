@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Gossip address announced to others (`cluster.gossip-advertise`).
     #[arg(long, value_name = "ADDR")]
     pub gossip_advertise: Option<String>,
+    /// A local file to tail, as an absolute glob (repeatable; one `[[input.file]]` table
+    /// with its defaults each).
+    #[arg(long, value_name = "GLOB")]
+    pub file: Vec<String>,
     /// Seed node gossip address, HOST:PORT (repeatable; `cluster.seeds`).
     #[arg(long, value_name = "ADDR")]
     pub seed: Vec<String>,
@@ -412,6 +416,10 @@ fn apply_flags(
         &args.syslog_tls,
         ("syslog.tls", "--syslog-tls"),
     )?;
+    for glob in &args.file {
+        let input = config::FileInput::from_glob(glob)?;
+        config.input.file.push(input);
+    }
     let cluster = &mut config.cluster;
     f.parsed(
         &mut cluster.gossip,

@@ -153,6 +153,7 @@ pub fn build_record_from(
         raw,
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -610,6 +610,7 @@ impl UploadState {
             raw: entry.raw,
             lost_from: None,
             tls_peer: None,
+            file: None,
         })
     }
 }
@@ -650,6 +651,7 @@ mod tests {
             raw: format!("__CURSOR=s={journal};i={sequence:x}\nMESSAGE=m\n").into(),
             lost_from: None,
             tls_peer: None,
+            file: None,
         }
     }
 
@@ -902,6 +904,7 @@ mod tests {
             raw: bytes::Bytes::from(format!("<13>spooled {i}")),
             lost_from: None,
             tls_peer: None,
+            file: None,
         }
     }
 

@@ -10,6 +10,9 @@
 //! - `journal_upload`, `api`: HTTP (`POST /upload`; `/metrics`, `/healthz`, `/v1/status`).
 //! - `query`: reading stored records back (`GET /v1/logs` and `starling read`): one filter,
 //!   one scan engine, one output writer.
+//! - `input_file`: local files as an input (`[[input.file]]`): tailing with rotation and
+//!   truncation, read positions recovered from the store's file records; imports
+//!   `pipeline`, `config`, `store` (its reader) and `record`.
 //! - `listener`: syslog over UDP (`listener::udp`) and TCP (`listener::tcp`), all of them
 //!   bound and run by `listener::syslog`.
 //! - `pipeline`: the one way every input's records reach the store (spool gate, append,
@@ -40,6 +43,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzzcheck;
 pub mod ingest;
+pub mod input_file;
 pub mod journal;
 pub mod journal_upload;
 pub mod listener;

@@ -133,6 +133,7 @@ pub struct Node {
     api_task: Option<tokio::task::JoinHandle<()>>,
     pipeline: Pipeline,
     cluster: cluster::NodeCluster,
+    files: crate::input_file::FileInputs,
 }
 
 impl Node {
@@ -234,6 +235,14 @@ impl Node {
         addresses.syslog_tls.clone_from(&listeners.tls);
         addresses.syslog_udp.clone_from(&listeners.udp);
         addresses.syslog_tcp.clone_from(&listeners.tcp);
+        let files = crate::input_file::FileInputs::start(crate::input_file::FileStart {
+            inputs: config.input.file.clone(),
+            node_id: node_id.clone(),
+            data_dir: data_dir.clone(),
+            pipeline: pipeline.handle(),
+            metrics: crate::input_file::FileMetrics::register(&mut registry),
+        })
+        .context("cannot start the file input")?;
 
         let api_cancel = CancellationToken::new();
         let mut api_task = None;
@@ -287,6 +296,7 @@ impl Node {
             api_task,
             pipeline,
             cluster,
+            files,
         })
     }
 
@@ -333,6 +343,7 @@ impl Node {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.listeners.cancel();
         self.pipeline.drain();
+        self.files.stop(deadline).await;
         if !self.listeners.wait(deadline).await {
             tracing::warn!("listeners did not stop in time");
         }

@@ -20,6 +20,8 @@ pub enum Transport {
     Udp = 1,
     Tcp = 2,
     Journal = 3,
+    /// A line tailed from a local file (`input_file`).
+    File = 4,
 }
 
 impl Transport {
@@ -28,6 +30,7 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Journal => "journal",
+            Transport::File => "file",
         }
     }
 
@@ -36,6 +39,7 @@ impl Transport {
             1 => Some(Transport::Udp),
             2 => Some(Transport::Tcp),
             3 => Some(Transport::Journal),
+            4 => Some(Transport::File),
             _ => None,
         }
     }
@@ -115,6 +119,31 @@ pub struct Record {
     /// `tls.client-auth`); `None` for a message that did not come over an authenticated TLS
     /// connection.
     pub tls_peer: Option<Arc<str>>,
+    /// Set only on a line tailed from a local file: where it was read, and the read position
+    /// it makes durable with it (`input_file`). `None` on every other record.
+    pub file: Option<Arc<FileOrigin>>,
+}
+
+/// Where a tailed line came from, stored with the line so the read position is durable in
+/// the same frame as the lines it covers (record flag 64, `docs/format.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileOrigin {
+    /// The file's path as it was matched (bytes: a path need not be UTF-8).
+    pub path: Bytes,
+    /// Byte offset just past the line's terminator: where reading resumes after this line.
+    pub offset: u64,
+    /// The file's identity: device and inode, confirmed by a CRC-32 of its first
+    /// `fingerprint_len` bytes (at most 1 KiB; fewer while the file was shorter).
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint: u32,
+    pub fingerprint_len: u32,
+    /// The PRI given to the line (`facility * 8 + severity` of its input).
+    pub pri: u8,
+    /// The APP-NAME given to the line (its input's `app-name`, else the file's stem).
+    pub app_name: Arc<str>,
+    /// The line had no terminator yet when it was stored (`partial-line-timeout`).
+    pub partial: bool,
 }
 
 impl Record {
@@ -141,6 +170,7 @@ impl Record {
             raw: gap_marker_text(origin, from, to),
             lost_from: Some(from),
             tls_peer: None,
+            file: None,
         }
     }
 }

@@ -54,6 +54,12 @@ pub fn record_json(_stored_shard_seq: u64, record: &Record, parsed: &Parsed) -> 
     }
     object.insert("truncated".into(), json!(record.truncated));
     object.insert("tls_peer".into(), json!(record.tls_peer));
+    let file = record.file.as_deref();
+    object.insert(
+        "file".into(),
+        json!(file.map(|f| String::from_utf8_lossy(&f.path))),
+    );
+    object.insert("offset".into(), json!(file.map(|f| f.offset)));
     Value::Object(object)
 }
 
@@ -89,7 +95,7 @@ fn structured_data_json(elements: &[SdElement]) -> Value {
 /// The keys of the documented JSON record shape (README), in its order: what the tests hold the
 /// renderer (and the real binary's output) to. The renderer does not use this list.
 #[doc(hidden)]
-pub const JSON_KEYS: [&str; 21] = [
+pub const JSON_KEYS: [&str; 23] = [
     "received_at",
     "source",
     "origin",
@@ -111,6 +117,8 @@ pub const JSON_KEYS: [&str; 21] = [
     "raw",
     "truncated",
     "tls_peer",
+    "file",
+    "offset",
 ];
 
 #[cfg(test)]
@@ -142,6 +150,7 @@ mod tests {
             raw: Bytes::copy_from_slice(raw),
             lost_from: None,
             tls_peer: None,
+            file: None,
         };
         (record, parsed)
     }
@@ -184,7 +193,9 @@ mod tests {
                 "message": "hello",
                 "raw": String::from_utf8_lossy(raw),
                 "truncated": false,
-                "tls_peer": null
+                "tls_peer": null,
+                "file": null,
+                "offset": null
             })
         );
     }

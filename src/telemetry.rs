@@ -145,6 +145,7 @@ pub struct PipelineMetrics {
     stored_udp: Counter,
     stored_tcp: Counter,
     stored_journal: Counter,
+    stored_file: Counter,
     dropped: Family<DropLabels, Counter>,
     failed: Family<FailLabels, Counter>,
     store_refused: Counter,
@@ -198,6 +199,7 @@ impl PipelineMetrics {
             stored_udp: stored_by(Transport::Udp),
             stored_tcp: stored_by(Transport::Tcp),
             stored_journal: stored_by(Transport::Journal),
+            stored_file: stored_by(Transport::File),
             dropped,
             failed,
             store_refused,
@@ -230,6 +232,7 @@ impl PipelineMetrics {
             Transport::Udp => &self.stored_udp,
             Transport::Tcp => &self.stored_tcp,
             Transport::Journal => &self.stored_journal,
+            Transport::File => &self.stored_file,
         }
     }
 

@@ -33,9 +33,11 @@ use crate::parse::Zone;
 use crate::store::StoreConfig;
 
 mod file;
+mod input;
 mod value;
 
 pub use file::KeyLines;
+pub use input::{parse_glob, FileInput, Glob, InputSection, StartAt, DEFAULT_MAX_LINE_BYTES};
 use value::{de, invalid};
 pub use value::{
     format_size, parse_address, parse_listeners, parse_log_level, parse_optional_address,
@@ -55,6 +57,8 @@ pub struct Config {
     pub api: ApiSection,
     pub log: LogSection,
     pub tls: TlsSection,
+    /// `[input]`: `[[input.file]]` tables of files to tail.
+    pub input: InputSection,
 }
 
 impl Default for Config {
@@ -68,6 +72,7 @@ impl Default for Config {
             api: ApiSection::default(),
             log: LogSection::default(),
             tls: TlsSection::default(),
+            input: InputSection::default(),
         }
     }
 }
@@ -755,6 +760,9 @@ impl Config {
         self.validate_addresses()?;
         if self.tls_in_use() {
             self.validate_tls()?;
+        }
+        for file in &self.input.file {
+            input::validate_file_input(file)?;
         }
         Ok(())
     }

@@ -116,6 +116,7 @@ impl Node {
                     raw: Bytes::from(format!("{} says {}", self.id, chunk * 100 + i)),
                     lost_from: None,
                     tls_peer: None,
+                    file: None,
                 })
                 .collect();
             append_durable(&self.store.handle(), records).await;

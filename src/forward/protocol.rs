@@ -588,6 +588,7 @@ impl Reader {
             raw,
             lost_from,
             tls_peer,
+            file: None,
         })
     }
 }

@@ -461,6 +461,7 @@ mod tests {
             raw: Bytes::from_static(b"x"),
             lost_from: None,
             tls_peer: None,
+            file: None,
         }
     }
 

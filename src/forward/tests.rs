@@ -87,6 +87,7 @@ pub(super) fn message(i: u64) -> Record {
         )),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn check_render(data: &[u8], parsed: &Parsed) {
         raw: Bytes::copy_from_slice(data),
         lost_from: None,
         tls_peer: None,
+        file: None,
     };
     let json = record_json(0, &record, parsed);
     let raw_back = match json.get("raw_base64") {

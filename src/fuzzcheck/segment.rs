@@ -96,6 +96,7 @@ mod tests {
                     raw: bytes::Bytes::from(format!("record {i} {k}")),
                     lost_from: None,
                     tls_peer: None,
+                    file: None,
                 })
                 .collect();
             store

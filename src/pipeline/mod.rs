@@ -379,6 +379,7 @@ mod tests {
             raw: bytes::Bytes::from(format!("MESSAGE=entry {i}\n")),
             lost_from: None,
             tls_peer: None,
+            file: None,
         }
     }
 

@@ -112,6 +112,15 @@ pub fn parsed_fields(record: &Record) -> Parsed {
     if record.parse == crate::record::ParseStatus::Journal {
         return crate::journal::to_parsed(&record.raw);
     }
+    if let Some(file) = &record.file {
+        let mut parsed = Parsed::unparsed(String::from_utf8_lossy(&record.raw).into());
+        parsed.pri = Some(file.pri);
+        parsed.facility = Some(file.pri >> 3);
+        parsed.severity = Some(file.pri & 7);
+        parsed.hostname = Some(record.source.to_string());
+        parsed.app_name = Some(file.app_name.to_string());
+        return parsed;
+    }
     let received_at =
         DateTime::from_timestamp_micros(record.received_at_micros).unwrap_or_default();
     let context = crate::parse::ParseContext {

@@ -28,6 +28,7 @@ pub(crate) fn rec(source: &str, origin: &str, origin_seq: u64, t: i64, raw: &str
         raw: Bytes::from(raw.to_string()),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn forwarded(seq: u64) -> Record {
         raw: Bytes::from(format!("record {seq}")),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod cluster;
 mod collector;
 mod conformance_e2e;
 mod conformance_parse;
+mod file_input;
 mod fuzz_regressions;
 mod gap_marker;
 mod hostile;

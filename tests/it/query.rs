@@ -86,6 +86,7 @@ fn build_store_batched(dir: &Path, n: usize, seed: u64, per_batch: usize) -> Vec
                 raw: Bytes::from(raw.clone()),
                 lost_from: None,
                 tls_peer: None,
+                file: None,
             });
             model.push(Model {
                 received_at,
@@ -617,6 +618,7 @@ fn read_follow_backfills_the_newest_records_and_honours_until() {
         raw: Bytes::from_static(b"<11>1 - web-1 app - - - live record"),
         lost_from: None,
         tls_peer: None,
+        file: None,
     };
     store
         .handle()

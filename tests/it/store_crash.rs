@@ -35,6 +35,7 @@ fn record(source: &str, origin: &str, origin_seq: u64, i: u64) -> Record {
         )),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

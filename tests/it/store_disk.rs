@@ -25,6 +25,7 @@ fn record(i: u64) -> Record {
         raw: Bytes::from(vec![b'x'; 1000]),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -22,6 +22,7 @@ fn record(seq: u64) -> Record {
         raw: Bytes::from(format!("<13>1 - host-1 app - - - message {seq}")),
         lost_from: None,
         tls_peer: (seq % 2 == 1).then(|| "client1.example.test".into()),
+        file: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn bare_record() -> Record {
         raw: Bytes::new(),
         lost_from: None,
         tls_peer: None,
+        file: None,
     }
 }
 

@@ -3,7 +3,8 @@
 //! the first lost sequence of a gap marker, the sender's verified TLS identity (flag 32) and
 //! the raw bytes. The shard (source) is not stored per record: it is the shard's name,
 //! except for a source too long to name its shard (`shardname::shard_name`), whose records
-//! keep it (flag 16).
+//! keep it (flag 16). A line tailed from a file carries where it was read (flag 64): path,
+//! offset past the line, file identity, PRI and APP-NAME.
 //!
 //! No I/O; decoding never trusts a length without checking it against the bytes at hand.
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::record::{EventTime, ParseStatus, Record, SharedStr, Transport};
+use crate::record::{EventTime, FileOrigin, ParseStatus, Record, SharedStr, Transport};
 
 const FLAG_EVENT: u8 = 1;
 const FLAG_PEER: u8 = 2;
@@ -24,6 +25,13 @@ const FLAG_SOURCE: u8 = 16;
 /// The sender's verified TLS identity follows the peer (and the source, if kept): u16 length +
 /// UTF-8, like the peer.
 const FLAG_TLS_PEER: u8 = 32;
+/// A line tailed from a file: its `FileOrigin` follows the source (see `docs/format.md`).
+const FLAG_FILE: u8 = 64;
+/// Fixed bytes of a file field besides its two strings' bytes: path length, offset, dev, ino,
+/// fingerprint, fingerprint length, PRI, file flags, app-name length.
+const FILE_FIXED: usize = 2 + 8 + 8 + 8 + 4 + 4 + 1 + 1 + 2;
+/// File flag: the line had no terminator when it was stored.
+const FILE_PARTIAL: u8 = 1;
 const FIXED: usize = 4 + 4 + 8 + 8;
 
 /// Longest origin or peer string a record may carry.
@@ -40,6 +48,10 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
             .tls_peer
             .as_ref()
             .is_some_and(|p| p.len() > MAX_NAME_BYTES)
+        || record
+            .file
+            .as_ref()
+            .is_some_and(|f| f.path.len() > MAX_NAME_BYTES || f.app_name.len() > MAX_NAME_BYTES)
     {
         return None;
     }
@@ -55,6 +67,9 @@ pub fn encoded_len(record: &Record) -> Option<usize> {
     }
     if let Some(tls_peer) = &record.tls_peer {
         n += 2 + tls_peer.len();
+    }
+    if let Some(file) = &record.file {
+        n += FILE_FIXED + file.path.len() + file.app_name.len();
     }
     Some(n)
 }
@@ -90,6 +105,9 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     if record.tls_peer.is_some() {
         flags |= FLAG_TLS_PEER;
     }
+    if record.file.is_some() {
+        flags |= FLAG_FILE;
+    }
     out[4] = flags;
     out[5] = record.transport as u8;
     out[6] = record.parse as u8;
@@ -119,12 +137,28 @@ pub fn encode_into(record: &Record, out: &mut [u8]) {
     if let Some(tls_peer) = &record.tls_peer {
         at = put_str(out, at, tls_peer);
     }
+    if let Some(file) = &record.file {
+        at = put_bytes(out, at, &file.path);
+        for value in [file.offset, file.dev, file.ino] {
+            out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            at += 8;
+        }
+        out[at..at + 4].copy_from_slice(&file.fingerprint.to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&file.fingerprint_len.to_le_bytes());
+        out[at + 8] = file.pri;
+        out[at + 9] = if file.partial { FILE_PARTIAL } else { 0 };
+        at = put_str(out, at + 10, &file.app_name);
+    }
     out[at..].copy_from_slice(&record.raw);
 }
 
 fn put_str(out: &mut [u8], at: usize, s: &str) -> usize {
+    put_bytes(out, at, s.as_bytes())
+}
+
+fn put_bytes(out: &mut [u8], at: usize, s: &[u8]) -> usize {
     out[at..at + 2].copy_from_slice(&(s.len() as u16).to_le_bytes());
-    out[at + 2..at + 2 + s.len()].copy_from_slice(s.as_bytes());
+    out[at + 2..at + 2 + s.len()].copy_from_slice(s);
     at + 2 + s.len()
 }
 
@@ -236,7 +270,14 @@ pub fn decode(
 ) -> Result<Record, String> {
     let rec = &payload[range.clone()];
     let flags = rec[4];
-    if flags & !(FLAG_EVENT | FLAG_PEER | FLAG_TRUNCATED | FLAG_LOST | FLAG_SOURCE | FLAG_TLS_PEER)
+    if flags
+        & !(FLAG_EVENT
+            | FLAG_PEER
+            | FLAG_TRUNCATED
+            | FLAG_LOST
+            | FLAG_SOURCE
+            | FLAG_TLS_PEER
+            | FLAG_FILE)
         != 0
         || rec[7] != 0
     {
@@ -306,6 +347,12 @@ pub fn decode(
         tls_peer = Some(p);
         at = next;
     }
+    let mut file = None;
+    if flags & FLAG_FILE != 0 {
+        let (origin, next) = decode_file(rec, at)?;
+        file = Some(Arc::new(origin));
+        at = next;
+    }
     Ok(Record {
         received_at_micros,
         event_time,
@@ -319,7 +366,38 @@ pub fn decode(
         raw: payload.slice(range.start + at..range.end),
         lost_from,
         tls_peer,
+        file,
     })
+}
+
+/// The file field of a record (flag 64) at `at`, and where it ends.
+fn decode_file(rec: &[u8], at: usize) -> Result<(FileOrigin, usize), String> {
+    let (path, at) = get_str(rec, at)?;
+    let Some(fixed) = rec.get(at..at + FILE_FIXED - 4) else {
+        return Err("record cut inside its file field".to_string());
+    };
+    let u64_at = |i: usize| u64::from_le_bytes(fixed[i..i + 8].try_into().expect("8 bytes"));
+    let u32_at = |i: usize| u32::from_le_bytes(fixed[i..i + 4].try_into().expect("4 bytes"));
+    let file_flags = fixed[33];
+    if file_flags & !FILE_PARTIAL != 0 {
+        return Err(format!("unknown file flags {file_flags:#04x}"));
+    }
+    let (app_name, end) = get_str(rec, at + FILE_FIXED - 4)?;
+    let app_name = std::str::from_utf8(app_name).map_err(|_| "app-name is not utf-8")?;
+    Ok((
+        FileOrigin {
+            path: Bytes::copy_from_slice(path),
+            offset: u64_at(0),
+            dev: u64_at(8),
+            ino: u64_at(16),
+            fingerprint: u32_at(24),
+            fingerprint_len: u32_at(28),
+            pri: fixed[32],
+            app_name: Arc::from(app_name),
+            partial: file_flags & FILE_PARTIAL != 0,
+        },
+        end,
+    ))
 }
 
 #[cfg(test)]
@@ -343,6 +421,7 @@ pub(crate) mod tests {
             raw: Bytes::from(raw.to_string()),
             lost_from: None,
             tls_peer: None,
+            file: None,
         }
     }
 
@@ -393,6 +472,71 @@ pub(crate) mod tests {
             (id.origin, id.origin_seq, id.lost_from),
             (&b"n"[..], 12, Some(12))
         );
+    }
+
+    /// A tailed line's file field (flag 64) round-trips, next to a kept source name, with a
+    /// path that is not UTF-8; a cut field or an unknown file flag is an error, not a panic.
+    #[test]
+    fn a_file_field_round_trips() {
+        let mut a = record("h", "node-1", 3, "a line");
+        a.transport = Transport::File;
+        a.file = Some(Arc::new(FileOrigin {
+            path: Bytes::from_static(b"/var/log/my app/\xffx.log"),
+            offset: 1 << 40,
+            dev: 2049,
+            ino: 77,
+            fingerprint: 0xdead_beef,
+            fingerprint_len: 1024,
+            pri: 14,
+            app_name: "x".into(),
+            partial: true,
+        }));
+        let mut b = a.clone();
+        b.source = "a-long-source".into();
+        for (r, keep) in [(&a, false), (&b, true)] {
+            let len = if keep {
+                encoded_len_keeping_source(r).unwrap()
+            } else {
+                encoded_len(r).unwrap()
+            };
+            let mut payload = vec![0u8; len];
+            encode_into(r, &mut payload);
+            let payload = Bytes::from(payload);
+            let got = decode(
+                &payload,
+                0..len,
+                &Arc::from("h"),
+                &mut DecodeShared::default(),
+            );
+            assert_eq!(&got.unwrap(), r);
+            // Cut anywhere inside the file field or raw: an error or a shorter raw, no panic.
+            for cut in 30..len {
+                let mut short = payload[..cut].to_vec();
+                short[..4].copy_from_slice(&((cut - 4) as u32).to_le_bytes());
+                let short = Bytes::from(short);
+                let _ = decode(
+                    &short,
+                    0..cut,
+                    &Arc::from("h"),
+                    &mut DecodeShared::default(),
+                );
+            }
+        }
+        let len = encoded_len(&a).unwrap();
+        let mut payload = vec![0u8; len];
+        encode_into(&a, &mut payload);
+        // The file flags byte sits 34 bytes after the path's length prefix and bytes.
+        let flags_at = len - a.raw.len() - 2 - 1 - 1;
+        assert_eq!(payload[flags_at], 1, "the partial flag");
+        payload[flags_at] = 2;
+        let payload = Bytes::from(payload);
+        let err = decode(
+            &payload,
+            0..len,
+            &Arc::from("h"),
+            &mut DecodeShared::default(),
+        );
+        assert!(err.unwrap_err().contains("file flags"));
     }
 
     /// A record whose source is too long to name its shard keeps it (flag 16): it decodes
