@@ -69,6 +69,9 @@ pub(crate) struct Writer {
     pub hwm: HashMap<String, u64>,
     pub shared: Arc<Shared>,
     awaiting_commit: Vec<AwaitingCommit>,
+    /// True while `resume` writes a batch (which it takes out of `current` meanwhile): the
+    /// marks then include records numbered but not written yet.
+    writing_batch: bool,
     current: Option<InFlight>,
     last_commit: Instant,
     unsynced_bytes: u64,
@@ -140,6 +143,7 @@ impl Writer {
             hwm,
             shared,
             awaiting_commit: Vec::new(),
+            writing_batch: false,
             current: None,
             last_commit: Instant::now(),
             unsynced_bytes: 0,
@@ -405,6 +409,12 @@ impl Writer {
 
     /// Writes the rest of the in-flight batch; leaves it in place if the disk is full.
     fn resume(&mut self) {
+        self.writing_batch = true;
+        self.write_batch();
+        self.writing_batch = false;
+    }
+
+    fn write_batch(&mut self) {
         let Some(mut f) = self.current.take() else {
             return;
         };
@@ -948,9 +958,10 @@ impl Writer {
         // now: answer it here, or a failure before the next commit (a seal's, say) would fail
         // a ticket whose records stay on disk, and its sender's retry would store them twice.
         // Between batches the marks are what is durable, and published first, so an answer
-        // is never ahead of them (mid-batch they include what is not written yet: the commit
-        // publishes them).
-        if self.current.is_none() {
+        // is never ahead of them. Mid-batch (a seal while a batch is written) they include
+        // the record being appended, numbered but not written: published then, a forwarder
+        // would look for it, not find it and declare it lost; the next commit publishes.
+        if !self.writing_batch && self.current.is_none() {
             self.shared
                 .durable_hwm
                 .lock()
