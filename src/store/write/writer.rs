@@ -169,11 +169,17 @@ impl Writer {
         }
         let mark = self.hwm.entry(origin.to_string()).or_insert(0);
         *mark = (*mark).max(seq);
-        *self
-            .shared
+        self.publish_marks();
+    }
+
+    /// Publishes the marks as durable (what readers and forwarders go by); only when no
+    /// record is numbered but unwritten.
+    fn publish_marks(&self) {
+        self.shared
             .durable_hwm
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = self.hwm.clone();
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&self.hwm);
     }
 
     /// The thread body: runs until a `Close` message is processed.
@@ -962,11 +968,7 @@ impl Writer {
         // the record being appended, numbered but not written: published then, a forwarder
         // would look for it, not find it and declare it lost; the next commit publishes.
         if !self.writing_batch && self.current.is_none() {
-            self.shared
-                .durable_hwm
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone_from(&self.hwm);
+            self.publish_marks();
         }
         for p in self.awaiting_commit.drain(..) {
             let _ = p.ticket.send(p.outcome);
@@ -980,11 +982,7 @@ impl Writer {
         let _ = self.write_lost();
         let _ = self.sync_dirty();
         if self.current.is_none() {
-            self.shared
-                .durable_hwm
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone_from(&self.hwm);
+            self.publish_marks();
         }
         for p in self.awaiting_commit.drain(..) {
             let _ = p.ticket.send(p.outcome);
